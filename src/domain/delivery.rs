@@ -1,0 +1,336 @@
+//! Delivery to the email provider, as values: the stored `OutboundEmail`, the HTTP request each
+//! provider's published API wants, what a provider's answer means (sent, retry, fail) and the
+//! backoff between attempts. `crate::delivery` does the I/O.
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::send::ValidatedSend;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Sandbox,
+    Postmark,
+    Resend,
+    Cloudflare,
+}
+
+impl Provider {
+    pub fn parse(s: &str) -> Option<Provider> {
+        match s {
+            "" | "sandbox" => Some(Provider::Sandbox),
+            "postmark" => Some(Provider::Postmark),
+            "resend" => Some(Provider::Resend),
+            "cloudflare" => Some(Provider::Cloudflare),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Sandbox => "sandbox",
+            Provider::Postmark => "postmark",
+            Provider::Resend => "resend",
+            Provider::Cloudflare => "cloudflare",
+        }
+    }
+
+    /// Test keys never leave the sandbox, whatever the deployment configures.
+    pub fn for_mode(configured: Provider, livemode: bool) -> Provider {
+        if livemode { configured } else { Provider::Sandbox }
+    }
+
+    /// Providers that deduplicate a repeated request themselves (so a lost claim is safe to retry).
+    pub fn deduplicates(self) -> bool {
+        matches!(self, Provider::Resend | Provider::Sandbox)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundAttachment {
+    pub filename: String,
+    pub content_type: String,
+    pub content_base64: String,
+}
+
+/// What the delivery consumer needs to hand a message to an API-based provider; stored as JSON
+/// beside the MIME.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundEmail {
+    pub message_id: String,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    #[serde(default)]
+    pub reply_to: Vec<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    #[serde(default)]
+    pub attachments: Vec<OutboundAttachment>,
+}
+
+impl OutboundEmail {
+    pub fn from_validated(v: &ValidatedSend, message_id: &str, message_id_header: &str) -> Self {
+        let mut headers = v.headers.clone();
+        headers.push(("Message-ID".into(), format!("<{message_id_header}>")));
+        OutboundEmail {
+            message_id: message_id.to_string(),
+            from: v.from.to_string(),
+            to: v.to.iter().map(ToString::to_string).collect(),
+            cc: v.cc.iter().map(ToString::to_string).collect(),
+            bcc: v.bcc.iter().map(ToString::to_string).collect(),
+            reply_to: v.reply_to.iter().map(ToString::to_string).collect(),
+            subject: v.subject.clone(),
+            text: v.text.clone(),
+            html: v.html.clone(),
+            headers,
+            attachments: v
+                .attachments
+                .iter()
+                .map(|a| OutboundAttachment {
+                    filename: a.filename.clone(),
+                    content_type: a.content_type.clone(),
+                    content_base64: STANDARD.encode(&a.content),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// Postmark's `POST /email` (https://postmarkapp.com/developer/api/email-api).
+pub fn postmark_request(base_url: &str, server_token: &str, m: &OutboundEmail) -> ProviderRequest {
+    let mut body = json!({
+        "From": m.from,
+        "To": m.to.join(", "),
+        "Subject": m.subject,
+        "MessageStream": "outbound",
+        "Headers": m.headers.iter().map(|(n, v)| json!({"Name": n, "Value": v})).collect::<Vec<_>>(),
+        "Metadata": {"multimail_message_id": m.message_id},
+    });
+    let obj = body.as_object_mut().expect("object literal");
+    if !m.cc.is_empty() { obj.insert("Cc".into(), json!(m.cc.join(", "))); }
+    if !m.bcc.is_empty() { obj.insert("Bcc".into(), json!(m.bcc.join(", "))); }
+    if !m.reply_to.is_empty() { obj.insert("ReplyTo".into(), json!(m.reply_to.join(", "))); }
+    if let Some(t) = &m.text { obj.insert("TextBody".into(), json!(t)); }
+    if let Some(h) = &m.html { obj.insert("HtmlBody".into(), json!(h)); }
+    if !m.attachments.is_empty() {
+        obj.insert("Attachments".into(), json!(m.attachments.iter().map(|a| json!({
+            "Name": a.filename, "Content": a.content_base64, "ContentType": a.content_type,
+        })).collect::<Vec<_>>()));
+    }
+    ProviderRequest {
+        url: format!("{}/email", base_url.trim_end_matches('/')),
+        headers: vec![
+            ("Accept".into(), "application/json".into()),
+            ("Content-Type".into(), "application/json".into()),
+            ("X-Postmark-Server-Token".into(), server_token.into()),
+        ],
+        body: body.to_string(),
+    }
+}
+
+/// Resend's `POST /emails` (the schema in shared/specs/resend.yaml), with the message id as the
+/// `Idempotency-Key` so a repeated attempt is deduplicated by Resend.
+pub fn resend_request(base_url: &str, api_key: &str, m: &OutboundEmail) -> ProviderRequest {
+    let mut body = json!({"from": m.from, "to": m.to, "subject": m.subject});
+    let obj = body.as_object_mut().expect("object literal");
+    if !m.cc.is_empty() { obj.insert("cc".into(), json!(m.cc)); }
+    if !m.bcc.is_empty() { obj.insert("bcc".into(), json!(m.bcc)); }
+    if !m.reply_to.is_empty() { obj.insert("reply_to".into(), json!(m.reply_to)); }
+    if let Some(t) = &m.text { obj.insert("text".into(), json!(t)); }
+    if let Some(h) = &m.html { obj.insert("html".into(), json!(h)); }
+    let headers: serde_json::Map<String, Value> = m.headers.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
+    obj.insert("headers".into(), Value::Object(headers));
+    if !m.attachments.is_empty() {
+        obj.insert("attachments".into(), json!(m.attachments.iter().map(|a| json!({
+            "filename": a.filename, "content": a.content_base64, "content_type": a.content_type,
+        })).collect::<Vec<_>>()));
+    }
+    ProviderRequest {
+        url: format!("{}/emails", base_url.trim_end_matches('/')),
+        headers: vec![
+            ("Authorization".into(), format!("Bearer {api_key}")),
+            ("Content-Type".into(), "application/json".into()),
+            ("Idempotency-Key".into(), m.message_id.clone()),
+        ],
+        body: body.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderOutcome {
+    Sent { provider_message_id: String },
+    /// Try again after `delay_secs` (network error, 429, 5xx).
+    Retry { delay_secs: u32, reason: String },
+    /// The provider refused the message for good.
+    Fail { reason: String },
+}
+
+const MAX_REASON: usize = 300;
+
+fn reason_from_body(provider: Provider, status: u16, body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let detail = parsed
+        .as_ref()
+        .and_then(|v| match provider {
+            Provider::Postmark => v.get("Message").and_then(Value::as_str).map(str::to_string),
+            _ => v.get("message").and_then(Value::as_str).map(str::to_string),
+        })
+        .unwrap_or_else(|| body.chars().take(MAX_REASON).collect());
+    let mut reason = format!("{} answered {status}: {detail}", provider.as_str());
+    reason.truncate(MAX_REASON);
+    reason
+}
+
+/// What an HTTP answer from a provider means. `attempt` is 1 for the first try.
+pub fn classify_response(
+    provider: Provider,
+    status: u16,
+    retry_after: Option<&str>,
+    body: &str,
+    attempt: u32,
+    backoff_base_secs: u32,
+) -> ProviderOutcome {
+    if (200..300).contains(&status) {
+        let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let id = match provider {
+            Provider::Postmark => {
+                if v.get("ErrorCode").and_then(Value::as_i64).unwrap_or(0) != 0 {
+                    return ProviderOutcome::Fail { reason: reason_from_body(provider, status, body) };
+                }
+                v.get("MessageID").and_then(Value::as_str)
+            }
+            _ => v.get("id").and_then(Value::as_str),
+        };
+        return ProviderOutcome::Sent { provider_message_id: id.unwrap_or_default().to_string() };
+    }
+    if status == 429 || status >= 500 || status == 408 {
+        let delay = retry_after
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .unwrap_or_else(|| backoff_secs(attempt, backoff_base_secs));
+        return ProviderOutcome::Retry { delay_secs: delay.min(MAX_DELAY_SECS), reason: reason_from_body(provider, status, body) };
+    }
+    ProviderOutcome::Fail { reason: reason_from_body(provider, status, body) }
+}
+
+/// Cloudflare Queues delay a message by at most 12 hours per hop.
+pub const MAX_DELAY_SECS: u32 = 12 * 60 * 60;
+const MAX_BACKOFF_SECS: u32 = 60 * 60;
+
+/// Exponential backoff: base, 2·base, 4·base, … capped at an hour.
+pub fn backoff_secs(attempt: u32, base_secs: u32) -> u32 {
+    let exp = attempt.saturating_sub(1).min(20);
+    base_secs.max(1).saturating_mul(1u32 << exp).min(MAX_BACKOFF_SECS)
+}
+
+/// A scheduled send further out than one queue hop is re-enqueued until it is due.
+pub fn hop_delay_secs(send_at_ms: i64, now_ms: i64) -> u32 {
+    let secs = ((send_at_ms - now_ms).max(0) + 999) / 1000;
+    secs.min(i64::from(MAX_DELAY_SECS)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> OutboundEmail {
+        OutboundEmail {
+            message_id: "msg_1".into(),
+            from: "Agent <a@acme.multimail.test>".into(),
+            to: vec!["b@example.com".into(), "c@example.com".into()],
+            cc: vec![],
+            bcc: vec!["oversight@acme.test".into()],
+            reply_to: vec![],
+            subject: "Hi".into(),
+            text: Some("Hello".into()),
+            html: None,
+            headers: vec![("Message-ID".into(), "<msg_1@acme.multimail.test>".into())],
+            attachments: vec![OutboundAttachment { filename: "a.txt".into(), content_type: "text/plain".into(), content_base64: "aGk=".into() }],
+        }
+    }
+
+    #[test]
+    fn test_keys_always_use_the_sandbox() {
+        assert_eq!(Provider::for_mode(Provider::Resend, false), Provider::Sandbox);
+        assert_eq!(Provider::for_mode(Provider::Resend, true), Provider::Resend);
+    }
+
+    #[test]
+    fn postmark_request_has_token_header_and_pascal_case_fields() {
+        let r = postmark_request("http://127.0.0.1:9/", "pm-token", &email());
+        assert_eq!(r.url, "http://127.0.0.1:9/email");
+        assert!(r.headers.contains(&("X-Postmark-Server-Token".into(), "pm-token".into())));
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["To"], "b@example.com, c@example.com");
+        assert_eq!(v["Bcc"], "oversight@acme.test");
+        assert_eq!(v["TextBody"], "Hello");
+        assert_eq!(v["Attachments"][0]["Name"], "a.txt");
+        assert!(v.get("HtmlBody").is_none());
+    }
+
+    #[test]
+    fn resend_request_carries_idempotency_key_and_arrays() {
+        let r = resend_request("https://api.resend.com", "re_x", &email());
+        assert_eq!(r.url, "https://api.resend.com/emails");
+        assert!(r.headers.contains(&("Idempotency-Key".into(), "msg_1".into())));
+        assert!(r.headers.contains(&("Authorization".into(), "Bearer re_x".into())));
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["to"], json!(["b@example.com", "c@example.com"]));
+        assert_eq!(v["attachments"][0]["content"], "aGk=");
+        assert_eq!(v["headers"]["Message-ID"], "<msg_1@acme.multimail.test>");
+    }
+
+    #[test]
+    fn two_hundreds_are_sent_with_the_provider_id() {
+        assert_eq!(
+            classify_response(Provider::Resend, 200, None, r#"{"id":"re_123"}"#, 1, 5),
+            ProviderOutcome::Sent { provider_message_id: "re_123".into() }
+        );
+        assert_eq!(
+            classify_response(Provider::Postmark, 200, None, r#"{"ErrorCode":0,"MessageID":"pm-1"}"#, 1, 5),
+            ProviderOutcome::Sent { provider_message_id: "pm-1".into() }
+        );
+    }
+
+    #[test]
+    fn server_errors_and_429_retry_honouring_retry_after() {
+        assert!(matches!(classify_response(Provider::Resend, 500, None, "", 1, 5), ProviderOutcome::Retry { delay_secs: 5, .. }));
+        assert!(matches!(classify_response(Provider::Resend, 503, None, "", 3, 5), ProviderOutcome::Retry { delay_secs: 20, .. }));
+        assert!(matches!(classify_response(Provider::Postmark, 429, Some("42"), "", 1, 5), ProviderOutcome::Retry { delay_secs: 42, .. }));
+    }
+
+    #[test]
+    fn other_client_errors_fail_at_once_with_the_providers_reason() {
+        let out = classify_response(Provider::Postmark, 422, None, r#"{"ErrorCode":300,"Message":"Invalid 'To' address"}"#, 1, 5);
+        assert_eq!(out, ProviderOutcome::Fail { reason: "postmark answered 422: Invalid 'To' address".into() });
+        assert!(matches!(classify_response(Provider::Resend, 403, None, r#"{"message":"domain not verified"}"#, 1, 5), ProviderOutcome::Fail { .. }));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff_secs(1, 5), 5);
+        assert_eq!(backoff_secs(2, 5), 10);
+        assert_eq!(backoff_secs(30, 5), 3600);
+    }
+
+    #[test]
+    fn scheduled_sends_hop_at_most_twelve_hours() {
+        assert_eq!(hop_delay_secs(10_000, 0), 10);
+        assert_eq!(hop_delay_secs(30 * 24 * 3600 * 1000, 0), MAX_DELAY_SECS);
+        assert_eq!(hop_delay_secs(0, 10_000), 0);
+    }
+}

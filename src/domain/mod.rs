@@ -1,0 +1,14 @@
+//! The pure core: values in, decisions out. Nothing here touches the Workers runtime, so every
+//! module compiles and is unit-tested natively with `cargo test`.
+
+pub mod address;
+pub mod delivery;
+pub mod error;
+pub mod ids;
+pub mod idempotency;
+pub mod keys;
+pub mod mime;
+pub mod oversight;
+pub mod ratelimit;
+pub mod send;
+pub mod time;
