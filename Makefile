@@ -1,0 +1,39 @@
+# The two commands of the README: `make dev` runs the worker locally, `make test` runs every test.
+# Both install whatever is missing first (scripts/tools.sh) and reinstall nothing on a second run.
+SHELL := bash
+CARGO_BIN := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
+export PATH := $(CURDIR)/node_modules/.bin:$(CARGO_BIN):$(PATH)
+export WRANGLER_SEND_METRICS := false
+export WASM_BINDGEN_BIN := $(CARGO_BIN)/wasm-bindgen
+export WASM_OPT_BIN := $(CURDIR)/node_modules/binaryen/bin/wasm-opt
+export ESBUILD_BIN := $(CURDIR)/node_modules/.bin/esbuild
+PORT ?= 8787
+
+SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock openapi.json
+
+.PHONY: dev test tools build unit integration bench clean
+
+tools:
+	@scripts/tools.sh
+
+build/index.js: $(SOURCES)
+	worker-build --release
+
+build: build/index.js
+
+dev: tools build
+	@PORT=$(PORT) scripts/dev.sh
+
+unit: tools
+	cargo test --lib --quiet
+
+integration: tools build
+	node --test --test-concurrency=1 tests/integration/
+
+test: unit integration
+
+bench: tools build
+	node bench/send_email.mjs
+
+clean:
+	rm -rf build target/wasm32-unknown-unknown .wrangler tests/.state

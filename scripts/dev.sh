@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make dev`: local D1 migrated, the worker under `wrangler dev` on 127.0.0.1:$PORT, a local dev
+# account seeded once, and its keys printed. Ctrl-C stops it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT="${PORT:-8787}"
+
+if [ ! -f .dev.vars ] || ! grep -q '^ADMIN_TOKEN=' .dev.vars; then
+  echo "ADMIN_TOKEN=adm_$(node -e 'process.stdout.write(require("crypto").randomBytes(32).toString("hex"))')" >> .dev.vars
+  echo "[dev] wrote a random ADMIN_TOKEN to .dev.vars (not committed)"
+fi
+
+wrangler d1 migrations apply multimail --local >/dev/null
+echo "[dev] local D1 migrated"
+
+wrangler dev --ip 127.0.0.1 --port "$PORT" --inspector-port 0 --show-interactive-dev-session=false &
+WRANGLER=$!
+trap 'kill $WRANGLER 2>/dev/null || true' EXIT INT TERM
+
+for _ in $(seq 1 120); do
+  if curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then break; fi
+  if ! kill -0 $WRANGLER 2>/dev/null; then echo "[dev] wrangler dev exited" >&2; exit 1; fi
+  sleep 0.5
+done
+
+node scripts/seed-dev.mjs "http://127.0.0.1:$PORT"
+wait $WRANGLER

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing need, and nothing that is already there:
+# the wasm target, worker-build, wasm-bindgen-cli at exactly Cargo.lock's version, and (from the
+# committed package-lock.json) wrangler, Node 22, binaryen's wasm-opt and esbuild.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
+export PATH="$CARGO_BIN:$PATH"
+
+WORKER_BUILD_VERSION=0.8.7
+WASM_BINDGEN_VERSION=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+
+say() { printf '[tools] %s\n' "$*" >&2; }
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+if [ "$(worker-build --version 2>/dev/null | awk '{print $NF}')" != "$WORKER_BUILD_VERSION" ]; then
+  say "installing worker-build $WORKER_BUILD_VERSION"
+  cargo install worker-build --version "$WORKER_BUILD_VERSION" --locked
+fi
+
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+  say "installing wasm-bindgen-cli $WASM_BINDGEN_VERSION"
+  # --locked first; its lock file can name a crate version the registry no longer serves,
+  # in which case resolve afresh (the CLI itself stays at the exact version).
+  cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --locked \
+    || cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] \
+   || [ ! -x node_modules/.bin/wrangler ]; then
+  say "installing node packages from package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error
+fi

@@ -1,0 +1,242 @@
+//! The delivery queue's consumer: claim the message in D1, hand it to the provider, record the
+//! outcome. Decisions (which provider, what the answer means, how long to back off) come from
+//! `domain::delivery`; this file only does the I/O around them.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use wasm_bindgen::JsValue;
+use worker::{AbortController, Env, Fetch, Headers, Method, MessageBatch, MessageBuilder, MessageExt, QueueRetryOptionsBuilder, RawMessage, Request, RequestInit};
+
+use crate::domain::delivery::{self, classify_response, OutboundEmail, ProviderOutcome, Provider};
+use crate::domain::{ids, time::to_rfc3339};
+use crate::platform::{self, Config};
+use crate::store::{self, events, messages};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub message_id: String,
+    /// Why it is on the dead-letter queue, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
+/// A claim this old on a provider that deduplicates may be taken over (the isolate died mid-call).
+const RECLAIM_AFTER_MS: i64 = 5 * 60 * 1000;
+
+/// Puts a message on the delivery queue, delayed until `send_at` (in hops of at most 12 h).
+pub async fn enqueue(env: &Env, message_id: &str, send_at: Option<i64>, now: i64) -> worker::Result<()> {
+    let job = DeliveryJob { message_id: message_id.to_string(), reason: None };
+    let delay = send_at.map_or(0, |at| delivery::hop_delay_secs(at, now));
+    env.queue("DELIVERY")?.send(MessageBuilder::new(job).delay_seconds(delay).build()).await
+}
+
+fn parse_job(raw: &RawMessage) -> Option<DeliveryJob> {
+    let text = worker::js_sys::JSON::stringify(&raw.body()).ok()?.as_string()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub async fn consume(batch: MessageBatch<Value>, env: Env) {
+    let dead_letters = batch.queue().ends_with("-dlq");
+    let config = Config::from_env(&env);
+    for raw in batch.raw_iter() {
+        let Some(job) = parse_job(&raw) else {
+            worker::console_error!("delivery: dropping a malformed queue message");
+            raw.ack();
+            continue;
+        };
+        let result = if dead_letters { give_up(&env, &job).await } else { deliver(&env, &config, &job, &raw).await };
+        if let Err(e) = result {
+            // Storage trouble: let the queue try again (after max_retries it reaches the DLQ).
+            worker::console_error!("delivery of {}: {e}", job.message_id);
+            raw.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(config.delivery_backoff_secs.max(1)).build());
+        } else {
+            raw.ack();
+        }
+    }
+}
+
+async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage) -> worker::Result<()> {
+    let db = store::db(env)?;
+    let Some(m) = messages::get(&db, &job.message_id).await? else {
+        worker::console_error!("delivery: no message {}", job.message_id);
+        return Ok(());
+    };
+    let now = platform::now_ms();
+    if m.msg.status == "scheduled" {
+        if let Some(at) = m.msg.send_at.filter(|at| *at > now + 1000) {
+            return enqueue(env, &m.msg.id, Some(at), now).await;
+        }
+    }
+    let provider = Provider::for_mode(config.provider, m.msg.livemode == 1);
+    let reclaim = provider.deduplicates().then_some(now - RECLAIM_AFTER_MS);
+    let Some(attempt) = messages::claim(&db, &m.msg.id, now, reclaim).await? else {
+        return Ok(()); // someone else has it, or it is already done or cancelled
+    };
+    let attempt = attempt as u32;
+    let outcome = match call_provider(env, config, provider, &m.msg.id).await {
+        Ok(o) => o,
+        Err(e) => ProviderOutcome::Retry {
+            delay_secs: delivery::backoff_secs(attempt, config.delivery_backoff_secs),
+            reason: format!("{} could not be reached: {e}", provider.as_str()),
+        },
+    };
+    let now = platform::now_ms();
+    match outcome {
+        ProviderOutcome::Sent { provider_message_id } => {
+            let payload = event_payload(&m, "email.sent", now, json!({
+                "provider": provider.as_str(),
+                "provider_message_id": provider_message_id,
+                "oversight_mode": m.msg.oversight_mode,
+            }));
+            db.batch(vec![
+                messages::mark_sent(&db, &m.msg.id, provider.as_str(), &provider_message_id, now)?,
+                messages::timeline(&db, &m.msg.id, now, "attempt", Some(&format!("#{attempt} {}: accepted", provider.as_str())))?,
+                messages::timeline(&db, &m.msg.id, now, "sent", Some(&format!("{} id {provider_message_id}", provider.as_str())))?,
+                event_insert(&db, &m, &payload, now)?,
+            ])
+            .await?;
+        }
+        ProviderOutcome::Retry { delay_secs, reason } => {
+            db.batch(vec![
+                messages::release_for_retry(&db, &m.msg.id, &reason, now)?,
+                messages::timeline(&db, &m.msg.id, now, "attempt", Some(&format!("#{attempt}: {reason}")))?,
+            ])
+            .await?;
+            if attempt >= config.delivery_max_attempts {
+                let reason = format!("gave up after {attempt} attempts; last: {reason}");
+                env.queue("DELIVERY_DLQ")?.send(DeliveryJob { message_id: m.msg.id.clone(), reason: Some(reason) }).await?;
+            } else {
+                let _ = raw; // acked by the caller; the retry is a fresh, delayed queue message
+                env.queue("DELIVERY")?
+                    .send(MessageBuilder::new(DeliveryJob { message_id: m.msg.id.clone(), reason: None }).delay_seconds(delay_secs).build())
+                    .await?;
+            }
+        }
+        ProviderOutcome::Fail { reason } => {
+            messages::timeline(&db, &m.msg.id, now, "attempt", Some(&format!("#{attempt}: {reason}")))?.run().await?;
+            fail(&db, &m, &reason, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The dead-letter queue's consumer: whatever lands there has failed for good.
+async fn give_up(env: &Env, job: &DeliveryJob) -> worker::Result<()> {
+    let db = store::db(env)?;
+    let Some(m) = messages::get(&db, &job.message_id).await? else { return Ok(()) };
+    let reason = job.reason.clone().unwrap_or_else(|| "delivery retries exhausted".into());
+    fail(&db, &m, &reason, platform::now_ms()).await
+}
+
+async fn fail(db: &worker::D1Database, m: &messages::MessageWithMailbox, reason: &str, now: i64) -> worker::Result<()> {
+    if messages::mark_failed(db, &m.msg.id, reason, now).await? {
+        let payload = event_payload(m, "email.failed", now, json!({"reason": reason}));
+        db.batch(vec![
+            messages::timeline(db, &m.msg.id, now, "failed", Some(reason))?,
+            event_insert(db, m, &payload, now)?,
+        ])
+        .await?;
+    }
+    Ok(())
+}
+
+fn event_payload(m: &messages::MessageWithMailbox, ty: &str, now: i64, extra: Value) -> Value {
+    let mut v = json!({
+        "type": ty,
+        "event_id": platform::new_id(ids::EVENT),
+        "created_at": to_rfc3339(now),
+        "mailbox": m.mailbox_address,
+        "livemode": m.msg.livemode == 1,
+        "metadata": serde_json::from_str::<Value>(&m.msg.metadata).unwrap_or_else(|_| json!({})),
+        "message_id": m.msg.id,
+    });
+    if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), extra) {
+        obj.extend(extra);
+    }
+    v
+}
+
+fn event_insert(db: &worker::D1Database, m: &messages::MessageWithMailbox, payload: &Value, now: i64) -> worker::Result<worker::D1PreparedStatement> {
+    events::insert(db, &events::NewEvent {
+        id: payload["event_id"].as_str().unwrap_or_default(),
+        account_id: &m.msg.account_id,
+        livemode: m.msg.livemode == 1,
+        mailbox_id: Some(&m.msg.mailbox_id),
+        message_id: Some(&m.msg.id),
+        payload,
+        created_at: now,
+    })
+}
+
+async fn call_provider(env: &Env, config: &Config, provider: Provider, message_id: &str) -> worker::Result<ProviderOutcome> {
+    let db = store::db(env)?;
+    match provider {
+        Provider::Sandbox => Ok(ProviderOutcome::Sent { provider_message_id: format!("sandbox_{message_id}") }),
+        Provider::Cloudflare => send_with_binding(env, &db, message_id).await,
+        Provider::Postmark | Provider::Resend => {
+            let json = messages::blob(&db, message_id, "outbound").await?.ok_or("the stored message body is missing")?;
+            let email: OutboundEmail = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+            let request = if provider == Provider::Postmark {
+                let token = platform::secret(env, "POSTMARK_SERVER_TOKEN").ok_or("POSTMARK_SERVER_TOKEN is not set")?;
+                delivery::postmark_request(&config.postmark_base_url, &token, &email)
+            } else {
+                let key = platform::secret(env, "RESEND_API_KEY").ok_or("RESEND_API_KEY is not set")?;
+                delivery::resend_request(&config.resend_base_url, &key, &email)
+            };
+            let attempt = messages::get(&db, message_id).await?.map_or(1, |m| m.msg.attempts as u32);
+            let headers = Headers::new();
+            for (k, v) in &request.headers {
+                headers.set(k, v)?;
+            }
+            let controller = AbortController::default();
+            let signal = controller.signal();
+            worker::wasm_bindgen_futures::spawn_local(async move {
+                worker::Delay::from(PROVIDER_TIMEOUT).await;
+                controller.abort();
+            });
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(&request.body)));
+            let req = Request::new_with_init(&request.url, &init)?;
+            let mut resp = Fetch::Request(req).send_with_signal(&signal).await?;
+            let status = resp.status_code();
+            let retry_after = resp.headers().get("Retry-After").ok().flatten();
+            let body = resp.text().await.unwrap_or_default();
+            Ok(classify_response(provider, status, retry_after.as_deref(), &body, attempt, config.delivery_backoff_secs))
+        }
+    }
+}
+
+/// Cloudflare Email Service: the stored MIME through the `EMAIL` binding, one envelope per
+/// recipient.
+async fn send_with_binding(env: &Env, db: &worker::D1Database, message_id: &str) -> worker::Result<ProviderOutcome> {
+    let mime = messages::blob(db, message_id, "mime").await?.ok_or("the stored MIME is missing")?;
+    let json = messages::blob(db, message_id, "outbound").await?.ok_or("the stored message body is missing")?;
+    let email: OutboundEmail = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+    let sender = crate::domain::address::Recipient::parse(&email.from).map_err(|e| e.0)?.address.to_string();
+    let binding = env.send_email("EMAIL")?;
+    let mut last_id = String::new();
+    for rcpt in email.to.iter().chain(&email.cc).chain(&email.bcc) {
+        let to = crate::domain::address::Recipient::parse(rcpt).map_err(|e| e.0)?.address.to_string();
+        let msg = worker::EmailMessage::new(&sender, &to, &mime).map_err(|e| worker::Error::from(format!("{e:?}")))?;
+        match binding.send(&msg).await {
+            Ok(r) => last_id = r.message_id(),
+            Err(e) => {
+                return Ok(ProviderOutcome::Retry { delay_secs: 30, reason: format!("cloudflare email binding: {e:?}") });
+            }
+        }
+    }
+    Ok(ProviderOutcome::Sent { provider_message_id: last_id })
+}
+
+/// Housekeeping for the hourly cron: re-enqueue messages whose queue message may be lost.
+pub async fn sweep(env: &Env, now: i64) -> worker::Result<usize> {
+    let db = store::db(env)?;
+    let due = messages::needing_enqueue(&db, now - 10 * 60 * 1000, now + 60 * 60 * 1000).await?;
+    for (id, send_at) in &due {
+        enqueue(env, id, *send_at, now).await?;
+    }
+    Ok(due.len())
+}

@@ -1,0 +1,79 @@
+//! Who is calling: an API key (hashed, looked up with its account and counted for the rate
+//! limit in one D1 round trip) or the deployment operator's `ADMIN_TOKEN`.
+
+use worker::{D1Database, Request};
+
+use super::{ApiError, ApiResult};
+use crate::domain::keys::{secrets_equal, ApiKeySecret, Scope, Scopes};
+use crate::domain::ratelimit::{self, RateDecision};
+use crate::store::keys as key_store;
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: String,
+    pub account_id: String,
+    pub livemode: bool,
+    pub scopes: Scopes,
+    /// `None`: every mailbox of the account.
+    pub mailboxes: Option<Vec<String>>,
+    pub default_domain: String,
+}
+
+impl Principal {
+    pub fn require(&self, scope: Scope) -> ApiResult<()> {
+        if self.scopes.has(scope) { Ok(()) } else { Err(ApiError::forbidden_scope(scope.as_str())) }
+    }
+
+    pub fn require_any(&self, scopes: &[Scope]) -> ApiResult<()> {
+        if scopes.iter().any(|s| self.scopes.has(*s)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+        Err(ApiError::new(403, "insufficient_scope", format!("this call needs one of these scopes: {}", names.join(", "))))
+    }
+
+    /// Whether this key may act on that mailbox (limited keys see only theirs).
+    pub fn can_use_mailbox(&self, mailbox_id: &str) -> bool {
+        self.mailboxes.as_ref().is_none_or(|ids| ids.iter().any(|m| m == mailbox_id))
+    }
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    req.headers().get("Authorization").ok().flatten()
+}
+
+pub async fn authenticate(req: &Request, db: &D1Database, now: i64, default_limit: i64) -> ApiResult<Principal> {
+    let header = bearer(req).ok_or_else(ApiError::unauthorized)?;
+    let key = ApiKeySecret::from_bearer(&header).ok_or_else(ApiError::unauthorized)?;
+    let hash = key.hash_hex();
+    let (row, count) = key_store::authenticate(db, &hash, ratelimit::window_start(now))
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    // The lookup was by hash; compare once more in constant time, and check the mode prefix.
+    if !secrets_equal(&row.key.key_hash, &hash) || (row.key.livemode == 1) != key.livemode() {
+        return Err(ApiError::unauthorized());
+    }
+    let limit = row.key.rate_limit_per_minute.unwrap_or(default_limit);
+    if let RateDecision::Limit { retry_after_secs } = ratelimit::decide(count, limit, now) {
+        return Err(ApiError::new(429, "rate_limited", format!("this key may make {limit} requests a minute"))
+            .with_retry_after(retry_after_secs));
+    }
+    let mailboxes = row.key.mailboxes.as_deref().and_then(|j| serde_json::from_str::<Vec<String>>(j).ok());
+    Ok(Principal {
+        key_id: row.key.id,
+        account_id: row.key.account_id,
+        livemode: row.key.livemode == 1,
+        scopes: Scopes::from_csv(&row.key.scopes),
+        mailboxes,
+        default_domain: row.default_domain,
+    })
+}
+
+/// The operator's token (`ADMIN_TOKEN`), compared in constant time.
+pub fn require_operator(req: &Request, admin_token: Option<&str>) -> ApiResult<()> {
+    let presented = bearer(req).and_then(|h| h.strip_prefix("Bearer ").map(str::to_string));
+    match (admin_token, presented) {
+        (Some(expected), Some(given)) if !expected.is_empty() && secrets_equal(expected, &given) => Ok(()),
+        _ => Err(ApiError::new(401, "invalid_admin_token", "this call needs the deployment's ADMIN_TOKEN as a bearer token")),
+    }
+}

@@ -1,0 +1,152 @@
+//! Requests in, responses out: JSON bodies with a size cap and a required content type, query
+//! strings, and replies that always carry a `Request-Id`.
+
+pub mod auth;
+pub mod error;
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use worker::{Headers, Request, Response};
+
+pub use error::{ApiError, ApiResult};
+
+/// Bodies above this are refused with 413 before they are parsed.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// A successful answer: status, JSON body and any extra headers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn ok(body: Value) -> Self {
+        Reply { status: 200, body, headers: vec![] }
+    }
+    pub fn created(body: Value) -> Self {
+        Reply { status: 201, body, headers: vec![] }
+    }
+    pub fn accepted(body: Value) -> Self {
+        Reply { status: 202, body, headers: vec![] }
+    }
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+pub fn json_response(status: u16, body: &str, request_id: &str, extra: &[(String, String)]) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set("Content-Type", "application/json; charset=utf-8")?;
+    headers.set("Request-Id", request_id)?;
+    headers.set("Cache-Control", "no-store")?;
+    for (k, v) in extra {
+        headers.set(k, v)?;
+    }
+    Ok(Response::from_bytes(body.as_bytes().to_vec())?.with_status(status).with_headers(headers))
+}
+
+pub fn error_response(err: &ApiError, request_id: &str) -> worker::Result<Response> {
+    let mut extra = vec![];
+    if let Some(secs) = err.retry_after {
+        extra.push(("Retry-After".to_string(), secs.to_string()));
+    }
+    json_response(err.status, &err.body(request_id).to_string(), request_id, &extra)
+}
+
+/// Reads a JSON object body: `Content-Type: application/json`, at most `MAX_BODY_BYTES`.
+pub async fn read_json_object(req: &mut Request) -> ApiResult<Value> {
+    let ct = req.headers().get("Content-Type").ok().flatten().unwrap_or_default();
+    let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if media != "application/json" {
+        return Err(ApiError::new(415, "unsupported_media_type", "POST bodies must be JSON with `Content-Type: application/json`"));
+    }
+    if let Some(len) = req.headers().get("Content-Length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
+        if len > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+    }
+    let bytes = req.bytes().await.map_err(|_| ApiError::bad_request("invalid_json", "the body could not be read"))?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    parse_json_object(&bytes)
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(413, "payload_too_large", format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
+}
+
+pub fn parse_json_object(bytes: &[u8]) -> ApiResult<Value> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("invalid_json", "the body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+/// Deserializes a body into a request type, naming the offending field on failure
+/// (unknown fields and fields of the wrong type alike).
+pub fn from_body<T: DeserializeOwned>(v: &Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let field = if let Some(rest) = inner.strip_prefix("unknown field `") {
+            rest.split('`').next().unwrap_or("").to_string()
+        } else if let Some(rest) = inner.strip_prefix("missing field `") {
+            rest.split('`').next().unwrap_or("").to_string()
+        } else {
+            path.clone()
+        };
+        let message = if inner.starts_with("unknown field") {
+            format!("`{field}` is not a field of this call")
+        } else if path == "." || path.is_empty() {
+            inner
+        } else {
+            format!("`{path}`: {inner}")
+        };
+        let code = if message.contains("is not a field") { "unknown_field" } else { "invalid_request" };
+        let err = ApiError::new(400, code, message);
+        if field.is_empty() || field == "." { err } else { err.with_field(field) }
+    })
+}
+
+/// Query parameters; each name may appear once and must be one the call knows.
+pub fn query_params(req: &Request, allowed: &[&str]) -> ApiResult<HashMap<String, String>> {
+    let url = req.url().map_err(|_| ApiError::bad_request("invalid_request", "the URL could not be parsed"))?;
+    let mut out = HashMap::new();
+    for (k, v) in url.query_pairs() {
+        if !allowed.contains(&k.as_ref()) {
+            return Err(ApiError::new(400, "unknown_field", format!("`{k}` is not a parameter of this call")).with_field(k.to_string()));
+        }
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(ApiError::invalid_field(&k, format!("`{k}` is given more than once")));
+        }
+    }
+    Ok(out)
+}
+
+/// `limit` for list calls: 1..=max, default `default`.
+pub fn parse_limit(q: &HashMap<String, String>, default: u32, max: u32) -> ApiResult<u32> {
+    match q.get("limit") {
+        None => Ok(default),
+        Some(s) => match s.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid_field("limit", format!("`limit` must be a whole number from 1 to {max}"))),
+        },
+    }
+}
+
+/// Reads an optional string field of a JSON body.
+pub fn opt_str<'a>(v: &'a Value, field: &str) -> ApiResult<Option<&'a str>> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(ApiError::invalid_field(field, format!("`{field}` must be a string"))),
+    }
+}

@@ -1,0 +1,59 @@
+//! The runtime's clock, randomness and deployment configuration, read in one place.
+
+use worker::Env;
+
+use crate::domain::{delivery::Provider, ids};
+
+pub fn now_ms() -> i64 {
+    worker::Date::now().as_millis() as i64
+}
+
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).expect("the runtime's CSPRNG is available");
+    b
+}
+
+pub fn new_id(prefix: &str) -> String {
+    ids::new_id(prefix, now_ms() as u64, random_bytes())
+}
+
+pub fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name).ok().map(|v| v.to_string()).filter(|s| !s.is_empty())
+}
+
+/// Secrets first, then plain vars (local `.dev.vars` entries arrive as either).
+pub fn secret(env: &Env, name: &str) -> Option<String> {
+    env.secret(name).ok().map(|v| v.to_string()).or_else(|| var(env, name)).filter(|s| !s.is_empty())
+}
+
+fn num(env: &Env, name: &str, default: i64) -> i64 {
+    var(env, name).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mail_domain: String,
+    pub provider: Provider,
+    pub postmark_base_url: String,
+    pub resend_base_url: String,
+    pub rate_limit_per_minute: i64,
+    pub delivery_max_attempts: u32,
+    pub delivery_backoff_secs: u32,
+    pub default_approval_ttl_secs: i64,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Config {
+        Config {
+            mail_domain: var(env, "MAIL_DOMAIN").unwrap_or_else(|| "multimail.test".into()),
+            provider: var(env, "EMAIL_PROVIDER").and_then(|p| Provider::parse(&p)).unwrap_or(Provider::Sandbox),
+            postmark_base_url: var(env, "POSTMARK_BASE_URL").unwrap_or_else(|| "https://api.postmarkapp.com".into()),
+            resend_base_url: var(env, "RESEND_BASE_URL").unwrap_or_else(|| "https://api.resend.com".into()),
+            rate_limit_per_minute: num(env, "RATE_LIMIT_PER_MINUTE", 600),
+            delivery_max_attempts: num(env, "DELIVERY_MAX_ATTEMPTS", 8).clamp(1, 50) as u32,
+            delivery_backoff_secs: num(env, "DELIVERY_BACKOFF_SECONDS", 5).clamp(0, 3600) as u32,
+            default_approval_ttl_secs: num(env, "DEFAULT_APPROVAL_TTL_SECONDS", 72 * 3600),
+        }
+    }
+}

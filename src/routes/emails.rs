@@ -1,0 +1,95 @@
+//! One message: `get_email` (status and timeline) and `cancel_email` (before sending starts).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::Request;
+
+use super::Ctx;
+use crate::domain::time::to_rfc3339;
+use crate::http::{self, ApiError, ApiResult, Reply};
+use crate::store::messages::{self, MessageWithMailbox};
+
+fn json_list(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| json!([]))
+}
+
+pub fn message_json(m: &MessageWithMailbox) -> Value {
+    let r = &m.msg;
+    json!({
+        "id": r.id,
+        "mailbox": m.mailbox_address,
+        "mailbox_id": r.mailbox_id,
+        "direction": r.direction,
+        "thread_id": r.thread_id,
+        "from": r.from_addr,
+        "to": json_list(&r.to_json),
+        "cc": json_list(&r.cc_json),
+        "subject": r.subject,
+        "status": r.status,
+        "oversight_mode": r.oversight_mode,
+        "metadata": serde_json::from_str::<Value>(&r.metadata).unwrap_or_else(|_| json!({})),
+        "created_at": to_rfc3339(r.created_at),
+        "send_at": r.send_at.map(to_rfc3339),
+        "sent_at": r.sent_at.map(to_rfc3339),
+        "provider": r.provider,
+        "provider_message_id": r.provider_message_id,
+        "attempts": r.attempts,
+        "last_error": r.last_error,
+        "livemode": r.livemode == 1,
+    })
+}
+
+/// The caller's message (same account, same mode, a mailbox this key may use); 404 otherwise.
+async fn visible_message(ctx: &Ctx, id: &str) -> ApiResult<MessageWithMailbox> {
+    let p = ctx.principal();
+    messages::get_scoped(&ctx.db, &p.account_id, p.livemode, id)
+        .await?
+        .filter(|m| p.can_use_mailbox(&m.msg.mailbox_id))
+        .ok_or_else(|| ApiError::not_found("email").with_field("id"))
+}
+
+pub async fn get_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let q = http::query_params(req, &["id", "message_id"])?;
+    let id = q.get("id").or(q.get("message_id")).ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
+    let m = visible_message(ctx, id).await?;
+    let timeline = messages::timeline_of(&ctx.db, id).await?;
+    let mut v = message_json(&m);
+    v["bcc"] = json_list(&m.msg.bcc_json);
+    v["timeline"] = json!(timeline
+        .iter()
+        .map(|t| json!({"at": to_rfc3339(t.at), "event": t.kind, "detail": t.detail}))
+        .collect::<Vec<_>>());
+    Ok(Reply::ok(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cancel {
+    id: Option<String>,
+    message_id: Option<String>,
+    reason: Option<String>,
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+pub async fn cancel_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let input: Cancel = http::from_body(body)?;
+    let id = input.id.as_deref().or(input.message_id.as_deref()).ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
+    if input.reason.as_ref().is_some_and(|r| r.len() > 500) {
+        return Err(ApiError::invalid_field("reason", "`reason` may be at most 500 characters"));
+    }
+    let current = visible_message(ctx, id).await?;
+    let Some(_) = messages::cancel(&ctx.db, &p.account_id, p.livemode, id, ctx.now).await? else {
+        return Err(ApiError::conflict(
+            "not_cancellable",
+            format!("the message is `{}`; only queued, scheduled or pending messages can be cancelled", current.msg.status),
+        )
+        .with_extra(json!({"status": current.msg.status})));
+    };
+    let detail = format!("by {}{}", p.key_id, input.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());
+    messages::timeline(&ctx.db, id, ctx.now, "cancelled", Some(&detail))?.run().await?;
+    let mut m = visible_message(ctx, id).await?;
+    m.msg.status = "cancelled".into();
+    Ok(Reply::ok(message_json(&m)))
+}

@@ -1,0 +1,280 @@
+//! Mailboxes: create (on the account's verified domain), list, update, delete (history kept).
+//! Stricter oversight applies at once; looser opens a mode change that a human must approve.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::Request;
+
+use super::{page, Ctx};
+use crate::domain::address::EmailAddress;
+use crate::domain::{ids, oversight::OversightMode, time::to_rfc3339};
+use crate::http::{self, ApiError, ApiResult, Reply};
+use crate::platform;
+use crate::store::{self, mailboxes::{self as store_mb, MailboxRow, ModeChangeRow}};
+
+pub const MODE_CHANGE_PREFIX: &str = "chg";
+const MIN_TTL_SECS: i64 = 60;
+const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// `approval_ttl`: whole seconds, or a string such as `"90m"`, `"48h"`, `"7d"`.
+pub fn parse_ttl(v: &Value) -> Result<i64, String> {
+    let secs = match v {
+        Value::Number(n) => n.as_i64().ok_or("`approval_ttl` must be a whole number of seconds")?,
+        Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 3600, \"90m\", \"48h\" or \"7d\""))?;
+            let mult = match unit {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                _ => return Err(format!("`{s}` is not a duration like 3600, \"90m\", \"48h\" or \"7d\"")),
+            };
+            n.saturating_mul(mult)
+        }
+        _ => return Err("`approval_ttl` must be seconds or a duration string".into()),
+    };
+    if !(MIN_TTL_SECS..=MAX_TTL_SECS).contains(&secs) {
+        return Err(format!("`approval_ttl` must be between {MIN_TTL_SECS} seconds and 30 days"));
+    }
+    Ok(secs)
+}
+
+fn mode_change_json(c: &ModeChangeRow) -> Value {
+    json!({"id": c.id, "from": c.from_mode, "to": c.to_mode, "status": c.status, "created_at": to_rfc3339(c.created_at)})
+}
+
+pub fn mailbox_json(m: &MailboxRow, change: Option<&ModeChangeRow>) -> Value {
+    json!({
+        "id": m.id,
+        "address": m.address,
+        "display_name": m.display_name,
+        "oversight_mode": m.oversight_mode,
+        "oversight_email": m.oversight_email,
+        "approval_ttl": m.approval_ttl_secs,
+        "created_at": to_rfc3339(m.created_at),
+        "updated_at": to_rfc3339(m.updated_at),
+        "mode_change": change.map(mode_change_json),
+    })
+}
+
+fn parse_mode(s: &str) -> ApiResult<OversightMode> {
+    OversightMode::parse(s).ok_or_else(|| {
+        ApiError::invalid_field("oversight_mode", format!("`{s}` is not a mode (read_only, gated_all, gated_send, monitored, autonomous)"))
+    })
+}
+
+fn parse_display_name(s: &str) -> ApiResult<String> {
+    if s.chars().count() > 100 || s.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field("display_name", "`display_name` must be at most 100 characters with no control characters"));
+    }
+    Ok(s.trim().to_string())
+}
+
+fn parse_oversight_email(s: &str) -> ApiResult<String> {
+    EmailAddress::parse(s).map(|a| a.to_string()).map_err(|e| ApiError::invalid_field("oversight_email", e.0))
+}
+
+fn new_mode_change(ctx: &Ctx, mailbox: &MailboxRow, to: OversightMode) -> ModeChangeRow {
+    let p = ctx.principal();
+    ModeChangeRow {
+        id: platform::new_id(MODE_CHANGE_PREFIX),
+        account_id: p.account_id.clone(),
+        mailbox_id: mailbox.id.clone(),
+        from_mode: mailbox.oversight_mode.clone(),
+        to_mode: to.as_str().to_string(),
+        status: "pending".into(),
+        requested_by: p.key_id.clone(),
+        created_at: ctx.now,
+        decided_at: None,
+        decided_by: None,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMailbox {
+    address: String,
+    display_name: Option<String>,
+    oversight_mode: Option<String>,
+    oversight_email: Option<String>,
+    approval_ttl: Option<Value>,
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let input: CreateMailbox = http::from_body(body)?;
+    let address = EmailAddress::parse(&input.address).map_err(|e| ApiError::invalid_field("address", e.0))?;
+    // Local parts are stored lower-cased: one mailbox per address, however it is written.
+    let address = EmailAddress::parse(&address.to_string().to_ascii_lowercase()).expect("lower-casing keeps it valid");
+    if address.domain() != p.default_domain {
+        return Err(ApiError::unprocessable(
+            "domain_not_verified",
+            format!("`{}` is not a verified domain of this account; use {}", address.domain(), p.default_domain),
+        )
+        .with_field("address"));
+    }
+    let requested = input.oversight_mode.as_deref().map(parse_mode).transpose()?.unwrap_or(OversightMode::GatedSend);
+    let initial = if requested.settable_without_approval() { requested } else { OversightMode::GatedSend };
+    let ttl = match &input.approval_ttl {
+        None | Some(Value::Null) => ctx.config.default_approval_ttl_secs,
+        Some(v) => parse_ttl(v).map_err(|m| ApiError::invalid_field("approval_ttl", m))?,
+    };
+    let mailbox = MailboxRow {
+        id: platform::new_id(ids::MAILBOX),
+        account_id: p.account_id.clone(),
+        address: address.to_string(),
+        display_name: input.display_name.as_deref().map(parse_display_name).transpose()?,
+        oversight_mode: initial.as_str().to_string(),
+        oversight_email: input.oversight_email.as_deref().map(parse_oversight_email).transpose()?,
+        approval_ttl_secs: ttl,
+        created_at: ctx.now,
+        updated_at: ctx.now,
+        deleted_at: None,
+    };
+    let change = (requested != initial).then(|| new_mode_change(ctx, &mailbox, requested));
+    let reply = Reply::created(mailbox_json(&mailbox, change.as_ref()));
+    let mut batch = vec![store_mb::insert(&ctx.db, &mailbox)?];
+    if let Some(c) = &change {
+        batch.push(store_mb::insert_mode_change(&ctx.db, c)?);
+    }
+    if let Some(s) = ctx.idempotency_completion(&reply)? {
+        batch.push(s);
+    }
+    match ctx.db.batch(batch).await {
+        Ok(_) => Ok(reply),
+        Err(e) if store::is_unique_violation(&e) => {
+            Err(ApiError::conflict("mailbox_exists", format!("a mailbox {} already exists", mailbox.address)).with_field("address"))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list_mailboxes(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let q = http::query_params(req, &["limit", "cursor"])?;
+    let limit = http::parse_limit(&q, 20, 100)?;
+    let rows = store_mb::list(&ctx.db, &p.account_id, q.get("cursor").map(String::as_str), limit + 1).await?;
+    let rows: Vec<MailboxRow> = rows.into_iter().filter(|m| p.can_use_mailbox(&m.id)).collect();
+    let (rows, next) = page(rows, limit, |m| m.id.clone());
+    Ok(Reply::ok(json!({
+        "mailboxes": rows.iter().map(|m| mailbox_json(m, None)).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+/// The account's mailbox named by `id` (or `mailbox`), visible to this key; 404 otherwise.
+pub async fn visible_mailbox(ctx: &Ctx, id_or_address: &str) -> ApiResult<MailboxRow> {
+    let p = ctx.principal();
+    store_mb::find(&ctx.db, &p.account_id, id_or_address)
+        .await?
+        .filter(|m| p.can_use_mailbox(&m.id))
+        .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{id_or_address}` in this account")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateMailbox {
+    id: Option<String>,
+    mailbox: Option<String>,
+    display_name: Option<String>,
+    oversight_mode: Option<String>,
+    oversight_email: Option<String>,
+    approval_ttl: Option<Value>,
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let input: UpdateMailbox = http::from_body(body)?;
+    let which = input.id.as_deref().or(input.mailbox.as_deref()).ok_or_else(|| ApiError::invalid_field("id", "`id` (or `mailbox`) is required"))?;
+    let mut mailbox = visible_mailbox(ctx, which).await?;
+    if let Some(d) = &input.display_name {
+        mailbox.display_name = Some(parse_display_name(d)?);
+    }
+    if let Some(e) = &input.oversight_email {
+        mailbox.oversight_email = Some(parse_oversight_email(e)?);
+    }
+    if let Some(t) = &input.approval_ttl {
+        mailbox.approval_ttl_secs = parse_ttl(t).map_err(|m| ApiError::invalid_field("approval_ttl", m))?;
+    }
+    let mut change = None;
+    if let Some(m) = &input.oversight_mode {
+        let to = parse_mode(m)?;
+        let current = parse_mode(&mailbox.oversight_mode)?;
+        if to.is_at_least_as_strict_as(current) {
+            mailbox.oversight_mode = to.as_str().to_string();
+        } else {
+            change = Some(new_mode_change(ctx, &mailbox, to));
+        }
+    }
+    mailbox.updated_at = ctx.now;
+    let mut batch = vec![store_mb::update(&ctx.db, &mailbox)?];
+    if let Some(c) = &change {
+        // A newer request replaces one still waiting.
+        batch.push(store::stmt(
+            &ctx.db,
+            "UPDATE mode_changes SET status = 'superseded', decided_at = ?2 WHERE mailbox_id = ?1 AND status = 'pending'",
+            crate::args![&mailbox.id, ctx.now],
+        )?);
+        batch.push(store_mb::insert_mode_change(&ctx.db, c)?);
+    }
+    let pending = match change {
+        Some(c) => Some(c),
+        None => store_mb::pending_mode_change(&ctx.db, &mailbox.id).await?,
+    };
+    let reply = Reply::ok(mailbox_json(&mailbox, pending.as_ref()));
+    if let Some(s) = ctx.idempotency_completion(&reply)? {
+        batch.push(s);
+    }
+    ctx.db.batch(batch).await?;
+    Ok(reply)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteMailbox {
+    id: Option<String>,
+    mailbox: Option<String>,
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+pub async fn delete_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let input: DeleteMailbox = http::from_body(body)?;
+    let which = input.id.as_deref().or(input.mailbox.as_deref()).ok_or_else(|| ApiError::invalid_field("id", "`id` (or `mailbox`) is required"))?;
+    let mailbox = visible_mailbox(ctx, which).await?;
+    let deleted = store_mb::soft_delete(&ctx.db, &mailbox.account_id, &mailbox.id, ctx.now)
+        .await?
+        .ok_or_else(|| ApiError::not_found("mailbox"))?;
+    let mut v = mailbox_json(&deleted, None);
+    v["deleted"] = json!(true);
+    v["deleted_at"] = json!(deleted.deleted_at.map(to_rfc3339));
+    Ok(Reply::ok(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+    use serde_json::json;
+
+    #[test]
+    fn ttl_accepts_seconds_and_unit_strings() {
+        assert_eq!(parse_ttl(&json!(3600)), Ok(3600));
+        assert_eq!(parse_ttl(&json!("48h")), Ok(48 * 3600));
+        assert_eq!(parse_ttl(&json!("90m")), Ok(5400));
+        assert_eq!(parse_ttl(&json!("7d")), Ok(7 * 86400));
+    }
+
+    #[test]
+    fn ttl_rejects_nonsense_and_out_of_range() {
+        assert!(parse_ttl(&json!("soon")).is_err());
+        assert!(parse_ttl(&json!(5)).is_err());
+        assert!(parse_ttl(&json!("31d")).is_err());
+        assert!(parse_ttl(&json!(1.5)).is_err());
+        assert!(parse_ttl(&json!(true)).is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! The route table and the path of every request: find the route, authenticate, parse the
+//! body, go through idempotency (every keyed POST), run the handler, answer with a request id.
+//! `ROUTES` is also what the OpenAPI document is checked against.
+
+pub mod admin;
+pub mod emails;
+pub mod health;
+pub mod keys;
+pub mod mailboxes;
+pub mod send;
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use serde_json::Value;
+use worker::{D1Database, D1PreparedStatement, Env, Method, Request, Response};
+
+use crate::domain::idempotency::{self, IdempotencyKey, Replay};
+use crate::domain::keys::Scope;
+use crate::http::auth::{self, Principal};
+use crate::http::{self, ApiError, ApiResult, Reply};
+use crate::platform::{self, Config};
+use crate::store::{self, idempotency as idem_store};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    Public,
+    /// The deployment operator's `ADMIN_TOKEN`.
+    Operator,
+    /// An API key holding any one of these scopes.
+    Key(&'static [Scope]),
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
+    Route { method, path, access }
+}
+
+use Access::{Key, Operator, Public};
+const READ: &[Scope] = &[Scope::Read];
+const SEND: &[Scope] = &[Scope::Send];
+const ADMIN: &[Scope] = &[Scope::Admin];
+const READ_OR_ADMIN: &[Scope] = &[Scope::Read, Scope::Admin];
+const READ_SEND_OR_OVERSIGHT: &[Scope] = &[Scope::Read, Scope::Send, Scope::Oversight];
+
+pub const ROUTES: &[Route] = &[
+    route("GET", "/healthz", Public),
+    route("GET", "/openapi.json", Public),
+    route("POST", "/admin/create_account", Operator),
+    route("POST", "/create_api_key", Key(ADMIN)),
+    route("GET", "/list_api_keys", Key(ADMIN)),
+    route("POST", "/revoke_api_key", Key(ADMIN)),
+    route("POST", "/create_mailbox", Key(ADMIN)),
+    route("GET", "/list_mailboxes", Key(READ_OR_ADMIN)),
+    route("POST", "/update_mailbox", Key(ADMIN)),
+    route("POST", "/delete_mailbox", Key(ADMIN)),
+    route("POST", "/send_email", Key(SEND)),
+    route("POST", "/cancel_email", Key(SEND)),
+    route("GET", "/get_email", Key(READ_SEND_OR_OVERSIGHT)),
+];
+
+/// Everything a handler may use.
+pub struct Ctx {
+    pub env: Env,
+    pub db: D1Database,
+    pub config: Config,
+    pub request_id: String,
+    pub now: i64,
+    principal: Option<Principal>,
+    idem: Option<IdemSlot>,
+}
+
+struct IdemSlot {
+    key: String,
+    completed: Cell<bool>,
+}
+
+impl Ctx {
+    /// The caller's key; only routes with `Access::Key` reach handlers that call this.
+    pub fn principal(&self) -> &Principal {
+        self.principal.as_ref().expect("keyed route has a principal")
+    }
+
+    fn idem_scope<'a>(&'a self, slot: &'a IdemSlot) -> idem_store::Scope<'a> {
+        let p = self.principal();
+        idem_store::Scope { account_id: &p.account_id, livemode: p.livemode, key: &slot.key }
+    }
+
+    /// The statement that stores this answer for replay, for a handler to put in its own write
+    /// batch (so the answer and the change commit together). `None` without an idempotency key.
+    pub fn idempotency_completion(&self, reply: &Reply) -> ApiResult<Option<D1PreparedStatement>> {
+        let Some(slot) = &self.idem else { return Ok(None) };
+        if !idempotency::is_stored(reply.status) {
+            return Ok(None);
+        }
+        let stmt = idem_store::complete(&self.db, &self.idem_scope(slot), reply.status, &reply.body.to_string())?;
+        slot.completed.set(true);
+        Ok(Some(stmt))
+    }
+
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idem.as_ref().map(|s| s.key.as_str())
+    }
+}
+
+struct Served {
+    status: u16,
+    body: String,
+    headers: Vec<(String, String)>,
+}
+
+impl From<Reply> for Served {
+    fn from(r: Reply) -> Self {
+        Served { status: r.status, body: r.body.to_string(), headers: r.headers }
+    }
+}
+
+pub async fn handle(mut req: Request, env: Env) -> worker::Result<Response> {
+    let request_id = platform::new_id(crate::domain::ids::REQUEST);
+    match serve(&mut req, env, &request_id).await {
+        Ok(s) => http::json_response(s.status, &s.body, &request_id, &s.headers),
+        Err(e) => {
+            if e.status >= 500 {
+                worker::console_error!("{request_id}: {} {}", e.status, e.code);
+            }
+            http::error_response(&e, &request_id)
+        }
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match m {
+        Method::Get => "GET",
+        Method::Post => "POST",
+        Method::Put => "PUT",
+        Method::Patch => "PATCH",
+        Method::Delete => "DELETE",
+        Method::Head => "HEAD",
+        Method::Options => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+async fn serve(req: &mut Request, env: Env, request_id: &str) -> ApiResult<Served> {
+    let path = req.path();
+    let method = method_name(&req.method());
+    let candidates: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
+    if candidates.is_empty() {
+        return Err(ApiError::new(404, "not_found", format!("there is no route {path}")));
+    }
+    let Some(route) = candidates.iter().find(|r| r.method == method) else {
+        let allow: Vec<&str> = candidates.iter().map(|r| r.method).collect();
+        let mut e = ApiError::new(405, "method_not_allowed", format!("{path} takes {}", allow.join(", ")));
+        e.extra = Some(serde_json::json!({"allow": allow}));
+        return Err(e);
+    };
+    if route.path == "/openapi.json" {
+        return Ok(Served { status: 200, body: OPENAPI.to_string(), headers: vec![] });
+    }
+
+    let now = platform::now_ms();
+    let config = Config::from_env(&env);
+    let db = store::db(&env)?;
+    let principal = match route.access {
+        Public => None,
+        Operator => {
+            auth::require_operator(req, platform::secret(&env, "ADMIN_TOKEN").as_deref())?;
+            None
+        }
+        Key(scopes) => {
+            let p = auth::authenticate(req, &db, now, config.rate_limit_per_minute).await?;
+            p.require_any(scopes)?;
+            Some(p)
+        }
+    };
+    let body = if route.method == "POST" { http::read_json_object(req).await? } else { Value::Null };
+
+    let mut ctx = Ctx { env, db, config, request_id: request_id.to_string(), now, principal, idem: None };
+
+    let idem_key = if ctx.principal.is_some() && route.method == "POST" { idempotency_key(req, &body)? } else { None };
+    let Some(key) = idem_key else {
+        return dispatch(&ctx, route, req, &body).await.map(Served::from);
+    };
+
+    // Idempotency: reserve the key, or answer from what is stored under it.
+    let fingerprint = idempotency::fingerprint(route.method, route.path, &body);
+    let slot = IdemSlot { key: key.as_str().to_string(), completed: Cell::new(false) };
+    if let Some(replayed) = reserve_or_replay(&ctx, &slot, &fingerprint).await? {
+        return Ok(replayed);
+    }
+    ctx.idem = Some(slot);
+    let outcome = dispatch(&ctx, route, req, &body).await;
+    let slot = ctx.idem.as_ref().expect("set above");
+    let scope = ctx.idem_scope(slot);
+    match &outcome {
+        Ok(reply) if !slot.completed.get() && idempotency::is_stored(reply.status) => {
+            idem_store::complete(&ctx.db, &scope, reply.status, &reply.body.to_string())?.run().await?;
+        }
+        Ok(_) if slot.completed.get() => {}
+        Err(e) if idempotency::is_stored(e.status) => {
+            idem_store::complete(&ctx.db, &scope, e.status, &e.body(request_id).to_string())?.run().await?;
+        }
+        _ => idem_store::release(&ctx.db, &scope).await?,
+    }
+    outcome.map(Served::from)
+}
+
+fn idempotency_key(req: &Request, body: &Value) -> ApiResult<Option<IdempotencyKey>> {
+    let header = req.headers().get("Idempotency-Key").ok().flatten();
+    let in_body = http::opt_str(body, "idempotency_key")?;
+    let raw = match (header.as_deref(), in_body) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError::invalid_field("idempotency_key", "the Idempotency-Key header and the body's idempotency_key differ"));
+        }
+        (Some(h), _) => h.to_string(),
+        (None, Some(b)) => b.to_string(),
+        (None, None) => return Ok(None),
+    };
+    IdempotencyKey::parse(&raw).map(Some).map_err(|m| ApiError::invalid_field("idempotency_key", m))
+}
+
+/// `Ok(None)`: this request owns the key and runs. `Ok(Some(_))`: answer with this replay.
+async fn reserve_or_replay(ctx: &Ctx, slot: &IdemSlot, fingerprint: &str) -> ApiResult<Option<Served>> {
+    let scope = ctx.idem_scope(slot);
+    // A concurrent repeat waits briefly for the first to finish rather than failing at once.
+    for wait in 0..8 {
+        let now = platform::now_ms();
+        if idem_store::reserve(&ctx.db, &scope, fingerprint, now).await? {
+            return Ok(None);
+        }
+        let Some(record) = idem_store::load(&ctx.db, &scope).await? else { continue };
+        if now - record.created_at > idempotency::TTL_MS {
+            if idem_store::take_over(&ctx.db, &scope, record.created_at, fingerprint, now).await? {
+                return Ok(None);
+            }
+            continue;
+        }
+        match idempotency::on_existing(&record, fingerprint, now) {
+            Replay::Replay { status, body } => {
+                return Ok(Some(Served { status, body, headers: vec![("Idempotent-Replayed".into(), "true".into())] }));
+            }
+            Replay::Mismatch => {
+                return Err(ApiError::unprocessable(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request; use a new key for a new request",
+                )
+                .with_field("idempotency_key"));
+            }
+            Replay::Stale => {
+                if idem_store::take_over(&ctx.db, &scope, record.created_at, fingerprint, now).await? {
+                    return Ok(None);
+                }
+            }
+            Replay::InProgress => {
+                if wait == 7 {
+                    break;
+                }
+                worker::Delay::from(Duration::from_millis(150)).await;
+            }
+        }
+    }
+    Err(ApiError::conflict("idempotency_key_in_progress", "a request with this Idempotency-Key is still running; retry shortly")
+        .with_field("idempotency_key")
+        .with_retry_after(1))
+}
+
+async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiResult<Reply> {
+    match route.path {
+        "/healthz" => health::healthz(ctx).await,
+        "/admin/create_account" => admin::create_account(ctx, body).await,
+        "/create_api_key" => keys::create_api_key(ctx, body).await,
+        "/list_api_keys" => keys::list_api_keys(ctx, req).await,
+        "/revoke_api_key" => keys::revoke_api_key(ctx, body).await,
+        "/create_mailbox" => mailboxes::create_mailbox(ctx, body).await,
+        "/list_mailboxes" => mailboxes::list_mailboxes(ctx, req).await,
+        "/update_mailbox" => mailboxes::update_mailbox(ctx, body).await,
+        "/delete_mailbox" => mailboxes::delete_mailbox(ctx, body).await,
+        "/send_email" => send::send_email(ctx, body).await,
+        "/cancel_email" => emails::cancel_email(ctx, body).await,
+        "/get_email" => emails::get_email(ctx, req).await,
+        other => {
+            worker::console_error!("route {other} is in ROUTES but not dispatched");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// A page of results: the rows, and the cursor for the next page (the last id) when the page
+/// is full.
+pub fn page<T>(mut rows: Vec<T>, limit: u32, id_of: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+    if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        let cursor = rows.last().map(&id_of);
+        (rows, cursor)
+    } else {
+        (rows, None)
+    }
+}

@@ -1,0 +1,31 @@
+//! Accounts: created by the deployment's operator, each with a default sending domain.
+
+use serde::Deserialize;
+use worker::{D1Database, Result};
+
+use crate::args;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccountRow {
+    pub id: String,
+    pub name: String,
+    pub default_domain: String,
+    pub created_at: i64,
+}
+
+pub fn insert(db: &D1Database, a: &AccountRow) -> Result<worker::D1PreparedStatement> {
+    super::stmt(
+        db,
+        "INSERT INTO accounts (id, name, default_domain, created_at) VALUES (?1, ?2, ?3, ?4)",
+        args![&a.id, &a.name, &a.default_domain, a.created_at],
+    )
+}
+
+pub async fn domain_taken(db: &D1Database, domain: &str) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct One {
+        #[allow(dead_code)]
+        n: i64,
+    }
+    Ok(super::first::<One>(db, "SELECT 1 AS n FROM accounts WHERE default_domain = ?1", args![domain]).await?.is_some())
+}

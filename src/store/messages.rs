@@ -1,0 +1,183 @@
+//! Messages, their stored bodies (MIME and provider-ready JSON) and their timelines.
+//! Status changes are compare-and-set updates, so a redelivered queue message cannot act twice.
+
+use serde::Deserialize;
+use worker::{D1Database, D1PreparedStatement, Result};
+
+use crate::args;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessageRow {
+    pub id: String,
+    pub account_id: String,
+    pub livemode: i64,
+    pub mailbox_id: String,
+    pub direction: String,
+    pub thread_id: String,
+    pub from_addr: String,
+    pub to_json: String,
+    pub cc_json: String,
+    pub bcc_json: String,
+    pub subject: String,
+    pub oversight_mode: String,
+    pub status: String,
+    pub metadata: String,
+    pub send_at: Option<i64>,
+    pub provider: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub claimed_at: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+/// A message with its mailbox's address, as the consumer and `get_email` need it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessageWithMailbox {
+    #[serde(flatten)]
+    pub msg: MessageRow,
+    pub mailbox_address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TimelineRow {
+    pub at: i64,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+pub fn insert(db: &D1Database, m: &MessageRow) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "INSERT INTO messages (id, account_id, livemode, mailbox_id, direction, thread_id, from_addr, to_json, cc_json, bcc_json,
+           subject, oversight_mode, status, metadata, send_at, idempotency_key, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17)",
+        args![
+            &m.id, &m.account_id, m.livemode, &m.mailbox_id, &m.direction, &m.thread_id, &m.from_addr, &m.to_json,
+            &m.cc_json, &m.bcc_json, &m.subject, &m.oversight_mode, &m.status, &m.metadata, m.send_at,
+            m.idempotency_key.as_deref(), m.created_at
+        ],
+    )
+}
+
+pub fn insert_blob(db: &D1Database, message_id: &str, kind: &str, body: &str) -> Result<D1PreparedStatement> {
+    super::stmt(db, "INSERT INTO message_blobs (message_id, kind, body) VALUES (?1, ?2, ?3)", args![message_id, kind, body])
+}
+
+pub async fn blob(db: &D1Database, message_id: &str, kind: &str) -> Result<Option<String>> {
+    #[derive(Deserialize)]
+    struct B {
+        body: String,
+    }
+    Ok(super::first::<B>(db, "SELECT body FROM message_blobs WHERE message_id = ?1 AND kind = ?2", args![message_id, kind])
+        .await?
+        .map(|b| b.body))
+}
+
+pub fn timeline(db: &D1Database, message_id: &str, at: i64, kind: &str, detail: Option<&str>) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "INSERT INTO message_timeline (message_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        args![message_id, at, kind, detail],
+    )
+}
+
+pub async fn timeline_of(db: &D1Database, message_id: &str) -> Result<Vec<TimelineRow>> {
+    super::all(db, "SELECT at, kind, detail FROM message_timeline WHERE message_id = ?1 ORDER BY seq", args![message_id]).await
+}
+
+const WITH_MAILBOX: &str = "SELECT m.*, b.address AS mailbox_address FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id";
+
+/// A message as its owner sees it: same account, same mode.
+pub async fn get_scoped(db: &D1Database, account_id: &str, livemode: bool, id: &str) -> Result<Option<MessageWithMailbox>> {
+    super::first(db, &format!("{WITH_MAILBOX} WHERE m.id = ?1 AND m.account_id = ?2 AND m.livemode = ?3"), args![id, account_id, livemode]).await
+}
+
+pub async fn get(db: &D1Database, id: &str) -> Result<Option<MessageWithMailbox>> {
+    super::first(db, &format!("{WITH_MAILBOX} WHERE m.id = ?1"), args![id]).await
+}
+
+/// Claims a message for one delivery attempt. `reclaim_before` lets a claim older than that
+/// be taken over (only used where the provider deduplicates repeats itself).
+pub async fn claim(db: &D1Database, id: &str, now: i64, reclaim_before: Option<i64>) -> Result<Option<i64>> {
+    #[derive(Deserialize)]
+    struct A {
+        attempts: i64,
+    }
+    let row: Option<A> = super::first(
+        db,
+        "UPDATE messages SET status = 'sending', attempts = attempts + 1, claimed_at = ?2, updated_at = ?2
+         WHERE id = ?1 AND (status IN ('queued', 'scheduled') OR (status = 'sending' AND claimed_at < ?3))
+         RETURNING attempts",
+        args![id, now, reclaim_before.unwrap_or(i64::MIN)],
+    )
+    .await?;
+    Ok(row.map(|a| a.attempts))
+}
+
+pub fn mark_sent(db: &D1Database, id: &str, provider: &str, provider_message_id: &str, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "UPDATE messages SET status = 'sent', provider = ?2, provider_message_id = ?3, sent_at = ?4, updated_at = ?4, last_error = NULL
+         WHERE id = ?1 AND status = 'sending'",
+        args![id, provider, provider_message_id, now],
+    )
+}
+
+/// Back to `queued` after a failed attempt that will be retried.
+pub fn release_for_retry(db: &D1Database, id: &str, reason: &str, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "UPDATE messages SET status = 'queued', last_error = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'sending'",
+        args![id, reason, now],
+    )
+}
+
+/// Marks a message failed unless it already reached an end state. `true` if this call did it.
+pub async fn mark_failed(db: &D1Database, id: &str, reason: &str, now: i64) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct I {
+        #[allow(dead_code)]
+        id: String,
+    }
+    let row: Option<I> = super::first(
+        db,
+        "UPDATE messages SET status = 'failed', last_error = ?2, updated_at = ?3
+         WHERE id = ?1 AND status IN ('queued', 'scheduled', 'sending') RETURNING id",
+        args![id, reason, now],
+    )
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Cancels a message that has not started sending. `None` if it was not cancellable.
+pub async fn cancel(db: &D1Database, account_id: &str, livemode: bool, id: &str, now: i64) -> Result<Option<MessageRow>> {
+    super::first(
+        db,
+        "UPDATE messages SET status = 'cancelled', updated_at = ?4
+         WHERE id = ?1 AND account_id = ?2 AND livemode = ?3 AND status IN ('queued', 'scheduled') RETURNING *",
+        args![id, account_id, livemode, now],
+    )
+    .await
+}
+
+/// Messages whose queue message may have been lost: queued but untouched for a while, or
+/// scheduled and due soon.
+pub async fn needing_enqueue(db: &D1Database, stale_before: i64, due_before: i64) -> Result<Vec<(String, Option<i64>)>> {
+    #[derive(Deserialize)]
+    struct R {
+        id: String,
+        send_at: Option<i64>,
+    }
+    let rows: Vec<R> = super::all(
+        db,
+        "SELECT id, send_at FROM messages WHERE (status = 'queued' AND updated_at < ?1)
+            OR (status = 'scheduled' AND send_at < ?2) LIMIT 500",
+        args![stale_before, due_before],
+    )
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.send_at)).collect())
+}
