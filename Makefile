@@ -28,7 +28,7 @@ unit: tools
 	cargo test --lib --quiet
 
 integration: tools build
-	node --test --test-concurrency=1 tests/integration/
+	node --test --test-concurrency=1 "tests/integration/*.test.mjs"
 
 test: unit integration
 

@@ -304,3 +304,53 @@ pub fn page<T>(mut rows: Vec<T>, limit: u32, id_of: impl Fn(&T) -> String) -> (V
         (rows, None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Access, ROUTES, OPENAPI};
+    use serde_json::Value;
+
+    fn spec() -> Value {
+        serde_json::from_str(OPENAPI).expect("openapi.json is JSON")
+    }
+
+    #[test]
+    fn every_route_is_in_the_openapi_document_and_nothing_else() {
+        let spec = spec();
+        let paths = spec["paths"].as_object().expect("paths");
+        let mut documented = vec![];
+        for (path, ops) in paths {
+            for method in ops.as_object().expect("operations").keys() {
+                if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                    documented.push(format!("{} {path}", method.to_uppercase()));
+                }
+            }
+        }
+        let mut routed: Vec<String> = ROUTES.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(documented, routed, "openapi.json and ROUTES disagree");
+    }
+
+    #[test]
+    fn keyed_routes_document_bearer_auth_and_public_ones_do_not() {
+        let spec = spec();
+        for r in ROUTES {
+            let op = &spec["paths"][r.path][r.method.to_lowercase()];
+            let security = op.get("security").cloned().unwrap_or(spec["security"].clone());
+            let public = security.as_array().is_some_and(|s| s.is_empty() || s.iter().all(|x| x.as_object().is_some_and(|o| o.is_empty())));
+            match r.access {
+                Access::Public => assert!(public, "{} {} is public but documents auth", r.method, r.path),
+                _ => assert!(!public, "{} {} needs auth but documents none", r.method, r.path),
+            }
+        }
+    }
+
+    #[test]
+    fn no_route_is_listed_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for r in ROUTES {
+            assert!(seen.insert((r.method, r.path)), "{} {} twice", r.method, r.path);
+        }
+    }
+}

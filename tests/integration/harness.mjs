@@ -1,0 +1,111 @@
+// Starts the real worker under `wrangler dev` (workerd, local D1, Durable Objects, Queues) on a
+// free loopback port with fresh local state, and gives tests a small client for it.
+import { spawn, execFile } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { randomBytes } from 'node:crypto';
+
+const run = promisify(execFile);
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = join(ROOT, 'node_modules', '.bin');
+const ENV = { ...process.env, PATH: `${BIN}:${process.env.PATH}`, WRANGLER_SEND_METRICS: 'false', CI: 'true' };
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * @param {{vars?: Record<string,string>}} opts  extra `--var`s (provider URLs, limits, …)
+ */
+export async function startWorker({ vars = {} } = {}) {
+  mkdirSync(join(ROOT, 'tests', '.state'), { recursive: true });
+  const state = mkdtempSync(join(ROOT, 'tests', '.state', 'w-'));
+  const adminToken = 'adm_test_' + randomBytes(16).toString('hex');
+  await run(join(BIN, 'wrangler'), ['d1', 'migrations', 'apply', 'multimail', '--local', '--persist-to', state], { cwd: ROOT, env: ENV });
+  const port = await freePort();
+  const inspector = await freePort();
+  const allVars = { ADMIN_TOKEN: adminToken, ...vars };
+  const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspector),
+    '--persist-to', state, '--show-interactive-dev-session=false', '--log-level', 'info'];
+  for (const [k, v] of Object.entries(allVars)) args.push('--var', `${k}:${v}`);
+  const child = spawn(join(BIN, 'wrangler'), args, { cwd: ROOT, env: ENV, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited early:\n${log}`);
+    try {
+      const r = await fetch(`${base}/healthz`);
+      if (r.ok) break;
+    } catch {}
+    if (Date.now() > deadline) { process.kill(-child.pid, 'SIGKILL'); throw new Error(`wrangler dev did not become ready:\n${log}`); }
+    await sleep(250);
+  }
+
+  const w = {
+    base, adminToken, state,
+    log: () => log,
+    /** call('/send_email', {key, body}) or call('/get_email', {key, query: {id}}) */
+    async call(path, { key, body, query, headers = {}, method, raw } = {}) {
+      const url = new URL(base + path);
+      for (const [k, v] of Object.entries(query ?? {})) url.searchParams.set(k, v);
+      const h = { ...headers };
+      if (key) h.Authorization = `Bearer ${key}`;
+      if (body !== undefined && raw === undefined && !('Content-Type' in h)) h['Content-Type'] = 'application/json';
+      const res = await fetch(url, {
+        method: method ?? (body !== undefined || raw !== undefined ? 'POST' : 'GET'),
+        headers: h,
+        body: raw ?? (body !== undefined ? JSON.stringify(body) : undefined),
+      });
+      const text = await res.text();
+      let json = null;
+      try { json = JSON.parse(text); } catch {}
+      return { status: res.status, headers: res.headers, body: json, text };
+    },
+    /** A fresh account: {account, live, test} with the two default keys. */
+    async createAccount(name = 'acme') {
+      const r = await w.call('/admin/create_account', { key: adminToken, body: { name } });
+      if (r.status !== 201) throw new Error(`create_account ${r.status}: ${r.text}`);
+      return { account: r.body.account, live: r.body.api_keys.find((k) => k.livemode).key, test: r.body.api_keys.find((k) => !k.livemode).key };
+    },
+    /** Runs SQL against the worker's local D1 and returns the rows. */
+    async sql(command) {
+      const { stdout } = await run(join(BIN, 'wrangler'), ['d1', 'execute', 'multimail', '--local', '--persist-to', state, '--json', '--command', command], { cwd: ROOT, env: ENV, maxBuffer: 64 << 20 });
+      return JSON.parse(stdout)[0].results;
+    },
+    async stop() {
+      try { process.kill(-child.pid, 'SIGTERM'); } catch {}
+      await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
+      try { process.kill(-child.pid, 'SIGKILL'); } catch {}
+      rmSync(state, { recursive: true, force: true });
+    },
+  };
+  return w;
+}
+
+/** Polls `fn` until it returns a truthy value or `ms` pass. */
+export async function eventually(fn, { ms = 15_000, every = 200 } = {}) {
+  const end = Date.now() + ms;
+  let last;
+  while (Date.now() < end) {
+    last = await fn();
+    if (last) return last;
+    await sleep(every);
+  }
+  return last;
+}

@@ -1,0 +1,29 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startWorker, eventually } from './harness.mjs';
+
+let w;
+before(async () => { w = await startWorker(); });
+after(async () => { await w?.stop(); });
+
+test('healthz answers with D1 reachable', async () => {
+  const r = await w.call('/healthz');
+  assert.equal(r.status, 200);
+  assert.deepEqual(r.body, { ok: true, d1: 'ok' });
+  assert.match(r.headers.get('request-id'), /^req_/);
+});
+
+test('a test key sends through the sandbox end to end', async () => {
+  const { account, test: key } = await w.createAccount('Smoke Co');
+  const from = `agent@${account.default_domain}`;
+  assert.equal((await w.call('/create_mailbox', { key, body: { address: from } })).status, 201);
+  const sent = await w.call('/send_email', { key, body: { from, to: 'ada@example.com', subject: 'Hi', text: 'Hello' } });
+  assert.equal(sent.status, 202, sent.text);
+  assert.equal(sent.body.status, 'queued');
+  const done = await eventually(async () => {
+    const r = await w.call('/get_email', { key, query: { id: sent.body.id } });
+    return r.body.status === 'sent' && r.body;
+  });
+  assert.equal(done.provider, 'sandbox');
+  assert.deepEqual(done.timeline.map((t) => t.event), ['created', 'attempt', 'sent']);
+});
