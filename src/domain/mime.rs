@@ -1,9 +1,12 @@
 //! Builds the RFC 5322 message once (with `mail-builder`): multipart/alternative for text and
 //! HTML, multipart/mixed around attachments, encoded words and line lengths handled by the crate.
-//! Bcc never appears in the headers; it is envelope only.
+//! Bcc never appears in the headers; it is envelope only. Multipart boundaries are derived from
+//! the message id here: mail-builder's own generator reads the system clock, which traps on wasm32.
 
 use mail_builder::headers::address::Address;
+use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 
 use super::address::Recipient;
@@ -23,6 +26,31 @@ pub fn message_id_header(message_id: &str, domain: &str) -> String {
     format!("{message_id}@{domain}")
 }
 
+fn multipart(kind: &str, message_id: &str, parts: Vec<MimePart<'static>>) -> MimePart<'static> {
+    let boundary = format!("=_mm_{kind}_{message_id}");
+    MimePart::new(ContentType::new(format!("multipart/{kind}")).attribute("boundary", boundary), BodyPart::Multipart(parts))
+}
+
+/// text | html | alternative(text, html), wrapped in mixed(…, attachments) when there are any.
+fn body_tree(msg: &ValidatedSend, message_id: &str) -> MimePart<'static> {
+    let text = msg.text.clone().map(|t| MimePart::new("text/plain", BodyPart::Text(t.into())));
+    let html = msg.html.clone().map(|h| MimePart::new("text/html", BodyPart::Text(h.into())));
+    let content = match (text, html) {
+        (Some(t), Some(h)) => multipart("alternative", message_id, vec![t, h]),
+        (Some(t), None) => t,
+        (None, Some(h)) => h,
+        (None, None) => MimePart::new("text/plain", BodyPart::Text("".into())),
+    };
+    if msg.attachments.is_empty() {
+        return content;
+    }
+    let mut parts = vec![content];
+    for a in &msg.attachments {
+        parts.push(MimePart::new(ContentType::new(a.content_type.clone()), BodyPart::Binary(a.content.clone().into())).attachment(a.filename.clone()));
+    }
+    multipart("mixed", message_id, parts)
+}
+
 pub fn build(msg: &ValidatedSend, message_id: &str, date_ms: i64) -> Result<Vec<u8>, DomainError> {
     let mut b = MessageBuilder::new()
         .message_id(message_id_header(message_id, msg.from.address.domain()))
@@ -39,15 +67,7 @@ pub fn build(msg: &ValidatedSend, message_id: &str, date_ms: i64) -> Result<Vec<
     for (name, value) in &msg.headers {
         b = b.header(name.clone(), Raw::new(value.clone()));
     }
-    if let Some(text) = &msg.text {
-        b = b.text_body(text.clone());
-    }
-    if let Some(html) = &msg.html {
-        b = b.html_body(html.clone());
-    }
-    for a in &msg.attachments {
-        b = b.attachment(a.content_type.clone(), a.filename.clone(), a.content.clone());
-    }
+    b = b.body(body_tree(msg, message_id));
     let bytes = b.write_to_vec().map_err(|e| DomainError::invalid("text", format!("could not encode the message: {e}")))?;
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(DomainError::MessageTooLarge { limit_bytes: MAX_MESSAGE_BYTES, actual_bytes: bytes.len() });
@@ -86,6 +106,7 @@ mod tests {
         let m = validated(json!({"from": "a@acme.multimail.test", "to": "b@example.com", "subject": "Hi", "text": "plain", "html": "<p>rich</p>"}));
         let out = text_of(&build(&m, "msg_1", 0).unwrap());
         assert!(out.contains("multipart/alternative"), "{out}");
+        assert!(out.contains("boundary=\"=_mm_alternative_msg_1\""), "{out}");
         assert!(out.contains("text/plain") && out.contains("text/html"));
     }
 
