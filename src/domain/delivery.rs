@@ -80,6 +80,7 @@ impl OutboundEmail {
     pub fn from_validated(v: &ValidatedSend, message_id: &str, message_id_header: &str) -> Self {
         let mut headers = v.headers.clone();
         headers.push(("Message-ID".into(), format!("<{message_id_header}>")));
+        headers.push(("X-MultiMail-Message-Id".into(), message_id.to_string()));
         OutboundEmail {
             message_id: message_id.to_string(),
             from: v.from.to_string(),

@@ -67,6 +67,8 @@ pub fn build(msg: &ValidatedSend, message_id: &str, date_ms: i64) -> Result<Vec<
     for (name, value) in &msg.headers {
         b = b.header(name.clone(), Raw::new(value.clone()));
     }
+    // Providers may rewrite Message-ID; this one survives for correlation.
+    b = b.header("X-MultiMail-Message-Id", Raw::new(message_id.to_string()));
     b = b.body(body_tree(msg, message_id));
     let bytes = b.write_to_vec().map_err(|e| DomainError::invalid("text", format!("could not encode the message: {e}")))?;
     if bytes.len() > MAX_MESSAGE_BYTES {
@@ -99,6 +101,7 @@ mod tests {
         assert!(out.contains("<c@example.com>"));
         assert!(!out.contains("secret@example.com"), "bcc must not appear in headers");
         assert!(out.contains("MIME-Version: 1.0"));
+        assert!(out.contains("X-MultiMail-Message-Id: msg_abc"));
     }
 
     #[test]

@@ -291,3 +291,29 @@ describe('validation and scheduling (sandbox)', () => {
     }
   });
 });
+
+describe('with Cloudflare Email Service configured', () => {
+  let w, acct;
+  before(async () => {
+    w = await startWorker({ vars: { EMAIL_PROVIDER: 'cloudflare' } });
+    acct = await setup(w, 'Cloudflare Co');
+  });
+  after(async () => { await w?.stop(); });
+
+  test('the stored MIME goes through the send_email binding, one envelope per recipient', async () => {
+    const r = await w.call('/send_email', { key: acct.live, body: { from: acct.from, to: ['ada@example.com', 'b@example.com'], bcc: 'hidden@example.com', subject: 'Über', text: 'plain', html: '<b>rich</b>' } });
+    assert.equal(r.status, 202, r.text);
+    const done = await waitStatus(w, acct.live, r.body.id, 'sent');
+    assert.equal(done.provider, 'cloudflare');
+    // wrangler writes each message the binding sends to an .eml file and logs its path.
+    const files = [...w.log().matchAll(/Email: (\S+\.eml)/g)].map((m) => m[1]);
+    assert.equal(files.length, 3, w.log());
+    for (const f of files) {
+      const eml = readFileSync(f, 'utf8');
+      assert.match(eml, new RegExp(`X-MultiMail-Message-Id: ${r.body.id}`));
+      assert.match(eml, /Subject: =\?utf-8\?/i);
+      assert.match(eml, /multipart\/alternative/);
+      assert.doesNotMatch(eml, /hidden@example\.com/, 'bcc stays off the headers');
+    }
+  });
+});
