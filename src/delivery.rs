@@ -98,6 +98,7 @@ async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage
                 event_insert(&db, &m, &payload, now)?,
             ])
             .await?;
+            audit_outcome(env, &m, "delivery.sent", "ok", Some(format!("{} id {provider_message_id}", provider.as_str()))).await;
         }
         ProviderOutcome::Retry { delay_secs, reason } => {
             db.batch(vec![
@@ -117,7 +118,7 @@ async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage
         }
         ProviderOutcome::Fail { reason } => {
             messages::timeline(&db, &m.msg.id, now, "attempt", Some(&format!("#{attempt}: {reason}")))?.run().await?;
-            fail(&db, &m, &reason, now).await?;
+            fail(env, &db, &m, &reason, now).await?;
         }
     }
     Ok(())
@@ -128,10 +129,10 @@ async fn give_up(env: &Env, job: &DeliveryJob) -> worker::Result<()> {
     let db = store::db(env)?;
     let Some(m) = messages::get(&db, &job.message_id).await? else { return Ok(()) };
     let reason = job.reason.clone().unwrap_or_else(|| "delivery retries exhausted".into());
-    fail(&db, &m, &reason, platform::now_ms()).await
+    fail(env, &db, &m, &reason, platform::now_ms()).await
 }
 
-async fn fail(db: &worker::D1Database, m: &messages::MessageWithMailbox, reason: &str, now: i64) -> worker::Result<()> {
+async fn fail(env: &Env, db: &worker::D1Database, m: &messages::MessageWithMailbox, reason: &str, now: i64) -> worker::Result<()> {
     if messages::mark_failed(db, &m.msg.id, reason, now).await? {
         let payload = event_payload(m, "email.failed", now, json!({"reason": reason}));
         db.batch(vec![
@@ -139,8 +140,26 @@ async fn fail(db: &worker::D1Database, m: &messages::MessageWithMailbox, reason:
             event_insert(db, m, &payload, now)?,
         ])
         .await?;
+        audit_outcome(env, m, "delivery.failed", "failed", Some(reason.to_string())).await;
     }
     Ok(())
+}
+
+/// Delivery outcomes go into the account's audit trail like API calls do.
+async fn audit_outcome(env: &Env, m: &messages::MessageWithMailbox, action: &str, outcome: &str, detail: Option<String>) {
+    crate::audit::record(env, crate::audit::Facts {
+        account_id: m.msg.account_id.clone(),
+        livemode: m.msg.livemode == 1,
+        actor: "system:delivery".into(),
+        action: action.into(),
+        mailbox: Some(m.msg.mailbox_id.clone()),
+        message_id: Some(m.msg.id.clone()),
+        oversight_mode: Some(m.msg.oversight_mode.clone()),
+        outcome: outcome.into(),
+        detail,
+        ..Default::default()
+    })
+    .await;
 }
 
 fn event_payload(m: &messages::MessageWithMailbox, ty: &str, now: i64, extra: Value) -> Value {

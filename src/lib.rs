@@ -9,8 +9,11 @@ pub mod domain;
 #[cfg(target_arch = "wasm32")]
 mod approval;
 #[cfg(target_arch = "wasm32")]
+mod audit_chain;
+#[cfg(target_arch = "wasm32")]
 mod wasm_entry;
 
+pub mod audit;
 pub mod delivery;
 pub mod http;
 pub mod platform;

@@ -2,6 +2,7 @@
 //! module compiles and is unit-tested natively with `cargo test`.
 
 pub mod address;
+pub mod audit;
 pub mod delivery;
 pub mod error;
 pub mod ids;

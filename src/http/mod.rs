@@ -21,17 +21,19 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub headers: Vec<(String, String)>,
+    /// A non-JSON body (for example JSON Lines); `headers` then names its Content-Type.
+    pub raw: Option<String>,
 }
 
 impl Reply {
     pub fn ok(body: Value) -> Self {
-        Reply { status: 200, body, headers: vec![] }
+        Reply { status: 200, body, headers: vec![], raw: None }
     }
     pub fn created(body: Value) -> Self {
-        Reply { status: 201, body, headers: vec![] }
+        Reply { status: 201, body, headers: vec![], raw: None }
     }
     pub fn accepted(body: Value) -> Self {
-        Reply { status: 202, body, headers: vec![] }
+        Reply { status: 202, body, headers: vec![], raw: None }
     }
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = status;

@@ -3,6 +3,7 @@
 //! `ROUTES` is also what the OpenAPI document is checked against.
 
 pub mod admin;
+pub mod audit;
 pub mod emails;
 pub mod health;
 pub mod keys;
@@ -63,6 +64,9 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/send_email", Key(SEND)),
     route("POST", "/cancel_email", Key(SEND)),
     route("GET", "/get_email", Key(READ_SEND_OR_OVERSIGHT)),
+    route("GET", "/get_audit_log", Key(ADMIN)),
+    route("GET", "/verify_audit_log", Key(ADMIN)),
+    route("GET", "/export_audit_log", Key(ADMIN)),
 ];
 
 /// Everything a handler may use.
@@ -113,17 +117,44 @@ struct Served {
     status: u16,
     body: String,
     headers: Vec<(String, String)>,
+    json: Option<Value>,
 }
 
 impl From<Reply> for Served {
     fn from(r: Reply) -> Self {
-        Served { status: r.status, body: r.body.to_string(), headers: r.headers }
+        match r.raw {
+            Some(raw) => Served { status: r.status, body: raw, headers: r.headers, json: None },
+            None => Served { status: r.status, body: r.body.to_string(), headers: r.headers, json: Some(r.body) },
+        }
     }
 }
 
 pub async fn handle(mut req: Request, env: Env) -> worker::Result<Response> {
     let request_id = platform::new_id(crate::domain::ids::REQUEST);
-    match serve(&mut req, env, &request_id).await {
+    let mut facts: Option<crate::audit::Facts> = None;
+    let result = serve(&mut req, env.clone(), &request_id, &mut facts).await;
+    if let Some(mut f) = facts {
+        // Every authenticated state-changing call is audited, refused ones included.
+        match &result {
+            Ok(s) => {
+                let replayed = s.headers.iter().any(|(k, _)| k == "Idempotent-Replayed");
+                f.outcome = if replayed { "replayed".into() } else { "ok".into() };
+                f.status = Some(i64::from(s.status));
+                let answer = s.json.clone().or_else(|| serde_json::from_str(&s.body).ok());
+                let (mb, msg, mode) = crate::audit::subjects(&Value::Null, answer.as_ref());
+                f.mailbox = mb.or(f.mailbox);
+                f.message_id = msg.or(f.message_id);
+                f.oversight_mode = mode.or(f.oversight_mode);
+            }
+            Err(e) => {
+                f.outcome = e.code.to_string();
+                f.status = Some(i64::from(e.status));
+                f.detail = Some(e.message.chars().take(300).collect());
+            }
+        }
+        crate::audit::record(&env, f).await;
+    }
+    match result {
         Ok(s) => http::json_response(s.status, &s.body, &request_id, &s.headers),
         Err(e) => {
             if e.status >= 500 {
@@ -147,7 +178,7 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-async fn serve(req: &mut Request, env: Env, request_id: &str) -> ApiResult<Served> {
+async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option<crate::audit::Facts>) -> ApiResult<Served> {
     let path = req.path();
     let method = method_name(&req.method());
     let candidates: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
@@ -161,7 +192,7 @@ async fn serve(req: &mut Request, env: Env, request_id: &str) -> ApiResult<Serve
         return Err(e);
     };
     if route.path == "/openapi.json" {
-        return Ok(Served { status: 200, body: OPENAPI.to_string(), headers: vec![] });
+        return Ok(Served { status: 200, body: OPENAPI.to_string(), headers: vec![], json: None });
     }
 
     let now = platform::now_ms();
@@ -175,15 +206,34 @@ async fn serve(req: &mut Request, env: Env, request_id: &str) -> ApiResult<Serve
         }
         Key(scopes) => {
             let p = auth::authenticate(req, &db, now, config.rate_limit_per_minute).await?;
+            if route.method == "POST" {
+                *facts = Some(crate::audit::Facts {
+                    account_id: p.account_id.clone(),
+                    livemode: p.livemode,
+                    actor: p.key_id.clone(),
+                    action: route.path.trim_start_matches('/').to_string(),
+                    request_id: Some(request_id.to_string()),
+                    ip: req.headers().get("CF-Connecting-IP").ok().flatten(),
+                    country: req.cf().and_then(|cf| cf.country()),
+                    ..Default::default()
+                });
+            }
             p.require_any(scopes)?;
             Some(p)
         }
     };
     let body = if route.method == "POST" { http::read_json_object(req).await? } else { Value::Null };
+    if let Some(f) = facts.as_mut() {
+        let (mb, msg, mode) = crate::audit::subjects(&body, None);
+        (f.mailbox, f.message_id, f.oversight_mode) = (mb, msg, mode);
+    }
 
     let mut ctx = Ctx { env, db, config, request_id: request_id.to_string(), now, principal, idem: None };
 
     let idem_key = if ctx.principal.is_some() && route.method == "POST" { idempotency_key(req, &body)? } else { None };
+    if let (Some(f), Some(k)) = (facts.as_mut(), &idem_key) {
+        f.idempotency_key = Some(k.as_str().to_string());
+    }
     let Some(key) = idem_key else {
         return dispatch(&ctx, route, req, &body).await.map(Served::from);
     };
@@ -243,7 +293,7 @@ async fn reserve_or_replay(ctx: &Ctx, slot: &IdemSlot, fingerprint: &str) -> Api
         }
         match idempotency::on_existing(&record, fingerprint, now) {
             Replay::Replay { status, body } => {
-                return Ok(Some(Served { status, body, headers: vec![("Idempotent-Replayed".into(), "true".into())] }));
+                return Ok(Some(Served { status, body, headers: vec![("Idempotent-Replayed".into(), "true".into())], json: None }));
             }
             Replay::Mismatch => {
                 return Err(ApiError::unprocessable(
@@ -284,6 +334,9 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiR
         "/send_email" => send::send_email(ctx, body).await,
         "/cancel_email" => emails::cancel_email(ctx, body).await,
         "/get_email" => emails::get_email(ctx, req).await,
+        "/get_audit_log" => audit::get_audit_log(ctx, req).await,
+        "/verify_audit_log" => audit::verify_audit_log(ctx).await,
+        "/export_audit_log" => audit::export_audit_log(ctx).await,
         other => {
             worker::console_error!("route {other} is in ROUTES but not dispatched");
             Err(ApiError::internal())

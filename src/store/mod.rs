@@ -2,6 +2,7 @@
 //! recognised in one place (`is_unique_violation`).
 
 pub mod accounts;
+pub mod audit;
 pub mod events;
 pub mod idempotency;
 pub mod keys;

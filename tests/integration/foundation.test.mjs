@@ -125,9 +125,8 @@ test('create_account answers 201 with the account, its default domain and one li
   for (const k of [live.key, tst.key]) {
     const lk = assertOk(await listKeys(k));
     assert.ok(!lk.api_keys.some((x) => 'key' in x), 'list_api_keys returned a `key`');
-    assert.ok(!r.text.includes('"key_redacted"'));
     for (const secret of [live.key, tst.key]) {
-      assert.ok(!lk.api_keys.length || !JSON.stringify(lk).includes(secret), 'a secret appears in list_api_keys');
+      assert.ok(!JSON.stringify(lk).includes(secret), 'a secret appears in list_api_keys');
       assert.ok(!JSON.stringify(lk).includes(secret.slice(12, -4)), 'the secret middle appears in list_api_keys');
     }
     const ids = lk.api_keys.map((x) => x.id);
@@ -551,6 +550,13 @@ test('update_mailbox: display name and oversight email; stricter mode at once, l
   assert.equal(listed.display_name, 'Agent J');
   assert.equal(listed.oversight_email, 'boss@example.com');
   assertError(await send(live, m.address), 403, 'mailbox_read_only');
+  // A newer looser request replaces the one still waiting: one pending change at a time.
+  const y = assertOk(await u({ id: m.id, oversight_mode: 'monitored' }));
+  assert.equal(y.oversight_mode, 'read_only');
+  assert.notEqual(y.mode_change.id, x.mode_change.id);
+  assert.equal(y.mode_change.to, 'monitored');
+  const changes = await w.sql(`SELECT id, status FROM mode_changes WHERE mailbox_id = '${m.id}' ORDER BY id`);
+  assert.deepEqual(changes, [{ id: x.mode_change.id, status: 'superseded' }, { id: y.mode_change.id, status: 'pending' }]);
 
   // Bad input is refused and changes nothing.
   assertError(await u({ id: m.id, oversight_email: 'not-an-email' }), 400, undefined, 'oversight_email');
@@ -643,6 +649,18 @@ test('unknown paths → 404 not_found and wrong methods → 405 method_not_allow
     assertError(r, 405, 'method_not_allowed');
     assert.ok(r.body.error.message.includes(allowed), r.text);
   }
+});
+
+test('405 answers carry an Allow header naming the accepted methods', {
+  todo: 'the 405 body lists `allow`, but the response has no Allow header (RFC 9110 §15.5.6: a 405 MUST carry one)',
+}, async () => {
+  const { live } = await account('Allow');
+  const r = await w.call('/create_mailbox', { key: live, method: 'GET' });
+  assertError(r, 405, 'method_not_allowed');
+  assert.equal(r.headers.get('allow'), 'POST');
+  const g = await w.call('/list_mailboxes', { key: live, method: 'DELETE' });
+  assertError(g, 405, 'method_not_allowed');
+  assert.equal(g.headers.get('allow'), 'GET');
 });
 
 test('POST bodies: 415 without JSON content type, 400 invalid_json, 400 unknown_field/wrong type with field', async () => {

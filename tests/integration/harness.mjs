@@ -85,8 +85,12 @@ export async function startWorker({ vars = {} } = {}) {
     },
     /** Runs SQL against the worker's local D1 and returns the rows. */
     async sql(command) {
-      const { stdout } = await run(join(BIN, 'wrangler'), ['d1', 'execute', 'multimail', '--local', '--persist-to', state, '--json', '--command', command], { cwd: ROOT, env: ENV, maxBuffer: 64 << 20 });
-      return JSON.parse(stdout)[0].results;
+      try {
+        const { stdout } = await run(join(BIN, 'wrangler'), ['d1', 'execute', 'multimail', '--local', '--persist-to', state, '--json', '--command', command], { cwd: ROOT, env: ENV, maxBuffer: 64 << 20 });
+        return JSON.parse(stdout)[0].results;
+      } catch (e) {
+        throw new Error(`SQL failed: ${command}\n${e.stdout ?? ''}${e.stderr ?? ''}`);
+      }
     },
     async stop() {
       try { process.kill(-child.pid, 'SIGTERM'); } catch {}

@@ -1,0 +1,101 @@
+//! Recording to the audit trail from the worker: builds the entry and hands it to the account's
+//! `AuditChain` Durable Object, which seals and stores it.
+
+use serde_json::Value;
+use worker::{Env, Headers, Method, Request, RequestInit};
+
+use crate::domain::audit::AuditEntry;
+use crate::domain::{ids, time::to_rfc3339};
+use crate::platform;
+
+pub const PREFIX: &str = "aud";
+
+/// The facts of one audited action; `record` fills in id, time and the chain.
+#[derive(Debug, Default, Clone)]
+pub struct Facts {
+    pub account_id: String,
+    pub livemode: bool,
+    pub actor: String,
+    pub action: String,
+    pub mailbox: Option<String>,
+    pub message_id: Option<String>,
+    pub oversight_mode: Option<String>,
+    pub outcome: String,
+    pub status: Option<i64>,
+    pub request_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub ip: Option<String>,
+    pub country: Option<String>,
+    pub detail: Option<String>,
+}
+
+fn stub(env: &Env, account_id: &str, livemode: bool) -> worker::Result<worker::Stub> {
+    env.durable_object("AUDIT")?.id_from_name(&format!("{account_id}:{}", if livemode { "live" } else { "test" }))?.get_stub()
+}
+
+/// Appends one entry. A failure is logged, never shown to the caller: the change it records has
+/// already happened.
+pub async fn record(env: &Env, f: Facts) {
+    let now = platform::now_ms();
+    let entry = AuditEntry {
+        id: platform::new_id(PREFIX),
+        seq: 0,
+        at: to_rfc3339(now),
+        account_id: f.account_id,
+        livemode: f.livemode,
+        actor: f.actor,
+        action: f.action,
+        mailbox: f.mailbox,
+        message_id: f.message_id,
+        oversight_mode: f.oversight_mode,
+        outcome: f.outcome,
+        status: f.status,
+        request_id: f.request_id,
+        idempotency_key: f.idempotency_key,
+        ip: f.ip,
+        country: f.country,
+        detail: f.detail,
+        prev_hash: String::new(),
+        hash: String::new(),
+    };
+    if let Err(e) = send(env, &entry).await {
+        worker::console_error!("audit: could not append {} {} for {}: {e}", entry.action, entry.outcome, entry.account_id);
+    }
+}
+
+async fn send(env: &Env, entry: &AuditEntry) -> worker::Result<()> {
+    let headers = Headers::new();
+    headers.set("Content-Type", "application/json")?;
+    let mut init = RequestInit::new();
+    let body = serde_json::to_string(entry).map_err(|e| e.to_string())?;
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
+    let req = Request::new_with_init("https://audit/append", &init)?;
+    let resp = stub(env, &entry.account_id, entry.livemode)?.fetch_with_request(req).await?;
+    if resp.status_code() != 200 {
+        return Err(worker::Error::RustError(format!("audit chain answered {}", resp.status_code())));
+    }
+    Ok(())
+}
+
+/// The head `(seq)` the chain's Durable Object has written.
+pub async fn claimed_head(env: &Env, account_id: &str, livemode: bool) -> worker::Result<Option<i64>> {
+    let mut resp = stub(env, account_id, livemode)?.fetch_with_str("https://audit/head").await?;
+    let v: Value = resp.json().await?;
+    Ok(v.get("seq").and_then(Value::as_i64))
+}
+
+/// Pulls the mailbox, message and mode an answer (or the request) is about.
+pub fn subjects(request: &Value, answer: Option<&Value>) -> (Option<String>, Option<String>, Option<String>) {
+    let s = |v: Option<&Value>, k: &str| v.and_then(|v| v.get(k)).and_then(Value::as_str).map(str::to_string);
+    let prefixed = |v: Option<String>, p: &str| v.filter(|x| ids::has_prefix(x, p));
+    let mailbox = s(answer, "mailbox_id")
+        .or_else(|| prefixed(s(answer, "id"), ids::MAILBOX))
+        .or_else(|| s(Some(request), "mailbox"))
+        .or_else(|| prefixed(s(Some(request), "id"), ids::MAILBOX))
+        .or_else(|| s(Some(request), "from"));
+    let message = prefixed(s(answer, "id"), ids::MESSAGE)
+        .or_else(|| prefixed(s(Some(request), "id"), ids::MESSAGE))
+        .or_else(|| prefixed(s(Some(request), "message_id"), ids::MESSAGE));
+    let mode = s(answer, "oversight_mode").or_else(|| s(Some(request), "oversight_mode"));
+    (mailbox, message, mode)
+}

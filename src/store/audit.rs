@@ -1,0 +1,97 @@
+//! Audit entries in D1: insert (only ever by the `AuditChain` Durable Object), filtered pages,
+//! and the whole chain in order for verification and export.
+
+use serde::Deserialize;
+use worker::{D1Database, Result};
+
+use crate::args;
+use crate::domain::audit::AuditEntry;
+
+#[derive(Deserialize)]
+struct Row {
+    id: String,
+    seq: i64,
+    at: String,
+    account_id: String,
+    livemode: i64,
+    actor: String,
+    action: String,
+    mailbox: Option<String>,
+    message_id: Option<String>,
+    oversight_mode: Option<String>,
+    outcome: String,
+    status: Option<i64>,
+    request_id: Option<String>,
+    idempotency_key: Option<String>,
+    ip: Option<String>,
+    country: Option<String>,
+    detail: Option<String>,
+    prev_hash: String,
+    hash: String,
+}
+
+impl From<Row> for AuditEntry {
+    fn from(r: Row) -> Self {
+        AuditEntry {
+            id: r.id, seq: r.seq, at: r.at, account_id: r.account_id, livemode: r.livemode == 1, actor: r.actor,
+            action: r.action, mailbox: r.mailbox, message_id: r.message_id, oversight_mode: r.oversight_mode,
+            outcome: r.outcome, status: r.status, request_id: r.request_id, idempotency_key: r.idempotency_key,
+            ip: r.ip, country: r.country, detail: r.detail, prev_hash: r.prev_hash, hash: r.hash,
+        }
+    }
+}
+
+pub async fn insert(db: &D1Database, e: &AuditEntry, at_ms: i64) -> Result<()> {
+    super::run(
+        db,
+        "INSERT INTO audit_log (account_id, livemode, seq, id, at, at_ms, actor, action, mailbox, message_id, oversight_mode,
+           outcome, status, request_id, idempotency_key, ip, country, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+        args![
+            &e.account_id, e.livemode, e.seq, &e.id, &e.at, at_ms, &e.actor, &e.action, e.mailbox.as_deref(),
+            e.message_id.as_deref(), e.oversight_mode.as_deref(), &e.outcome, e.status, e.request_id.as_deref(),
+            e.idempotency_key.as_deref(), e.ip.as_deref(), e.country.as_deref(), e.detail.as_deref(), &e.prev_hash, &e.hash
+        ],
+    )
+    .await
+}
+
+/// The last entry of a chain as stored: `(seq, hash)`.
+pub async fn head(db: &D1Database, account_id: &str, livemode: bool) -> Result<Option<(i64, String)>> {
+    #[derive(Deserialize)]
+    struct H {
+        seq: i64,
+        hash: String,
+    }
+    let h: Option<H> = super::first(
+        db,
+        "SELECT seq, hash FROM audit_log WHERE account_id = ?1 AND livemode = ?2 ORDER BY seq DESC LIMIT 1",
+        args![account_id, livemode],
+    )
+    .await?;
+    Ok(h.map(|h| (h.seq, h.hash)))
+}
+
+#[derive(Default)]
+pub struct Filter<'a> {
+    pub mailbox: Option<&'a str>,
+    pub message_id: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+/// A page of entries after `after_seq`, oldest first. Absent filters match everything.
+pub async fn page(db: &D1Database, account_id: &str, livemode: bool, f: &Filter<'_>, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+    let rows: Vec<Row> = super::all(
+        db,
+        "SELECT * FROM audit_log WHERE account_id = ?1 AND livemode = ?2 AND seq > ?3
+           AND (?4 IS NULL OR mailbox = ?4) AND (?5 IS NULL OR message_id = ?5) AND (?6 IS NULL OR action = ?6)
+           AND (?7 IS NULL OR actor = ?7) AND (?8 IS NULL OR at_ms >= ?8) AND (?9 IS NULL OR at_ms < ?9)
+         ORDER BY seq LIMIT ?10",
+        args![account_id, livemode, after_seq, f.mailbox, f.message_id, f.action, f.actor, f.since_ms, f.until_ms, i64::from(limit)],
+    )
+    .await?;
+    Ok(rows.into_iter().map(AuditEntry::from).collect())
+}
