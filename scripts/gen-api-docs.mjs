@@ -124,7 +124,9 @@ function fieldRows(schema, { withRequired }, prefix = '', rows = []) {
       ? [code(full), typeText(prop), isRequired ? 'yes' : '', text]
       : [code(full), typeText(prop), isRequired ? text : ['Not always present.', text].filter(Boolean).join(' ')]);
     if (!prop.$ref) {
-      if (prop.type === 'object' && prop.properties) fieldRows(prop, { withRequired }, `${full}.`, rows);
+      // An inline object, possibly nullable (`oneOf: [{type: object…}, {type: null}]`).
+      const inline = [prop, ...(prop.oneOf ?? prop.anyOf ?? [])].find((x) => !x.$ref && x.type === 'object' && x.properties);
+      if (inline) fieldRows(inline, { withRequired }, `${full}.`, rows);
       if (prop.type === 'array' && prop.items && !prop.items.$ref && prop.items.properties) {
         fieldRows(prop.items, { withRequired }, `${full}[].`, rows);
       }
