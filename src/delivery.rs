@@ -39,7 +39,15 @@ fn parse_job(raw: &RawMessage) -> Option<DeliveryJob> {
 }
 
 pub async fn consume(batch: MessageBatch<Value>, env: Env) {
-    let dead_letters = batch.queue().ends_with("-dlq");
+    let queue = batch.queue();
+    if !queue.contains("delivery") {
+        // The events queue is drained by the events fan-out (not built yet): leave its messages
+        // for it rather than mistake them for deliveries.
+        worker::console_warn!("queue {queue}: no consumer logic yet; retrying later");
+        batch.retry_all_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(3600).build());
+        return;
+    }
+    let dead_letters = queue.ends_with("-dlq");
     let config = Config::from_env(&env);
     for raw in batch.raw_iter() {
         let Some(job) = parse_job(&raw) else {
@@ -91,13 +99,16 @@ async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage
                 "provider_message_id": provider_message_id,
                 "oversight_mode": m.msg.oversight_mode,
             }));
-            db.batch(vec![
+            let mut batch = vec![
                 messages::mark_sent(&db, &m.msg.id, provider.as_str(), &provider_message_id, now)?,
                 messages::timeline(&db, &m.msg.id, now, "attempt", Some(&format!("#{attempt} {}: accepted", provider.as_str())))?,
                 messages::timeline(&db, &m.msg.id, now, "sent", Some(&format!("{} id {provider_message_id}", provider.as_str())))?,
-                event_insert(&db, &m, &payload, now)?,
-            ])
-            .await?;
+            ];
+            // Approval requests to oversight addresses are ours, not the user's: no events.
+            if m.msg.kind == "message" {
+                batch.push(event_insert(&db, &m, &payload, now)?);
+            }
+            db.batch(batch).await?;
             audit_outcome(env, &m, "delivery.sent", "ok", Some(format!("{} id {provider_message_id}", provider.as_str()))).await;
         }
         ProviderOutcome::Retry { delay_secs, reason } => {
@@ -135,11 +146,11 @@ async fn give_up(env: &Env, job: &DeliveryJob) -> worker::Result<()> {
 async fn fail(env: &Env, db: &worker::D1Database, m: &messages::MessageWithMailbox, reason: &str, now: i64) -> worker::Result<()> {
     if messages::mark_failed(db, &m.msg.id, reason, now).await? {
         let payload = event_payload(m, "email.failed", now, json!({"reason": reason}));
-        db.batch(vec![
-            messages::timeline(db, &m.msg.id, now, "failed", Some(reason))?,
-            event_insert(db, m, &payload, now)?,
-        ])
-        .await?;
+        let mut batch = vec![messages::timeline(db, &m.msg.id, now, "failed", Some(reason))?];
+        if m.msg.kind == "message" {
+            batch.push(event_insert(db, m, &payload, now)?);
+        }
+        db.batch(batch).await?;
         audit_outcome(env, m, "delivery.failed", "failed", Some(reason.to_string())).await;
     }
     Ok(())
@@ -250,9 +261,20 @@ async fn send_with_binding(env: &Env, db: &worker::D1Database, message_id: &str)
     Ok(ProviderOutcome::Sent { provider_message_id: last_id })
 }
 
-/// Housekeeping for the hourly cron: re-enqueue messages whose queue message may be lost.
+/// Housekeeping for the hourly cron: expire held messages whose alarm was lost, and re-enqueue
+/// messages whose queue message may be lost.
 pub async fn sweep(env: &Env, now: i64) -> worker::Result<usize> {
     let db = store::db(env)?;
+    for m in messages::overdue_pending(&db, now).await? {
+        let req = crate::oversight::DoRequest {
+            hold: crate::oversight::hold_of(&m),
+            command: Some(crate::domain::approval::Command::Expire { at: now }),
+            audit_here: true,
+        };
+        if let Err(e) = crate::oversight::call(env, &req).await {
+            worker::console_error!("sweep: expiring {}: {e}", m.id);
+        }
+    }
     let due = messages::needing_enqueue(&db, now - 10 * 60 * 1000, now + 60 * 60 * 1000).await?;
     for (id, send_at) in &due {
         enqueue(env, id, *send_at, now).await?;

@@ -61,3 +61,14 @@ mod tests {
         assert_ne!(new_id(KEY, 1, [1; 10]), new_id(KEY, 1, [2; 10]));
     }
 }
+
+/// A deterministic id from a seed (same seed, same id): for records that a retry may write again,
+/// such as the `email.decided` event of one message.
+pub fn derived_id(prefix: &str, seed: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(seed.as_bytes());
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&d[6..16]);
+    let ms = u64::from_be_bytes([0, 0, d[0], d[1], d[2], d[3], d[4], d[5]]);
+    new_id(prefix, ms, random)
+}

@@ -2,12 +2,14 @@
 //! module compiles and is unit-tested natively with `cargo test`.
 
 pub mod address;
+pub mod approval;
 pub mod audit;
 pub mod delivery;
 pub mod error;
 pub mod ids;
 pub mod idempotency;
 pub mod keys;
+pub mod links;
 pub mod mime;
 pub mod oversight;
 pub mod ratelimit;

@@ -56,11 +56,45 @@ impl OversightMode {
     pub fn settable_without_approval(self) -> bool {
         self.strictness() >= OversightMode::GatedSend.strictness()
     }
+
+    /// Outbound mail in this mode waits for a human.
+    pub fn holds_outbound(self) -> bool {
+        matches!(self, OversightMode::GatedAll | OversightMode::GatedSend)
+    }
+}
+
+const MIN_TTL_SECS: i64 = 1;
+const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// `approval_ttl`: whole seconds, or a string such as `"90m"`, `"48h"`, `"7d"`.
+pub fn parse_ttl(v: &serde_json::Value) -> Result<i64, String> {
+    let secs = match v {
+        serde_json::Value::Number(n) => n.as_i64().ok_or("`approval_ttl` must be a whole number of seconds")?,
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+            let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 3600, \"90m\", \"48h\" or \"7d\""))?;
+            let mult = match unit {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                _ => return Err(format!("`{s}` is not a duration like 3600, \"90m\", \"48h\" or \"7d\"")),
+            };
+            n.saturating_mul(mult)
+        }
+        _ => return Err("`approval_ttl` must be seconds or a duration string".into()),
+    };
+    if !(MIN_TTL_SECS..=MAX_TTL_SECS).contains(&secs) {
+        return Err(format!("`approval_ttl` must be between {MIN_TTL_SECS} seconds and 30 days"));
+    }
+    Ok(secs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn modes_are_ordered_from_most_to_least_oversight() {
@@ -84,5 +118,22 @@ mod tests {
         assert!(OversightMode::ReadOnly.settable_without_approval());
         assert!(!OversightMode::Monitored.settable_without_approval());
         assert!(!OversightMode::Autonomous.settable_without_approval());
+    }
+
+    #[test]
+    fn ttl_accepts_seconds_and_unit_strings() {
+        assert_eq!(parse_ttl(&json!(3600)), Ok(3600));
+        assert_eq!(parse_ttl(&json!("48h")), Ok(48 * 3600));
+        assert_eq!(parse_ttl(&json!("90m")), Ok(5400));
+        assert_eq!(parse_ttl(&json!("7d")), Ok(7 * 86400));
+    }
+
+    #[test]
+    fn ttl_rejects_nonsense_and_out_of_range() {
+        assert!(parse_ttl(&json!("soon")).is_err());
+        assert!(parse_ttl(&json!(0)).is_err());
+        assert!(parse_ttl(&json!("31d")).is_err());
+        assert!(parse_ttl(&json!(1.5)).is_err());
+        assert!(parse_ttl(&json!(true)).is_err());
     }
 }

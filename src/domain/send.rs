@@ -61,6 +61,7 @@ pub struct SendEmailRequest {
     pub oversight_mode: Option<String>,
     pub metadata: Option<Value>,
     pub send_at: Option<String>,
+    pub approval_ttl: Option<Value>,
     pub idempotency_key: Option<String>,
 }
 
@@ -86,6 +87,8 @@ pub struct ValidatedSend {
     pub oversight_mode: Option<OversightMode>,
     pub metadata: Value,
     pub send_at: Option<i64>,
+    /// How long a held message waits for a decision, in seconds (else the mailbox's).
+    pub approval_ttl_secs: Option<i64>,
 }
 
 fn recipients(field: &'static str, v: &Option<OneOrMany>) -> Result<Vec<Recipient>, DomainError> {
@@ -269,9 +272,14 @@ impl SendEmailRequest {
             }
         };
 
+        let approval_ttl_secs = match &self.approval_ttl {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(super::oversight::parse_ttl(v).map_err(|m| DomainError::invalid("approval_ttl", m))?),
+        };
+
         Ok(ValidatedSend {
             from, to, cc, bcc, reply_to, subject, text, html, headers, attachments,
-            oversight_mode, metadata, send_at,
+            oversight_mode, metadata, send_at, approval_ttl_secs,
         })
     }
 }

@@ -15,11 +15,13 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
     /// Extra members of the error object (for example the winning decision of a race).
     pub extra: Option<Value>,
+    /// The `Allow` header of a 405.
+    pub allow: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None, retry_after: None, extra: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after: None, extra: None, allow: None }
     }
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());

@@ -57,6 +57,9 @@ pub fn error_response(err: &ApiError, request_id: &str) -> worker::Result<Respon
     if let Some(secs) = err.retry_after {
         extra.push(("Retry-After".to_string(), secs.to_string()));
     }
+    if let Some(allow) = &err.allow {
+        extra.push(("Allow".to_string(), allow.clone()));
+    }
     json_response(err.status, &err.body(request_id).to_string(), request_id, &extra)
 }
 

@@ -36,6 +36,12 @@ pub fn message_json(m: &MessageWithMailbox) -> Value {
         "attempts": r.attempts,
         "last_error": r.last_error,
         "livemode": r.livemode == 1,
+        "expires_at": r.expires_at.map(to_rfc3339),
+        "decision": r.decision,
+        "decided_by": r.decided_by,
+        "decided_at": r.decided_at.map(to_rfc3339),
+        "decision_reason": r.decision_reason,
+        "kind": r.kind,
     })
 }
 
@@ -80,6 +86,15 @@ pub async fn cancel_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         return Err(ApiError::invalid_field("reason", "`reason` may be at most 500 characters"));
     }
     let current = visible_message(ctx, id).await?;
+    if current.msg.status == "pending_approval" {
+        // A held message is cancelled through its Approval object, like a decision.
+        let cmd = crate::domain::approval::Command::Cancel { by: p.key_id.clone(), at: ctx.now, reason: input.reason.clone() };
+        super::oversight::command_held(ctx, &current.msg, cmd, false).await.map_err(|e| {
+            if e.code == "already_decided" { ApiError::conflict("not_cancellable", e.message).with_extra(e.extra.unwrap_or_default()) } else { e }
+        })?;
+        let m = visible_message(ctx, id).await?;
+        return Ok(Reply::ok(message_json(&m)));
+    }
     let Some(_) = messages::cancel(&ctx.db, &p.account_id, p.livemode, id, ctx.now).await? else {
         return Err(ApiError::conflict(
             "not_cancellable",

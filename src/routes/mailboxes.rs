@@ -7,40 +7,13 @@ use worker::Request;
 
 use super::{page, Ctx};
 use crate::domain::address::EmailAddress;
+use crate::domain::oversight::parse_ttl;
 use crate::domain::{ids, oversight::OversightMode, time::to_rfc3339};
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::platform;
 use crate::store::{self, mailboxes::{self as store_mb, MailboxRow, ModeChangeRow}};
 
 pub const MODE_CHANGE_PREFIX: &str = "chg";
-const MIN_TTL_SECS: i64 = 60;
-const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
-
-/// `approval_ttl`: whole seconds, or a string such as `"90m"`, `"48h"`, `"7d"`.
-pub fn parse_ttl(v: &Value) -> Result<i64, String> {
-    let secs = match v {
-        Value::Number(n) => n.as_i64().ok_or("`approval_ttl` must be a whole number of seconds")?,
-        Value::String(s) => {
-            let s = s.trim();
-            let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-            let n: i64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 3600, \"90m\", \"48h\" or \"7d\""))?;
-            let mult = match unit {
-                "" | "s" => 1,
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                _ => return Err(format!("`{s}` is not a duration like 3600, \"90m\", \"48h\" or \"7d\"")),
-            };
-            n.saturating_mul(mult)
-        }
-        _ => return Err("`approval_ttl` must be seconds or a duration string".into()),
-    };
-    if !(MIN_TTL_SECS..=MAX_TTL_SECS).contains(&secs) {
-        return Err(format!("`approval_ttl` must be between {MIN_TTL_SECS} seconds and 30 days"));
-    }
-    Ok(secs)
-}
-
 fn mode_change_json(c: &ModeChangeRow) -> Value {
     json!({"id": c.id, "from": c.from_mode, "to": c.to_mode, "status": c.status, "created_at": to_rfc3339(c.created_at)})
 }
@@ -202,11 +175,13 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         mailbox.approval_ttl_secs = parse_ttl(t).map_err(|m| ApiError::invalid_field("approval_ttl", m))?;
     }
     let mut change = None;
+    let mut tightened = None;
     if let Some(m) = &input.oversight_mode {
         let to = parse_mode(m)?;
         let current = parse_mode(&mailbox.oversight_mode)?;
-        if to.is_at_least_as_strict_as(current) {
-            mailbox.oversight_mode = to.as_str().to_string();
+        if to == current {
+        } else if to.is_at_least_as_strict_as(current) {
+            tightened = Some((current, to));
         } else {
             change = Some(new_mode_change(ctx, &mailbox, to));
         }
@@ -226,11 +201,19 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         Some(c) => Some(c),
         None => store_mb::pending_mode_change(&ctx.db, &mailbox.id).await?,
     };
-    let reply = Reply::ok(mailbox_json(&mailbox, pending.as_ref()));
+    let mut shown = mailbox.clone();
+    if let Some((_, to)) = tightened {
+        shown.oversight_mode = to.as_str().to_string();
+    }
+    let reply = Reply::ok(mailbox_json(&shown, pending.as_ref()));
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         batch.push(s);
     }
     ctx.db.batch(batch).await?;
+    // Stricter applies at once, and says so.
+    if let Some((from, to)) = tightened {
+        super::oversight::apply_mode(ctx, &mailbox.id, from.as_str(), to.as_str(), &ctx.principal().key_id).await?;
+    }
     Ok(reply)
 }
 
@@ -254,27 +237,4 @@ pub async fn delete_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     v["deleted"] = json!(true);
     v["deleted_at"] = json!(deleted.deleted_at.map(to_rfc3339));
     Ok(Reply::ok(v))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_ttl;
-    use serde_json::json;
-
-    #[test]
-    fn ttl_accepts_seconds_and_unit_strings() {
-        assert_eq!(parse_ttl(&json!(3600)), Ok(3600));
-        assert_eq!(parse_ttl(&json!("48h")), Ok(48 * 3600));
-        assert_eq!(parse_ttl(&json!("90m")), Ok(5400));
-        assert_eq!(parse_ttl(&json!("7d")), Ok(7 * 86400));
-    }
-
-    #[test]
-    fn ttl_rejects_nonsense_and_out_of_range() {
-        assert!(parse_ttl(&json!("soon")).is_err());
-        assert!(parse_ttl(&json!(5)).is_err());
-        assert!(parse_ttl(&json!("31d")).is_err());
-        assert!(parse_ttl(&json!(1.5)).is_err());
-        assert!(parse_ttl(&json!(true)).is_err());
-    }
 }

@@ -8,6 +8,8 @@ pub mod emails;
 pub mod health;
 pub mod keys;
 pub mod mailboxes;
+pub mod oversight;
+pub mod review;
 pub mod send;
 
 use std::cell::Cell;
@@ -44,11 +46,12 @@ const fn route(method: &'static str, path: &'static str, access: Access) -> Rout
 }
 
 use Access::{Key, Operator, Public};
-const READ: &[Scope] = &[Scope::Read];
 const SEND: &[Scope] = &[Scope::Send];
 const ADMIN: &[Scope] = &[Scope::Admin];
 const READ_OR_ADMIN: &[Scope] = &[Scope::Read, Scope::Admin];
 const READ_SEND_OR_OVERSIGHT: &[Scope] = &[Scope::Read, Scope::Send, Scope::Oversight];
+const OVERSIGHT: &[Scope] = &[Scope::Oversight];
+const READ_OR_OVERSIGHT: &[Scope] = &[Scope::Read, Scope::Oversight];
 
 pub const ROUTES: &[Route] = &[
     route("GET", "/healthz", Public),
@@ -64,6 +67,10 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/send_email", Key(SEND)),
     route("POST", "/cancel_email", Key(SEND)),
     route("GET", "/get_email", Key(READ_SEND_OR_OVERSIGHT)),
+    route("POST", "/decide_email", Key(OVERSIGHT)),
+    route("GET", "/list_pending", Key(READ_OR_OVERSIGHT)),
+    route("GET", "/review", Public),
+    route("POST", "/review", Public),
     route("GET", "/get_audit_log", Key(ADMIN)),
     route("GET", "/verify_audit_log", Key(ADMIN)),
     route("GET", "/export_audit_log", Key(ADMIN)),
@@ -76,6 +83,8 @@ pub struct Ctx {
     pub config: Config,
     pub request_id: String,
     pub now: i64,
+    /// `https://host` of this request, for links the API hands out.
+    pub origin: String,
     principal: Option<Principal>,
     idem: Option<IdemSlot>,
 }
@@ -189,6 +198,7 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
         let allow: Vec<&str> = candidates.iter().map(|r| r.method).collect();
         let mut e = ApiError::new(405, "method_not_allowed", format!("{path} takes {}", allow.join(", ")));
         e.extra = Some(serde_json::json!({"allow": allow}));
+        e.allow = Some(allow.join(", "));
         return Err(e);
     };
     if route.path == "/openapi.json" {
@@ -196,6 +206,16 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
     }
 
     let now = platform::now_ms();
+    if route.path == "/review" {
+        let p = review::handle(req, &env, method, now).await?;
+        let headers = vec![
+            ("Content-Type".to_string(), "text/html; charset=utf-8".to_string()),
+            ("Content-Security-Policy".to_string(), "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'".to_string()),
+            ("X-Frame-Options".to_string(), "DENY".to_string()),
+            ("Referrer-Policy".to_string(), "no-referrer".to_string()),
+        ];
+        return Ok(Served { status: p.status, body: p.html, headers, json: None });
+    }
     let config = Config::from_env(&env);
     let db = store::db(&env)?;
     let principal = match route.access {
@@ -228,7 +248,8 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
         (f.mailbox, f.message_id, f.oversight_mode) = (mb, msg, mode);
     }
 
-    let mut ctx = Ctx { env, db, config, request_id: request_id.to_string(), now, principal, idem: None };
+    let origin = req.url().map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+    let mut ctx = Ctx { env, db, config, request_id: request_id.to_string(), now, origin, principal, idem: None };
 
     let idem_key = if ctx.principal.is_some() && route.method == "POST" { idempotency_key(req, &body)? } else { None };
     if let (Some(f), Some(k)) = (facts.as_mut(), &idem_key) {
@@ -334,6 +355,8 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiR
         "/send_email" => send::send_email(ctx, body).await,
         "/cancel_email" => emails::cancel_email(ctx, body).await,
         "/get_email" => emails::get_email(ctx, req).await,
+        "/decide_email" => oversight::decide_email(ctx, body).await,
+        "/list_pending" => oversight::list_pending(ctx, req).await,
         "/get_audit_log" => audit::get_audit_log(ctx, req).await,
         "/verify_audit_log" => audit::verify_audit_log(ctx).await,
         "/export_audit_log" => audit::export_audit_log(ctx).await,

@@ -1,18 +1,23 @@
 //! `POST /send_email`: validate, check the sender and the oversight mode, build the MIME once,
-//! store message + bodies + timeline (+ the idempotent answer) in one D1 batch, put the id on
-//! the delivery queue, answer 202.
+//! store message + bodies + timeline (+ the idempotent answer) in one D1 batch, then either put
+//! the id on the delivery queue or hold it for a human (its Approval Durable Object, an
+//! `email.pending` event and a notification to the oversight address). Answers 202.
 
 use serde_json::{json, Value};
+use worker::D1PreparedStatement;
 
 use super::mailboxes::visible_mailbox;
 use super::Ctx;
 use crate::delivery::enqueue;
+use crate::domain::address::{EmailAddress, Recipient};
 use crate::domain::delivery::OutboundEmail;
-use crate::domain::send::SendEmailRequest;
+use crate::domain::send::{SendEmailRequest, ValidatedSend};
 use crate::domain::{ids, mime, oversight::OversightMode, time::to_rfc3339};
 use crate::http::{self, ApiError, ApiResult, Reply};
+use crate::oversight;
 use crate::platform;
-use crate::store::messages::{self, MessageRow};
+use crate::store::mailboxes::MailboxRow;
+use crate::store::{events, messages::{self, MessageRow}};
 
 /// The mode a send runs under: the request's, which may only be as strict as the mailbox's or
 /// stricter.
@@ -35,35 +40,36 @@ pub fn effective_mode(mailbox: OversightMode, requested: Option<OversightMode>) 
     Ok(mode)
 }
 
-fn addresses(rs: &[crate::domain::address::Recipient]) -> String {
+fn addresses(rs: &[Recipient]) -> String {
     serde_json::to_string(&rs.iter().map(ToString::to_string).collect::<Vec<_>>()).expect("strings serialize")
 }
 
-pub async fn send_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+/// A message ready to store: its row and the statements that store it with its bodies.
+pub struct Staged {
+    pub row: MessageRow,
+    pub statements: Vec<D1PreparedStatement>,
+}
+
+/// Builds the MIME once and stages the message row, its two bodies and its first timeline entry.
+/// `monitor_copy` is added as an envelope-only Bcc (the `monitored` mode's copy).
+pub fn stage_outbound(ctx: &Ctx, v: &ValidatedSend, mailbox: &MailboxRow, mode: OversightMode, status: &str, kind: &str, thread_id: &str, monitor_copy: Option<&str>) -> ApiResult<Staged> {
     let p = ctx.principal();
-    let input: SendEmailRequest = http::from_body(body)?;
-    let v = input.validate(ctx.now)?;
-
-    let mailbox = visible_mailbox(ctx, &v.from.address.to_string())
-        .await
-        .map_err(|e| if e.status == 404 { e.with_field("from") } else { e })?;
-    let mailbox_mode = OversightMode::parse(&mailbox.oversight_mode).unwrap_or(OversightMode::GatedAll);
-    let mode = effective_mode(mailbox_mode, v.oversight_mode)?;
-
     let id = platform::new_id(ids::MESSAGE);
-    let thread_id = platform::new_id(ids::THREAD);
-    let mime_bytes = mime::build(&v, &id, ctx.now)?;
+    let mime_bytes = mime::build(v, &id, ctx.now)?;
     let mime_text = String::from_utf8(mime_bytes).map_err(|_| ApiError::internal())?;
-    let outbound = OutboundEmail::from_validated(&v, &id, &mime::message_id_header(&id, v.from.address.domain()));
-    let status = if v.send_at.is_some() { "scheduled" } else { "queued" };
-
+    let mut outbound = OutboundEmail::from_validated(v, &id, &mime::message_id_header(&id, v.from.address.domain()));
+    if let Some(copy) = monitor_copy {
+        outbound.bcc.push(copy.to_string());
+    }
+    let expires_at = (status == "pending_approval")
+        .then(|| ctx.now + 1000 * v.approval_ttl_secs.unwrap_or(mailbox.approval_ttl_secs));
     let row = MessageRow {
         id: id.clone(),
         account_id: p.account_id.clone(),
         livemode: p.livemode as i64,
         mailbox_id: mailbox.id.clone(),
         direction: "outbound".into(),
-        thread_id: thread_id.clone(),
+        thread_id: thread_id.to_string(),
         from_addr: v.from.to_string(),
         to_json: addresses(&v.to),
         cc_json: addresses(&v.cc),
@@ -78,45 +84,166 @@ pub async fn send_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         attempts: 0,
         last_error: None,
         claimed_at: None,
-        idempotency_key: ctx.idempotency_key().map(str::to_string),
+        idempotency_key: if kind == "message" { ctx.idempotency_key().map(str::to_string) } else { None },
         created_at: ctx.now,
         updated_at: ctx.now,
         sent_at: None,
+        expires_at,
+        decision: None,
+        decided_by: None,
+        decided_at: None,
+        decision_reason: None,
+        kind: kind.into(),
     };
-    let reply = Reply::accepted(json!({
-        "id": id,
-        "status": status,
-        "oversight_mode": mode.as_str(),
-        "mailbox": mailbox.address,
-        "mailbox_id": mailbox.id,
-        "from": row.from_addr,
-        "to": v.to.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "cc": v.cc.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "subject": v.subject,
-        "thread_id": thread_id,
-        "created_at": to_rfc3339(ctx.now),
-        "send_at": v.send_at.map(to_rfc3339),
-        "metadata": v.metadata,
-    }));
-
-    let mut batch = vec![
+    let mut statements = vec![
         messages::insert(&ctx.db, &row)?,
         messages::insert_blob(&ctx.db, &id, "mime", &mime_text)?,
         messages::insert_blob(&ctx.db, &id, "outbound", &serde_json::to_string(&outbound).map_err(|_| ApiError::internal())?)?,
         messages::timeline(&ctx.db, &id, ctx.now, "created", Some(&format!("oversight_mode {}", mode.as_str())))?,
     ];
     if let Some(at) = v.send_at {
-        batch.push(messages::timeline(&ctx.db, &id, ctx.now, "scheduled", Some(&to_rfc3339(at)))?);
+        statements.push(messages::timeline(&ctx.db, &id, ctx.now, "scheduled", Some(&to_rfc3339(at)))?);
     }
-    if let Some(s) = ctx.idempotency_completion(&reply)? {
-        batch.push(s);
+    if let Some(exp) = expires_at {
+        statements.push(messages::timeline(&ctx.db, &id, ctx.now, "held", Some(&format!("pending_approval until {}", to_rfc3339(exp))))?);
     }
-    ctx.db.batch(batch).await?;
+    Ok(Staged { row, statements })
+}
 
-    // The message is stored; a failed enqueue is picked up by the hourly sweep, so the caller
-    // still gets its 202.
-    if let Err(e) = enqueue(&ctx.env, &id, v.send_at, ctx.now).await {
-        worker::console_error!("{}: enqueue of {id} failed, the sweep will retry: {e}", ctx.request_id);
+/// The email that asks the oversight address to decide, with signed approve/reject links.
+fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &MailboxRow, to: &str) -> ApiResult<Option<Staged>> {
+    let exp = held.expires_at.unwrap_or(ctx.now);
+    let Some((approve, reject)) = oversight::review_links(&ctx.env, &ctx.origin, &held.id, to, exp) else {
+        worker::console_warn!("no link secret: the approval request for {} goes out without links", held.id);
+        return Ok(None);
+    };
+    let preview: String = v.text.as_deref().or(v.html.as_deref()).unwrap_or("").chars().take(2000).collect();
+    let text = format!(
+        "A message from {from} is waiting for your approval.\n\nTo: {to_list}\nSubject: {subject}\nExpires: {exp}\n\n---\n{preview}\n---\n\nApprove: {approve}\nReject:  {reject}\n\nEach link opens a page that asks you to confirm. Message id: {id}\n",
+        from = held.from_addr,
+        to_list = v.to.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        subject = v.subject,
+        exp = to_rfc3339(exp),
+        id = held.id,
+    );
+    let mut subject: String = format!("Approval needed: {}", v.subject).chars().take(990).collect();
+    subject.retain(|c| !c.is_control());
+    let note = ValidatedSend {
+        from: Recipient { name: Some("MultiMail oversight".into()), address: EmailAddress::parse(&mailbox.address).map_err(|_| ApiError::internal())? },
+        to: vec![Recipient::parse(to).map_err(|_| ApiError::internal())?],
+        cc: vec![],
+        bcc: vec![],
+        reply_to: vec![],
+        subject,
+        text: Some(text),
+        html: None,
+        headers: vec![("Auto-Submitted".into(), "auto-generated".into())],
+        attachments: vec![],
+        oversight_mode: None,
+        metadata: json!({"approval_for": held.id}),
+        send_at: None,
+        approval_ttl_secs: None,
+    };
+    let thread = platform::new_id(ids::THREAD);
+    stage_outbound(ctx, &note, mailbox, OversightMode::Autonomous, "queued", "notification", &thread, None).map(Some)
+}
+
+pub fn pending_payload(row: &MessageRow, mailbox_address: &str, v_to: &[String], now: i64) -> Value {
+    json!({
+        "type": "email.pending",
+        "event_id": platform::new_id(ids::EVENT),
+        "created_at": to_rfc3339(now),
+        "mailbox": mailbox_address,
+        "livemode": row.livemode == 1,
+        "metadata": serde_json::from_str::<Value>(&row.metadata).unwrap_or_else(|_| json!({})),
+        "message_id": row.id,
+        "direction": row.direction,
+        "from": row.from_addr,
+        "to": v_to,
+        "subject": row.subject,
+        "expires_at": row.expires_at.map(to_rfc3339),
+    })
+}
+
+pub async fn send_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let input: SendEmailRequest = http::from_body(body)?;
+    let v = input.validate(ctx.now)?;
+
+    if v.from.address.domain() != p.default_domain {
+        return Err(ApiError::unprocessable(
+            "domain_not_verified",
+            format!("`{}` is not a verified sending domain of this account; use {}", v.from.address.domain(), p.default_domain),
+        )
+        .with_field("from"));
+    }
+    let mailbox = visible_mailbox(ctx, &v.from.address.to_string().to_ascii_lowercase())
+        .await
+        .map_err(|e| if e.status == 404 { e.with_field("from") } else { e })?;
+    let mailbox_mode = OversightMode::parse(&mailbox.oversight_mode).unwrap_or(OversightMode::GatedAll);
+    let mode = effective_mode(mailbox_mode, v.oversight_mode)?;
+
+    let held = mode.holds_outbound();
+    let status = if held { "pending_approval" } else if v.send_at.is_some() { "scheduled" } else { "queued" };
+    let monitor_copy = (mode == OversightMode::Monitored).then_some(mailbox.oversight_email.as_deref()).flatten();
+    let thread_id = platform::new_id(ids::THREAD);
+    let Staged { row, mut statements } = stage_outbound(ctx, &v, &mailbox, mode, status, "message", &thread_id, monitor_copy)?;
+    let to_list: Vec<String> = v.to.iter().map(ToString::to_string).collect();
+
+    let mut note = None;
+    if held {
+        let payload = pending_payload(&row, &mailbox.address, &to_list, ctx.now);
+        statements.push(events::insert(&ctx.db, &events::NewEvent {
+            id: payload["event_id"].as_str().unwrap_or_default(),
+            account_id: &row.account_id,
+            livemode: p.livemode,
+            mailbox_id: Some(&mailbox.id),
+            message_id: Some(&row.id),
+            payload: &payload,
+            created_at: ctx.now,
+        })?);
+        if let Some(to) = mailbox.oversight_email.as_deref() {
+            if let Some(n) = notification(ctx, &row, &v, &mailbox, to)? {
+                statements.extend(n.statements);
+                note = Some(n.row);
+            }
+        }
+    }
+
+    let reply = Reply::accepted(json!({
+        "id": row.id,
+        "status": status,
+        "oversight_mode": mode.as_str(),
+        "mailbox": mailbox.address,
+        "mailbox_id": mailbox.id,
+        "from": row.from_addr,
+        "to": to_list,
+        "cc": v.cc.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "subject": v.subject,
+        "thread_id": thread_id,
+        "created_at": to_rfc3339(ctx.now),
+        "send_at": v.send_at.map(to_rfc3339),
+        "expires_at": row.expires_at.map(to_rfc3339),
+        "metadata": v.metadata,
+    }));
+    if let Some(s) = ctx.idempotency_completion(&reply)? {
+        statements.push(s);
+    }
+    ctx.db.batch(statements).await?;
+
+    // Stored: from here on a failure is repaired by the hourly sweep, so the caller gets its 202.
+    if held {
+        let req = oversight::DoRequest { hold: oversight::hold_of(&row), command: None, audit_here: false };
+        if let Err(e) = oversight::call(&ctx.env, &req).await {
+            worker::console_error!("{}: holding {} failed (the sweep expires it on time): {e}", ctx.request_id, row.id);
+        }
+        if let Some(n) = note {
+            if let Err(e) = enqueue(&ctx.env, &n.id, None, ctx.now).await {
+                worker::console_error!("{}: enqueue of notification {} failed, the sweep will retry: {e}", ctx.request_id, n.id);
+            }
+        }
+    } else if let Err(e) = enqueue(&ctx.env, &row.id, v.send_at, ctx.now).await {
+        worker::console_error!("{}: enqueue of {} failed, the sweep will retry: {e}", ctx.request_id, row.id);
     }
     Ok(reply)
 }

@@ -32,6 +32,22 @@ pub struct MessageRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub sent_at: Option<i64>,
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub decision: Option<String>,
+    #[serde(default)]
+    pub decided_by: Option<String>,
+    #[serde(default)]
+    pub decided_at: Option<i64>,
+    #[serde(default)]
+    pub decision_reason: Option<String>,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+}
+
+fn default_kind() -> String {
+    "message".into()
 }
 
 /// A message with its mailbox's address, as the consumer and `get_email` need it.
@@ -53,12 +69,12 @@ pub fn insert(db: &D1Database, m: &MessageRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO messages (id, account_id, livemode, mailbox_id, direction, thread_id, from_addr, to_json, cc_json, bcc_json,
-           subject, oversight_mode, status, metadata, send_at, idempotency_key, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17)",
+           subject, oversight_mode, status, metadata, send_at, idempotency_key, created_at, updated_at, expires_at, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, ?18, ?19)",
         args![
             &m.id, &m.account_id, m.livemode, &m.mailbox_id, &m.direction, &m.thread_id, &m.from_addr, &m.to_json,
             &m.cc_json, &m.bcc_json, &m.subject, &m.oversight_mode, &m.status, &m.metadata, m.send_at,
-            m.idempotency_key.as_deref(), m.created_at
+            m.idempotency_key.as_deref(), m.created_at, m.expires_at, &m.kind
         ],
     )
 }
@@ -180,4 +196,42 @@ pub async fn needing_enqueue(db: &D1Database, stale_before: i64, due_before: i64
     )
     .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.send_at)).collect())
+}
+
+/// Mirrors a decision taken by the Approval Durable Object. `true` if this call moved the
+/// message out of `pending_approval` (a repeat is a no-op).
+pub async fn mirror_decision(db: &D1Database, id: &str, status: &str, decision: &str, by: &str, at: i64, reason: Option<&str>) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct I {
+        #[allow(dead_code)]
+        id: String,
+    }
+    let row: Option<I> = super::first(
+        db,
+        "UPDATE messages SET status = ?2, decision = ?3, decided_by = ?4, decided_at = ?5, decision_reason = ?6, updated_at = ?5
+         WHERE id = ?1 AND status = 'pending_approval' RETURNING id",
+        args![id, status, decision, by, at, reason],
+    )
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Held messages of an account and mode, oldest first.
+/// `allowed`: a JSON array of the mailbox ids a limited key may see.
+#[allow(clippy::too_many_arguments)]
+pub async fn list_pending(db: &D1Database, account_id: &str, livemode: bool, mailbox_id: Option<&str>, direction: Option<&str>, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<MessageWithMailbox>> {
+    super::all(
+        db,
+        &format!("{WITH_MAILBOX} WHERE m.account_id = ?1 AND m.livemode = ?2 AND m.status = 'pending_approval'
+           AND (?3 IS NULL OR m.mailbox_id = ?3) AND (?4 IS NULL OR m.direction = ?4)
+           AND (?5 IS NULL OR m.mailbox_id IN (SELECT value FROM json_each(?5))) AND m.id > ?6
+         ORDER BY m.id LIMIT ?7"),
+        args![account_id, livemode, mailbox_id, direction, allowed, after.unwrap_or(""), i64::from(limit)],
+    )
+    .await
+}
+
+/// Held messages past their expiry (an alarm may have been lost): for the cron.
+pub async fn overdue_pending(db: &D1Database, now: i64) -> Result<Vec<MessageRow>> {
+    super::all(db, "SELECT * FROM messages WHERE status = 'pending_approval' AND expires_at < ?1 LIMIT 200", args![now]).await
 }

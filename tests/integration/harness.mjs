@@ -83,6 +83,23 @@ export async function startWorker({ vars = {} } = {}) {
       if (r.status !== 201) throw new Error(`create_account ${r.status}: ${r.text}`);
       return { account: r.body.account, live: r.body.api_keys.find((k) => k.livemode).key, test: r.body.api_keys.find((k) => !k.livemode).key };
     },
+    /**
+     * An account with a mailbox in `mode` (a looser mode than gated_send is approved by an
+     * oversight key, as a human would) and an oversight key: {account, live, test, oversight, from}.
+     */
+    async sender(name = 'acme', { mode = 'autonomous', oversightEmail } = {}) {
+      const acct = await w.createAccount(name);
+      const from = `agent@${acct.account.default_domain}`;
+      const ov = await w.call('/create_api_key', { key: acct.live, body: { name: 'oversight', scopes: ['oversight', 'read'] } });
+      if (ov.status !== 201) throw new Error(`oversight key: ${ov.text}`);
+      const mb = await w.call('/create_mailbox', { key: acct.live, body: { address: from, oversight_mode: mode, ...(oversightEmail ? { oversight_email: oversightEmail } : {}) } });
+      if (mb.status !== 201) throw new Error(`create_mailbox: ${mb.text}`);
+      if (mb.body.mode_change) {
+        const d = await w.call('/decide_email', { key: ov.body.key, body: { id: mb.body.mode_change.id, decision: 'approve' } });
+        if (d.status !== 200) throw new Error(`approve mode change: ${d.text}`);
+      }
+      return { ...acct, oversight: ov.body.key, from, mailbox: mb.body };
+    },
     /** Runs SQL against the worker's local D1 and returns the rows. */
     async sql(command) {
       try {
