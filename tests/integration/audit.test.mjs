@@ -11,9 +11,8 @@ import { startWorker, eventually, ROOT } from './harness.mjs';
 let w, acct, from;
 before(async () => {
   w = await startWorker();
-  acct = await w.createAccount('Audit Co');
-  from = `agent@${acct.account.default_domain}`;
-  assert.equal((await w.call('/create_mailbox', { key: acct.test, body: { address: from } })).status, 201);
+  acct = await w.sender('Audit Co', { mode: 'monitored' });
+  from = acct.from;
 });
 after(async () => { await w?.stop(); });
 
@@ -64,7 +63,7 @@ test('200 concurrent calls from several keys form one unbroken chain holding eve
   assert.equal(new Set(sendEntries.map((e) => e.request_id)).size, 200);
   for (const e of sendEntries) {
     assert.match(e.message_id, /^msg_/);
-    assert.equal(e.oversight_mode, 'gated_send');
+    assert.equal(e.oversight_mode, 'monitored');
     assert.equal(e.outcome, 'ok');
     assert.match(e.actor, /^key_/);
   }
@@ -120,9 +119,8 @@ test('filters, pagination, scope and mode isolation', async () => {
 });
 
 test('the offline script agrees with verify_audit_log, and both find an edited entry at that entry', async () => {
-  const t = await w.createAccount('Tamper Co');
-  const f = `agent@${t.account.default_domain}`;
-  await w.call('/create_mailbox', { key: t.test, body: { address: f } });
+  const t = await w.sender('Tamper Co');
+  const f = t.from;
   for (let i = 0; i < 6; i++) await w.call('/send_email', { key: t.test, body: { from: f, to: 'ada@example.com', subject: `Grüße ${i} "q"`, text: 'x' } });
   await eventually(async () => (await entries(t.test, { action: 'delivery.sent' })).length === 6);
   const exported = await w.call('/export_audit_log', { key: t.test });
@@ -144,9 +142,8 @@ test('the offline script agrees with verify_audit_log, and both find an edited e
 });
 
 test('a deleted entry, and a deleted tail, are found', async () => {
-  const t = await w.createAccount('Delete Co');
-  const f = `agent@${t.account.default_domain}`;
-  await w.call('/create_mailbox', { key: t.test, body: { address: f } });
+  const t = await w.sender('Delete Co');
+  const f = t.from;
   for (let i = 0; i < 4; i++) await w.call('/send_email', { key: t.test, body: { from: f, to: 'ada@example.com', subject: `d${i}`, text: 'x' } });
   await eventually(async () => (await entries(t.test, { action: 'delivery.sent' })).length === 4);
   const all = await entries(t.test);

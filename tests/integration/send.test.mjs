@@ -22,13 +22,8 @@ function resendSchema() {
   return ajv.getSchema(`#/components/schemas/${name}`);
 }
 
-async function setup(w, name) {
-  const acct = await w.createAccount(name);
-  const from = `agent@${acct.account.default_domain}`;
-  const mb = await w.call('/create_mailbox', { key: acct.live, body: { address: from } });
-  assert.equal(mb.status, 201, mb.text);
-  return { ...acct, from };
-}
+// An autonomous mailbox (its mode change approved by an oversight key): sends go out at once.
+const setup = (w, name) => w.sender(name, { mode: 'autonomous' });
 
 const waitStatus = (w, key, id, status, ms = 20_000) =>
   eventually(async () => {
@@ -223,7 +218,8 @@ describe('validation and scheduling (sandbox)', () => {
       [{ to: ['ok@example.com', 'bad@'] }, 400, 'to'],
       [{ subject: 'Hi\r\nBcc: victim@example.com' }, 400, 'subject'],
       [{ to: Array.from({ length: 51 }, (_, i) => `r${i}@example.com`) }, 400, 'to'],
-      [{ from: 'nobody@elsewhere.example' }, 404, 'from'],
+      [{ from: 'nobody@elsewhere.example' }, 422, 'from'],
+      [{ from: `nobody@${acct.account.default_domain}` }, 404, 'from'],
       [{ from: 'Agent <agent@x>\r\n' }, 400, 'from'],
       [{ headers: { From: 'ceo@bank.example' } }, 400, 'headers'],
       [{ headers: { 'X-A': 'ok\r\nBcc: evil@example.com' } }, 400, 'headers'],
@@ -252,9 +248,14 @@ describe('validation and scheduling (sandbox)', () => {
   });
 
   test('a looser oversight_mode than the mailbox is refused and stores nothing', async () => {
-    const r = await w.call('/send_email', { key: acct.test, body: { ...good(), oversight_mode: 'autonomous' } });
-    assert.equal(r.status, 403);
-    assert.equal(r.body.error.code, 'oversight_escalation');
+    const strict = `strict@${acct.account.default_domain}`;
+    assert.equal((await w.call('/create_mailbox', { key: acct.test, body: { address: strict, oversight_mode: 'gated_all' } })).status, 201);
+    for (const mode of ['gated_send', 'monitored', 'autonomous']) {
+      const r = await w.call('/send_email', { key: acct.test, body: { ...good(), from: strict, oversight_mode: mode } });
+      assert.equal(r.status, 403, mode);
+      assert.equal(r.body.error.code, 'oversight_escalation');
+      assert.equal(r.body.error.field, 'oversight_mode');
+    }
     assert.equal((await w.sql('SELECT count(*) AS n FROM messages'))[0].n, 0);
   });
 

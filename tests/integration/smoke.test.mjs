@@ -14,9 +14,7 @@ test('healthz answers with D1 reachable', async () => {
 });
 
 test('a test key sends through the sandbox end to end', async () => {
-  const { account, test: key } = await w.createAccount('Smoke Co');
-  const from = `agent@${account.default_domain}`;
-  assert.equal((await w.call('/create_mailbox', { key, body: { address: from } })).status, 201);
+  const { test: key, from } = await w.sender('Smoke Co', { mode: 'autonomous' });
   const sent = await w.call('/send_email', { key, body: { from, to: 'ada@example.com', subject: 'Hi', text: 'Hello' } });
   assert.equal(sent.status, 202, sent.text);
   assert.equal(sent.body.status, 'queued');
