@@ -112,7 +112,7 @@ pub async fn list_api_keys(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let p = ctx.principal();
     let q = http::query_params(req, &["limit", "cursor"])?;
     let limit = http::parse_limit(&q, 20, 100)?;
-    let rows = store::keys::list(&ctx.db, &p.account_id, q.get("cursor").map(String::as_str), limit + 1).await?;
+    let rows = store::keys::list(&ctx.db, &p.account_id, !p.livemode, q.get("cursor").map(String::as_str), limit + 1).await?;
     let (rows, next) = page(rows, limit, |k| k.id.clone());
     Ok(Reply::ok(json!({
         "api_keys": rows.iter().map(|k| key_json(k, None)).collect::<Vec<_>>(),
@@ -131,6 +131,17 @@ struct ById {
 pub async fn revoke_api_key(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let p = ctx.principal();
     let input: ById = http::from_body(body)?;
+    let target = store::keys::get(&ctx.db, &p.account_id, &input.id).await?.ok_or_else(|| ApiError::not_found("API key").with_field("id"))?;
+    // A test key manages test keys only; a key limited to some mailboxes only keys within them.
+    if !p.livemode && target.livemode == 1 {
+        return Err(ApiError::not_found("API key").with_field("id"));
+    }
+    if let Some(mine) = &p.mailboxes {
+        let theirs: Option<Vec<String>> = target.mailboxes.as_deref().and_then(|m| serde_json::from_str(m).ok());
+        if !theirs.is_some_and(|t| t.iter().all(|m| mine.contains(m))) {
+            return Err(ApiError::new(403, "mailbox_scope_escalation", "a key limited to some mailboxes can only revoke keys limited to those").with_field("id"));
+        }
+    }
     let row = store::keys::revoke(&ctx.db, &p.account_id, &input.id, ctx.now).await?.ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(Reply::ok(key_json(&row, None)))
 }

@@ -130,8 +130,8 @@ pub async fn list_mailboxes(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let p = ctx.principal();
     let q = http::query_params(req, &["limit", "cursor"])?;
     let limit = http::parse_limit(&q, 20, 100)?;
-    let rows = store_mb::list(&ctx.db, &p.account_id, q.get("cursor").map(String::as_str), limit + 1).await?;
-    let rows: Vec<MailboxRow> = rows.into_iter().filter(|m| p.can_use_mailbox(&m.id)).collect();
+    let allowed = p.mailboxes.as_ref().map(|m| serde_json::to_string(m).expect("strings serialize"));
+    let rows = store_mb::list(&ctx.db, &p.account_id, allowed.as_deref(), q.get("cursor").map(String::as_str), limit + 1).await?;
     let (rows, next) = page(rows, limit, |m| m.id.clone());
     Ok(Reply::ok(json!({
         "mailboxes": rows.iter().map(|m| mailbox_json(m, None)).collect::<Vec<_>>(),

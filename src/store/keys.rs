@@ -68,11 +68,12 @@ pub fn insert(db: &D1Database, k: &KeyRow) -> Result<D1PreparedStatement> {
     )
 }
 
-pub async fn list(db: &D1Database, account_id: &str, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>> {
+/// `test_only`: a test key manages only test keys.
+pub async fn list(db: &D1Database, account_id: &str, test_only: bool, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>> {
     super::all(
         db,
-        "SELECT * FROM api_keys WHERE account_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-        args![account_id, after.unwrap_or(""), i64::from(limit)],
+        "SELECT * FROM api_keys WHERE account_id = ?1 AND id > ?2 AND (?4 = 0 OR livemode = 0) ORDER BY id LIMIT ?3",
+        args![account_id, after.unwrap_or(""), i64::from(limit), test_only],
     )
     .await
 }

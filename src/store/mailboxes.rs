@@ -71,11 +71,13 @@ pub async fn find(db: &D1Database, account_id: &str, id_or_address: &str) -> Res
     .await
 }
 
-pub async fn list(db: &D1Database, account_id: &str, after: Option<&str>, limit: u32) -> Result<Vec<MailboxRow>> {
+/// `allowed`: a JSON array of the mailbox ids a limited key may see (`None`: all).
+pub async fn list(db: &D1Database, account_id: &str, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<MailboxRow>> {
     super::all(
         db,
-        "SELECT * FROM mailboxes WHERE account_id = ?1 AND deleted_at IS NULL AND id > ?2 ORDER BY id LIMIT ?3",
-        args![account_id, after.unwrap_or(""), i64::from(limit)],
+        "SELECT * FROM mailboxes WHERE account_id = ?1 AND deleted_at IS NULL AND id > ?2
+           AND (?4 IS NULL OR id IN (SELECT value FROM json_each(?4))) ORDER BY id LIMIT ?3",
+        args![account_id, after.unwrap_or(""), i64::from(limit), allowed],
     )
     .await
 }

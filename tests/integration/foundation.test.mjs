@@ -130,7 +130,9 @@ test('create_account answers 201 with the account, its default domain and one li
       assert.ok(!JSON.stringify(lk).includes(secret.slice(12, -4)), 'the secret middle appears in list_api_keys');
     }
     const ids = lk.api_keys.map((x) => x.id);
-    assert.ok(ids.includes(live.id) && ids.includes(tst.id), JSON.stringify(lk));
+    // A live key sees every key of the account; a test key only the test keys.
+    const expected = k === live.key ? [live.id, tst.id] : [tst.id];
+    assert.deepEqual(ids.sort(), expected.sort(), JSON.stringify(lk));
     assertOk(await listMailboxes(k));
   }
 });
@@ -272,9 +274,7 @@ test('keys limited to mailboxes, by id or address; unknown or foreign mailboxes 
   assert.deepEqual(all.sort(), [a.id, b.id].sort());
 });
 
-test('list_mailboxes pages through a limited key\'s mailboxes even when others sort first', {
-  todo: 'list_mailboxes filters a key\'s mailboxes after the LIMIT: with limit=1 a key limited to the third mailbox gets an empty page and next_cursor null',
-}, async () => {
+test('list_mailboxes pages through a limited key\'s mailboxes even when others sort first', async () => {
   const { live, mbx } = await account('LimitedPages');
   assertOk(await mk(live, { address: mbx('one') }), 201);
   await sleep(5);
@@ -321,9 +321,7 @@ test('revoke_api_key takes effect on the next request; another account\'s key â†
   assertError(await listKeys(self.key), 401, 'invalid_api_key');
 });
 
-test('a test key cannot revoke a live key', {
-  todo: 'revoke_api_key ignores livemode: a mm_test_ key revokes the account\'s live keys, though it may not create one (livemode_mismatch)',
-}, async () => {
+test('a test key cannot revoke a live key', async () => {
   const { live, test: tkey } = await account('RevokeModes');
   const prod = await newKey(live, { scopes: ['read'] });
   const r = await w.call('/revoke_api_key', { key: tkey, body: { id: prod.id } });
