@@ -85,7 +85,9 @@ pub async fn apply_decision_effects(env: &Env, hold: &Hold, a: &Approval, enqueu
     let now = platform::now_ms();
     let by = a.decided_by.clone().unwrap_or_default();
     let at = a.decided_at.unwrap_or(now);
-    let moved = messages::mirror_decision(&db, &m.msg.id, message_status_after(a.status), a.status.as_str(), &by, at, a.reason.as_deref()).await?;
+    let inbound = m.msg.direction == "inbound";
+    let status_after = if inbound && a.status == Status::Approved { "received" } else { message_status_after(a.status) };
+    let moved = messages::mirror_decision(&db, &m.msg.id, status_after, a.status.as_str(), &by, at, a.reason.as_deref()).await?;
     if moved {
         let detail = format!("{} by {by}{}", a.status.as_str(), a.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());
         let mut batch = vec![messages::timeline(&db, &m.msg.id, now, a.status.as_str(), Some(&detail))?];
@@ -94,6 +96,21 @@ pub async fn apply_decision_effects(env: &Env, hold: &Hold, a: &Approval, enqueu
             let payload = decided_payload(&m, a, &event_id, now);
             batch.push(events::insert(&db, &events::NewEvent {
                 id: &event_id,
+                account_id: &m.msg.account_id,
+                livemode: m.msg.livemode == 1,
+                mailbox_id: Some(&m.msg.mailbox_id),
+                message_id: Some(&m.msg.id),
+                payload: &payload,
+                created_at: now,
+            })?);
+        }
+        if inbound && a.status == Status::Approved {
+            // Approved inbound mail becomes visible, and only now is it announced.
+            let mut row = m.msg.clone();
+            row.status = "received".into();
+            let payload = crate::inbound::received_payload(&row, &m.mailbox_address, now);
+            batch.push(events::insert(&db, &events::NewEvent {
+                id: payload["event_id"].as_str().unwrap_or_default(),
                 account_id: &m.msg.account_id,
                 livemode: m.msg.livemode == 1,
                 mailbox_id: Some(&m.msg.mailbox_id),

@@ -34,3 +34,38 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Err(e) => worker::console_error!("cron: delivery sweep: {e}"),
     }
 }
+
+/// Cloudflare Email Routing hands inbound mail here. Unknown recipients are rejected (the
+/// sending server gets a bounce); everything else goes down the one inbound path.
+#[event(email)]
+async fn email(message: worker::ForwardableEmailMessage, env: Env, _ctx: Context) -> Result<()> {
+    let to = message.to();
+    let raw = match message.raw_bytes().await {
+        Ok(r) => r,
+        Err(e) => {
+            worker::console_error!("inbound: could not read the message: {e}");
+            message.set_reject("temporary failure reading the message");
+            return Ok(());
+        }
+    };
+    let parsed = match crate::domain::inbound::parse(&raw) {
+        Ok(p) => p,
+        Err(crate::domain::inbound::ParseError::TooLarge { limit }) => {
+            message.set_reject(&format!("message larger than {limit} bytes"));
+            return Ok(());
+        }
+        Err(_) => {
+            message.set_reject("not an RFC 5322 message");
+            return Ok(());
+        }
+    };
+    match crate::inbound::ingest(&env, &parsed, Some(&raw), &[to.clone()], true, None).await {
+        Ok(Some(_)) => {}
+        Ok(None) => message.set_reject(&format!("no such mailbox: {to}")),
+        Err(e) => {
+            worker::console_error!("inbound for {to}: {e}");
+            message.set_reject("temporary failure storing the message");
+        }
+    }
+    Ok(())
+}

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod error;
 pub mod ids;
 pub mod idempotency;
+pub mod inbound;
 pub mod keys;
 pub mod links;
 pub mod mime;

@@ -6,6 +6,8 @@ pub mod admin;
 pub mod audit;
 pub mod emails;
 pub mod health;
+pub mod inbound;
+pub mod inbox;
 pub mod keys;
 pub mod mailboxes;
 pub mod oversight;
@@ -46,6 +48,7 @@ const fn route(method: &'static str, path: &'static str, access: Access) -> Rout
 }
 
 use Access::{Key, Operator, Public};
+const READ: &[Scope] = &[Scope::Read];
 const SEND: &[Scope] = &[Scope::Send];
 const ADMIN: &[Scope] = &[Scope::Admin];
 const READ_OR_ADMIN: &[Scope] = &[Scope::Read, Scope::Admin];
@@ -67,6 +70,13 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/send_email", Key(SEND)),
     route("POST", "/cancel_email", Key(SEND)),
     route("GET", "/get_email", Key(READ_SEND_OR_OVERSIGHT)),
+    route("GET", "/check_inbox", Key(READ)),
+    route("GET", "/read_email", Key(READ)),
+    route("GET", "/get_thread", Key(READ)),
+    route("POST", "/tag_email", Key(SEND)),
+    route("POST", "/reply_email", Key(SEND)),
+    route("POST", "/inbound/postmark", Public),
+    route("POST", "/inbound/mime", Key(ADMIN)),
     route("POST", "/decide_email", Key(OVERSIGHT)),
     route("GET", "/list_pending", Key(READ_OR_OVERSIGHT)),
     route("GET", "/review", Public),
@@ -242,6 +252,14 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
             Some(p)
         }
     };
+    // Webhook ways in take their own bodies (raw MIME, Postmark's JSON with its own auth).
+    if route.path == "/inbound/postmark" {
+        return inbound::postmark(req, &env).await.map(Served::from);
+    }
+    if route.path == "/inbound/mime" {
+        let p = principal.as_ref().expect("keyed route");
+        return inbound::mime(req, &env, p).await.map(Served::from);
+    }
     let body = if route.method == "POST" { http::read_json_object(req).await? } else { Value::Null };
     if let Some(f) = facts.as_mut() {
         let (mb, msg, mode) = crate::audit::subjects(&body, None);
@@ -355,6 +373,11 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiR
         "/send_email" => send::send_email(ctx, body).await,
         "/cancel_email" => emails::cancel_email(ctx, body).await,
         "/get_email" => emails::get_email(ctx, req).await,
+        "/check_inbox" => inbox::check_inbox(ctx, req).await,
+        "/read_email" => inbox::read_email(ctx, req).await,
+        "/get_thread" => inbox::get_thread(ctx, req).await,
+        "/tag_email" => inbox::tag_email(ctx, body).await,
+        "/reply_email" => inbox::reply_email(ctx, body).await,
         "/decide_email" => oversight::decide_email(ctx, body).await,
         "/list_pending" => oversight::list_pending(ctx, req).await,
         "/get_audit_log" => audit::get_audit_log(ctx, req).await,

@@ -94,6 +94,10 @@ pub fn stage_outbound(ctx: &Ctx, v: &ValidatedSend, mailbox: &MailboxRow, mode: 
         decided_at: None,
         decision_reason: None,
         kind: kind.into(),
+        message_id_header: Some(mime::message_id_header(&id, v.from.address.domain())),
+        read: 1,
+        tags: "[]".into(),
+        snippet: Some(v.text.as_deref().or(v.html.as_deref()).unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect()),
     };
     let mut statements = vec![
         messages::insert(&ctx.db, &row)?,
@@ -166,9 +170,15 @@ pub fn pending_payload(row: &MessageRow, mailbox_address: &str, v_to: &[String],
 }
 
 pub async fn send_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
-    let p = ctx.principal();
     let input: SendEmailRequest = http::from_body(body)?;
     let v = input.validate(ctx.now)?;
+    send_validated(ctx, &v, None).await
+}
+
+/// The path every outbound message takes (`send_email`, `reply_email`): sender and oversight
+/// checks, one D1 batch, then the queue or a hold. `thread_id`: the thread a reply joins.
+pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str>) -> ApiResult<Reply> {
+    let p = ctx.principal();
 
     if v.from.address.domain() != p.default_domain {
         return Err(ApiError::unprocessable(
@@ -186,8 +196,8 @@ pub async fn send_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let held = mode.holds_outbound();
     let status = if held { "pending_approval" } else if v.send_at.is_some() { "scheduled" } else { "queued" };
     let monitor_copy = (mode == OversightMode::Monitored).then_some(mailbox.oversight_email.as_deref()).flatten();
-    let thread_id = platform::new_id(ids::THREAD);
-    let Staged { row, mut statements } = stage_outbound(ctx, &v, &mailbox, mode, status, "message", &thread_id, monitor_copy)?;
+    let thread_id = thread_id.map_or_else(|| platform::new_id(ids::THREAD), str::to_string);
+    let Staged { row, mut statements } = stage_outbound(ctx, v, &mailbox, mode, status, "message", &thread_id, monitor_copy)?;
     let to_list: Vec<String> = v.to.iter().map(ToString::to_string).collect();
 
     let mut note = None;
@@ -203,7 +213,7 @@ pub async fn send_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
             created_at: ctx.now,
         })?);
         if let Some(to) = mailbox.oversight_email.as_deref() {
-            if let Some(n) = notification(ctx, &row, &v, &mailbox, to)? {
+            if let Some(n) = notification(ctx, &row, v, &mailbox, to)? {
                 statements.extend(n.statements);
                 note = Some(n.row);
             }

@@ -20,7 +20,7 @@ pub fn insert(db: &D1Database, e: &NewEvent<'_>) -> Result<D1PreparedStatement> 
     let ty = e.payload.get("type").and_then(Value::as_str).unwrap_or("");
     super::stmt(
         db,
-        "INSERT INTO events (id, account_id, livemode, type, mailbox_id, message_id, payload, created_at)
+        "INSERT OR IGNORE INTO events (id, account_id, livemode, type, mailbox_id, message_id, payload, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         args![e.id, e.account_id, e.livemode, ty, e.mailbox_id, e.message_id, &e.payload.to_string(), e.created_at],
     )

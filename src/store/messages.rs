@@ -44,6 +44,18 @@ pub struct MessageRow {
     pub decision_reason: Option<String>,
     #[serde(default = "default_kind")]
     pub kind: String,
+    #[serde(default)]
+    pub message_id_header: Option<String>,
+    #[serde(default)]
+    pub read: i64,
+    #[serde(default = "empty_list")]
+    pub tags: String,
+    #[serde(default)]
+    pub snippet: Option<String>,
+}
+
+fn empty_list() -> String {
+    "[]".into()
 }
 
 fn default_kind() -> String {
@@ -69,12 +81,13 @@ pub fn insert(db: &D1Database, m: &MessageRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO messages (id, account_id, livemode, mailbox_id, direction, thread_id, from_addr, to_json, cc_json, bcc_json,
-           subject, oversight_mode, status, metadata, send_at, idempotency_key, created_at, updated_at, expires_at, kind)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, ?18, ?19)",
+           subject, oversight_mode, status, metadata, send_at, idempotency_key, created_at, updated_at, expires_at, kind,
+           message_id_header, snippet)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, ?18, ?19, ?20, ?21)",
         args![
             &m.id, &m.account_id, m.livemode, &m.mailbox_id, &m.direction, &m.thread_id, &m.from_addr, &m.to_json,
             &m.cc_json, &m.bcc_json, &m.subject, &m.oversight_mode, &m.status, &m.metadata, m.send_at,
-            m.idempotency_key.as_deref(), m.created_at, m.expires_at, &m.kind
+            m.idempotency_key.as_deref(), m.created_at, m.expires_at, &m.kind, m.message_id_header.as_deref(), m.snippet.as_deref()
         ],
     )
 }
@@ -234,4 +247,68 @@ pub async fn list_pending(db: &D1Database, account_id: &str, livemode: bool, mai
 /// Held messages past their expiry (an alarm may have been lost): for the cron.
 pub async fn overdue_pending(db: &D1Database, now: i64) -> Result<Vec<MessageRow>> {
     super::all(db, "SELECT * FROM messages WHERE status = 'pending_approval' AND expires_at < ?1 LIMIT 200", args![now]).await
+}
+
+/// The thread of the nearest message (same account and mode) whose Message-ID is among `ids`.
+pub async fn thread_of_any(db: &D1Database, account_id: &str, livemode: bool, ids: &[String]) -> Result<Option<String>> {
+    #[derive(Deserialize)]
+    struct T {
+        thread_id: String,
+    }
+    for id in ids.iter().take(20) {
+        let t: Option<T> = super::first(
+            db,
+            "SELECT thread_id FROM messages WHERE account_id = ?1 AND livemode = ?2 AND message_id_header = ?3 ORDER BY id LIMIT 1",
+            args![account_id, livemode, id.as_str()],
+        )
+        .await?;
+        if let Some(t) = t {
+            return Ok(Some(t.thread_id));
+        }
+    }
+    Ok(None)
+}
+
+pub struct InboxFilter<'a> {
+    pub account_id: &'a str,
+    pub livemode: bool,
+    pub mailbox_id: Option<&'a str>,
+    /// JSON array of the mailbox ids a limited key may see.
+    pub allowed: Option<&'a str>,
+    pub direction: Option<&'a str>,
+    pub unread: bool,
+    pub tag: Option<&'a str>,
+    pub since: Option<i64>,
+    pub from: Option<&'a str>,
+    pub subject_contains: Option<&'a str>,
+    pub thread_id: Option<&'a str>,
+    pub before_id: Option<&'a str>,
+    pub after_id: Option<&'a str>,
+}
+
+/// Visible mail (inbound held for approval is not), newest first (or oldest first for a thread).
+pub async fn inbox(db: &D1Database, f: &InboxFilter<'_>, limit: u32) -> Result<Vec<MessageWithMailbox>> {
+    let order = if f.thread_id.is_some() { "ASC" } else { "DESC" };
+    super::all(
+        db,
+        &format!("{WITH_MAILBOX} WHERE m.account_id = ?1 AND m.livemode = ?2 AND m.kind = 'message'
+           AND NOT (m.direction = 'inbound' AND m.status <> 'received')
+           AND (?3 IS NULL OR m.mailbox_id = ?3)
+           AND (?4 IS NULL OR m.mailbox_id IN (SELECT value FROM json_each(?4)))
+           AND (?5 IS NULL OR m.direction = ?5)
+           AND (?6 = 0 OR m.read = 0)
+           AND (?7 IS NULL OR EXISTS (SELECT 1 FROM json_each(m.tags) WHERE value = ?7))
+           AND (?8 IS NULL OR m.created_at >= ?8)
+           AND (?9 IS NULL OR instr(lower(m.from_addr), lower(?9)) > 0)
+           AND (?10 IS NULL OR instr(lower(m.subject), lower(?10)) > 0)
+           AND (?11 IS NULL OR m.thread_id = ?11)
+           AND (?12 IS NULL OR m.id < ?12)
+           AND (?13 IS NULL OR m.id > ?13)
+         ORDER BY m.id {order} LIMIT ?14"),
+        args![
+            f.account_id, f.livemode, f.mailbox_id, f.allowed, f.direction, f.unread, f.tag, f.since, f.from,
+            f.subject_contains, f.thread_id, f.before_id, f.after_id, i64::from(limit)
+        ],
+    )
+    .await
 }

@@ -1,0 +1,81 @@
+//! The webhook ways in: `POST /inbound/postmark` (Postmark's inbound JSON, HTTP Basic auth with
+//! the deployment's `POSTMARK_INBOUND_SECRET` as the password) and `POST /inbound/mime` (a raw
+//! RFC 5322 message, for any mail server's pipe, with an admin key: it routes only to that
+//! account's mailboxes, in the key's mode).
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use worker::{Env, Request};
+
+use crate::domain::inbound::{self, ParseError, MAX_RAW_BYTES};
+use crate::domain::keys::secrets_equal;
+use crate::http::{ApiError, ApiResult, Reply};
+use crate::http::auth::Principal;
+use crate::platform;
+
+fn too_large() -> ApiError {
+    ApiError::new(413, "message_too_large", format!("an inbound message may be at most {MAX_RAW_BYTES} bytes"))
+}
+
+async fn body_bytes(req: &mut Request) -> ApiResult<Vec<u8>> {
+    if let Some(len) = req.headers().get("Content-Length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
+        if len > MAX_RAW_BYTES {
+            return Err(too_large());
+        }
+    }
+    let bytes = req.bytes().await.map_err(|_| ApiError::bad_request("invalid_request", "the body could not be read"))?;
+    if bytes.len() > MAX_RAW_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+fn not_ours() -> ApiError {
+    ApiError::new(404, "unknown_recipient", "no recipient of this message is a mailbox here")
+}
+
+pub async fn postmark(req: &mut Request, env: &Env) -> ApiResult<Reply> {
+    let expected = platform::secret(env, "POSTMARK_INBOUND_SECRET")
+        .ok_or_else(|| ApiError::new(503, "not_configured", "POSTMARK_INBOUND_SECRET is not set on this deployment"))?;
+    let given = req
+        .headers()
+        .get("Authorization")
+        .ok()
+        .flatten()
+        .and_then(|h| h.strip_prefix("Basic ").and_then(|b| STANDARD.decode(b.trim()).ok()))
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(_, p)| p.to_string()));
+    if !given.is_some_and(|g| secrets_equal(&g, &expected)) {
+        return Err(ApiError::new(401, "invalid_webhook_secret", "Postmark inbound needs HTTP Basic auth with the deployment's POSTMARK_INBOUND_SECRET"));
+    }
+    let ct = req.headers().get("Content-Type").ok().flatten().unwrap_or_default();
+    if !ct.to_ascii_lowercase().starts_with("application/json") {
+        return Err(ApiError::new(415, "unsupported_media_type", "Postmark inbound is JSON"));
+    }
+    let bytes = body_bytes(req).await?;
+    let v = crate::http::parse_json_object(&bytes)?;
+    let parsed = inbound::from_postmark(&v).map_err(|m| ApiError::bad_request("invalid_request", m))?;
+    let envelope: Vec<String> = v.get("OriginalRecipient").and_then(|r| r.as_str()).filter(|r| !r.is_empty()).map(|r| vec![r.to_string()]).unwrap_or_default();
+    let out = crate::inbound::ingest(env, &parsed, None, &envelope, true, None).await?.ok_or_else(not_ours)?;
+    Ok(Reply::ok(out.to_json()))
+}
+
+pub async fn mime(req: &mut Request, env: &Env, p: &Principal) -> ApiResult<Reply> {
+    let url = req.url().map_err(|_| ApiError::bad_request("invalid_request", "bad URL"))?;
+    let mut envelope = vec![];
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "to" => envelope.push(v.to_string()),
+            other => return Err(ApiError::new(400, "unknown_field", format!("`{other}` is not a parameter of this call")).with_field(other.to_string())),
+        }
+    }
+    let bytes = body_bytes(req).await?;
+    let parsed = inbound::parse(&bytes).map_err(|e| match e {
+        ParseError::TooLarge { .. } => too_large(),
+        ParseError::NotAMessage => ApiError::bad_request("invalid_message", "the body is not an RFC 5322 message (no header fields)"),
+    })?;
+    if parsed.message_id.is_none() {
+        return Err(ApiError::bad_request("invalid_message", "the message has no Message-ID"));
+    }
+    let out = crate::inbound::ingest(env, &parsed, Some(&bytes), &envelope, p.livemode, Some(&p.account_id)).await?.ok_or_else(not_ours)?;
+    Ok(Reply::ok(out.to_json()))
+}

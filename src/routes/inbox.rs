@@ -1,0 +1,281 @@
+//! Reading mail: `check_inbox`, `read_email` (marks read; the body is data, never interpreted),
+//! `get_thread`, `tag_email`, and `reply_email` (a send that threads, through oversight).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::Request;
+
+use super::mailboxes::visible_mailbox;
+use super::Ctx;
+use crate::domain::address::Recipient;
+use crate::domain::delivery::OutboundEmail;
+use crate::domain::inbound::ParsedEmail;
+use crate::domain::send::{AttachmentInput, OneOrMany, SendEmailRequest};
+use crate::domain::time::{parse_rfc3339, to_rfc3339};
+use crate::http::{self, ApiError, ApiResult, Reply};
+use crate::store::{self, messages::{self, InboxFilter, MessageWithMailbox}};
+
+const MAX_TAGS: usize = 20;
+
+fn list(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| json!([]))
+}
+
+fn summary(m: &MessageWithMailbox) -> Value {
+    let r = &m.msg;
+    json!({
+        "id": r.id,
+        "thread_id": r.thread_id,
+        "mailbox": m.mailbox_address,
+        "direction": r.direction,
+        "from": r.from_addr,
+        "to": list(&r.to_json),
+        "subject": r.subject,
+        "snippet": r.snippet,
+        "received_at": to_rfc3339(r.created_at),
+        "status": r.status,
+        "read": r.read == 1,
+        "tags": list(&r.tags),
+    })
+}
+
+fn allowed(ctx: &Ctx) -> Option<String> {
+    ctx.principal().mailboxes.as_ref().map(|m| serde_json::to_string(m).expect("strings serialize"))
+}
+
+pub async fn check_inbox(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let q = http::query_params(req, &["mailbox", "unread", "tag", "since", "from", "subject_contains", "direction", "limit", "cursor"])?;
+    let limit = http::parse_limit(&q, 20, 100)?;
+    let mailbox = match q.get("mailbox") {
+        Some(m) => Some(visible_mailbox(ctx, m).await?.id),
+        None => None,
+    };
+    let unread = match q.get("unread").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid_field("unread", "`unread` is true or false")),
+    };
+    let direction = match q.get("direction").map(String::as_str) {
+        None | Some("inbound") => Some("inbound"),
+        Some("outbound") => Some("outbound"),
+        Some("all") => None,
+        Some(_) => return Err(ApiError::invalid_field("direction", "`direction` is inbound (the default), outbound or all")),
+    };
+    let since = q.get("since").map(|s| parse_rfc3339(s).ok_or_else(|| ApiError::invalid_field("since", "`since` must be an RFC 3339 time"))).transpose()?;
+    let allowed = allowed(ctx);
+    let f = InboxFilter {
+        account_id: &p.account_id,
+        livemode: p.livemode,
+        mailbox_id: mailbox.as_deref(),
+        allowed: allowed.as_deref(),
+        direction,
+        unread,
+        tag: q.get("tag").map(String::as_str),
+        since,
+        from: q.get("from").map(String::as_str),
+        subject_contains: q.get("subject_contains").map(String::as_str),
+        thread_id: None,
+        before_id: q.get("cursor").map(String::as_str),
+        after_id: None,
+    };
+    let rows = messages::inbox(&ctx.db, &f, limit + 1).await?;
+    let (rows, next) = super::page(rows, limit, |m| m.msg.id.clone());
+    Ok(Reply::ok(json!({"emails": rows.iter().map(summary).collect::<Vec<_>>(), "next_cursor": next})))
+}
+
+/// A message this key may read: same account and mode, a visible mailbox, and not inbound mail
+/// still held for approval.
+async fn readable(ctx: &Ctx, id: &str) -> ApiResult<MessageWithMailbox> {
+    let p = ctx.principal();
+    messages::get_scoped(&ctx.db, &p.account_id, p.livemode, id)
+        .await?
+        .filter(|m| p.can_use_mailbox(&m.msg.mailbox_id))
+        .filter(|m| !(m.msg.direction == "inbound" && m.msg.status != "received"))
+        .filter(|m| m.msg.kind == "message")
+        .ok_or_else(|| ApiError::not_found("email").with_field("id"))
+}
+
+pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let q = http::query_params(req, &["id"])?;
+    let id = q.get("id").ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
+    let m = readable(ctx, id).await?;
+    let mut v = summary(&m);
+    v["cc"] = list(&m.msg.cc_json);
+    v["message_id_header"] = json!(m.msg.message_id_header);
+    if m.msg.direction == "inbound" {
+        let parsed: Option<ParsedEmail> = messages::blob(&ctx.db, id, "parsed").await?.and_then(|j| serde_json::from_str(&j).ok());
+        if let Some(p) = parsed {
+            v["text"] = json!(p.text);
+            v["html"] = json!(p.html);
+            v["reply_to"] = json!(p.reply_to);
+            v["headers"] = json!(p.headers.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>());
+            v["attachments"] = json!(p.attachments);
+            v["in_reply_to"] = json!(p.in_reply_to);
+            v["references"] = json!(p.references);
+            v["authentication_results"] = json!(p.authentication_results);
+            v["truncated"] = json!(p.truncated);
+        }
+    } else {
+        let out: Option<OutboundEmail> = messages::blob(&ctx.db, id, "outbound").await?.and_then(|j| serde_json::from_str(&j).ok());
+        if let Some(o) = out {
+            v["text"] = json!(o.text);
+            v["html"] = json!(o.html);
+            v["reply_to"] = json!(o.reply_to.first());
+            v["headers"] = json!(o.headers.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>());
+            v["attachments"] = json!(o.attachments.iter().map(|a| json!({"filename": a.filename, "content_type": a.content_type, "size": a.content_base64.len() / 4 * 3, "content_base64": a.content_base64})).collect::<Vec<_>>());
+        }
+        v["sent_at"] = json!(m.msg.sent_at.map(to_rfc3339));
+    }
+    if m.msg.read == 0 {
+        store::run(&ctx.db, "UPDATE messages SET read = 1 WHERE id = ?1", crate::args![id.as_str()]).await?;
+    }
+    v["read"] = json!(true);
+    Ok(Reply::ok(v))
+}
+
+pub async fn get_thread(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let q = http::query_params(req, &["id", "thread_id", "limit", "cursor"])?;
+    let id = q.get("id").or(q.get("thread_id")).ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
+    let limit = http::parse_limit(&q, 50, 100)?;
+    let allowed = allowed(ctx);
+    let f = InboxFilter {
+        account_id: &p.account_id,
+        livemode: p.livemode,
+        mailbox_id: None,
+        allowed: allowed.as_deref(),
+        direction: None,
+        unread: false,
+        tag: None,
+        since: None,
+        from: None,
+        subject_contains: None,
+        thread_id: Some(id),
+        before_id: None,
+        after_id: q.get("cursor").map(String::as_str),
+    };
+    let rows = messages::inbox(&ctx.db, &f, limit + 1).await?;
+    if rows.is_empty() && q.get("cursor").is_none() {
+        return Err(ApiError::not_found("thread").with_field("id"));
+    }
+    let (rows, next) = super::page(rows, limit, |m| m.msg.id.clone());
+    Ok(Reply::ok(json!({"id": id, "emails": rows.iter().map(summary).collect::<Vec<_>>(), "next_cursor": next})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Tag {
+    id: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+/// Tags are 1–50 characters of a-z, 0-9, `-`, `_`, `.`, `:` (lower-cased).
+pub fn normalize_tag(t: &str) -> ApiResult<String> {
+    let t = t.trim().to_ascii_lowercase();
+    let ok = !t.is_empty() && t.len() <= 50 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if ok { Ok(t) } else { Err(ApiError::invalid_field("tags", format!("`{t}` is not a tag: 1–50 characters of a-z, 0-9, - _ . :"))) }
+}
+
+pub async fn tag_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let input: Tag = http::from_body(body)?;
+    let add = input.tags.iter().map(|t| normalize_tag(t)).collect::<ApiResult<Vec<_>>>()?;
+    let remove = input.remove.iter().map(|t| normalize_tag(t)).collect::<ApiResult<Vec<_>>>()?;
+    let m = readable(ctx, &input.id).await?;
+    let mut tags: Vec<String> = serde_json::from_str(&m.msg.tags).unwrap_or_default();
+    tags.retain(|t| !remove.contains(t));
+    for t in add {
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid_field("tags", format!("an email may carry at most {MAX_TAGS} tags")));
+    }
+    let json_tags = serde_json::to_string(&tags).expect("strings serialize");
+    store::run(&ctx.db, "UPDATE messages SET tags = ?2 WHERE id = ?1", crate::args![input.id.as_str(), &json_tags]).await?;
+    Ok(Reply::ok(json!({"id": input.id, "tags": tags, "mailbox_id": m.msg.mailbox_id})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyInput {
+    id: String,
+    text: Option<String>,
+    html: Option<String>,
+    markdown: Option<String>,
+    cc: Option<OneOrMany>,
+    bcc: Option<OneOrMany>,
+    #[serde(default)]
+    reply_all: bool,
+    attachments: Option<Vec<AttachmentInput>>,
+    headers: Option<serde_json::Map<String, Value>>,
+    oversight_mode: Option<String>,
+    metadata: Option<Value>,
+    send_at: Option<String>,
+    approval_ttl: Option<Value>,
+    idempotency_key: Option<String>,
+}
+
+pub async fn reply_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let input: ReplyInput = http::from_body(body)?;
+    let orig = readable(ctx, &input.id).await?;
+    let o = &orig.msg;
+    // To the original sender (its Reply-To when it gave one); replying to our own message goes
+    // to its recipients.
+    let parsed: Option<ParsedEmail> = if o.direction == "inbound" {
+        messages::blob(&ctx.db, &o.id, "parsed").await?.and_then(|j| serde_json::from_str(&j).ok())
+    } else {
+        None
+    };
+    let own: Vec<String> = serde_json::from_str(&o.to_json).unwrap_or_default();
+    let mut to: Vec<String> = if o.direction == "inbound" {
+        vec![parsed.as_ref().and_then(|p| p.reply_to.clone()).unwrap_or_else(|| o.from_addr.clone())]
+    } else {
+        own.clone()
+    };
+    if input.reply_all && o.direction == "inbound" {
+        let me = orig.mailbox_address.to_ascii_lowercase();
+        for r in own.iter().chain(serde_json::from_str::<Vec<String>>(&o.cc_json).unwrap_or_default().iter()) {
+            let is_me = Recipient::parse(r).map(|x| x.address.to_string().to_ascii_lowercase() == me).unwrap_or(false);
+            if !is_me && !to.contains(r) {
+                to.push(r.clone());
+            }
+        }
+    }
+    let subject = if o.subject.to_ascii_lowercase().starts_with("re:") { o.subject.clone() } else { format!("Re: {}", o.subject) };
+    let mut headers = input.headers.clone().unwrap_or_default();
+    if let Some(mid) = &o.message_id_header {
+        let mut refs: Vec<String> = parsed.as_ref().map(|p| p.references.clone()).unwrap_or_default();
+        refs.push(mid.clone());
+        headers.insert("In-Reply-To".into(), json!(format!("<{mid}>")));
+        headers.insert("References".into(), json!(refs.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(" ")));
+    }
+    let req = SendEmailRequest {
+        from: Some(orig.mailbox_address.clone()),
+        to: Some(OneOrMany::Many(to)),
+        cc: input.cc,
+        bcc: input.bcc,
+        reply_to: None,
+        subject: Some(subject.chars().take(998).collect()),
+        text: input.text,
+        html: input.html,
+        markdown: input.markdown,
+        headers: Some(headers),
+        attachments: input.attachments,
+        oversight_mode: input.oversight_mode,
+        metadata: input.metadata,
+        send_at: input.send_at,
+        approval_ttl: input.approval_ttl,
+        idempotency_key: input.idempotency_key,
+    };
+    let v = req.validate(ctx.now)?;
+    let mut reply = super::send::send_validated(ctx, &v, Some(&o.thread_id)).await?;
+    reply.body["in_reply_to"] = json!(o.id);
+    Ok(reply)
+}
