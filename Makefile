@@ -26,6 +26,7 @@ dev: tools build
 
 unit: tools
 	cargo test --lib --quiet
+	node scripts/gen-api-docs.mjs --check
 
 integration: tools build
 	node --test --test-concurrency=1 "tests/integration/*.test.mjs"
