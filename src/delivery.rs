@@ -84,7 +84,7 @@ async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage
         return Ok(()); // someone else has it, or it is already done or cancelled
     };
     let attempt = attempt as u32;
-    let outcome = match call_provider(env, config, provider, &m.msg.id).await {
+    let outcome = match call_provider(env, config, provider, &m).await {
         Ok(o) => o,
         Err(e) => ProviderOutcome::Retry {
             delay_secs: delivery::backoff_secs(attempt, config.delivery_backoff_secs),
@@ -201,14 +201,19 @@ fn event_insert(db: &worker::D1Database, m: &messages::MessageWithMailbox, paylo
     })
 }
 
-async fn call_provider(env: &Env, config: &Config, provider: Provider, message_id: &str) -> worker::Result<ProviderOutcome> {
+async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messages::MessageWithMailbox) -> worker::Result<ProviderOutcome> {
     let db = store::db(env)?;
+    let message_id = m.msg.id.as_str();
+    let json = messages::blob(&db, message_id, "outbound").await?.ok_or("the stored message body is missing")?;
+    let mut email: OutboundEmail = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+    // Every message leaves with its signed identity; the sandbox records it like the rest.
+    let jws = crate::identity::sign_for(env, m, &email, platform::now_ms())?;
+    messages::timeline(&db, message_id, platform::now_ms(), "identity", Some(&jws))?.run().await?;
+    email.headers.push((crate::identity::HEADER.into(), jws.clone()));
     match provider {
         Provider::Sandbox => Ok(ProviderOutcome::Sent { provider_message_id: format!("sandbox_{message_id}") }),
-        Provider::Cloudflare => send_with_binding(env, &db, message_id).await,
+        Provider::Cloudflare => send_with_binding(env, &db, &email, &jws).await,
         Provider::Postmark | Provider::Resend => {
-            let json = messages::blob(&db, message_id, "outbound").await?.ok_or("the stored message body is missing")?;
-            let email: OutboundEmail = serde_json::from_str(&json).map_err(|e| e.to_string())?;
             let request = if provider == Provider::Postmark {
                 let token = platform::secret(env, "POSTMARK_SERVER_TOKEN").ok_or("POSTMARK_SERVER_TOKEN is not set")?;
                 delivery::postmark_request(&config.postmark_base_url, &token, &email)
@@ -216,7 +221,7 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, message_i
                 let key = platform::secret(env, "RESEND_API_KEY").ok_or("RESEND_API_KEY is not set")?;
                 delivery::resend_request(&config.resend_base_url, &key, &email)
             };
-            let attempt = messages::get(&db, message_id).await?.map_or(1, |m| m.msg.attempts as u32);
+            let attempt = m.msg.attempts as u32 + 1;
             let headers = Headers::new();
             for (k, v) in &request.headers {
                 headers.set(k, v)?;
@@ -241,10 +246,10 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, message_i
 
 /// Cloudflare Email Service: the stored MIME through the `EMAIL` binding, one envelope per
 /// recipient.
-async fn send_with_binding(env: &Env, db: &worker::D1Database, message_id: &str) -> worker::Result<ProviderOutcome> {
-    let mime = messages::blob(db, message_id, "mime").await?.ok_or("the stored MIME is missing")?;
-    let json = messages::blob(db, message_id, "outbound").await?.ok_or("the stored message body is missing")?;
-    let email: OutboundEmail = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+async fn send_with_binding(env: &Env, db: &worker::D1Database, email: &OutboundEmail, jws: &str) -> worker::Result<ProviderOutcome> {
+    let stored = messages::blob(db, &email.message_id, "mime").await?.ok_or("the stored MIME is missing")?;
+    // The identity header goes on top of the stored message (a JWS is one line, under 998 octets).
+    let mime = format!("{}: {jws}\r\n{stored}", crate::identity::HEADER);
     let sender = crate::domain::address::Recipient::parse(&email.from).map_err(|e| e.0)?.address.to_string();
     let binding = env.send_email("EMAIL")?;
     let mut last_id = String::new();

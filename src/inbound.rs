@@ -98,6 +98,7 @@ pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelop
             read: 0,
             tags: "[]".into(),
             snippet: Some(snippet.clone()),
+            category: None,
         };
         let mut batch = vec![
             messages::insert(&db, &row)?,

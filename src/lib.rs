@@ -16,6 +16,7 @@ mod wasm_entry;
 pub mod audit;
 pub mod delivery;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod oversight;
 pub mod platform;

@@ -62,6 +62,8 @@ pub struct SendEmailRequest {
     pub metadata: Option<Value>,
     pub send_at: Option<String>,
     pub approval_ttl: Option<Value>,
+    /// `transactional` (default) or `marketing` (carries List-Unsubscribe; one recipient).
+    pub category: Option<String>,
     pub idempotency_key: Option<String>,
 }
 
@@ -89,6 +91,7 @@ pub struct ValidatedSend {
     pub send_at: Option<i64>,
     /// How long a held message waits for a decision, in seconds (else the mailbox's).
     pub approval_ttl_secs: Option<i64>,
+    pub marketing: bool,
 }
 
 fn recipients(field: &'static str, v: &Option<OneOrMany>) -> Result<Vec<Recipient>, DomainError> {
@@ -277,9 +280,21 @@ impl SendEmailRequest {
             Some(v) => Some(super::oversight::parse_ttl(v).map_err(|m| DomainError::invalid("approval_ttl", m))?),
         };
 
+        let marketing = match self.category.as_deref() {
+            None | Some("transactional") => false,
+            Some("marketing") => true,
+            Some(other) => return Err(DomainError::invalid("category", format!("`{other}` is not a category (transactional, marketing)"))),
+        };
+        if marketing && count != 1 {
+            return Err(DomainError::invalid("to", "a marketing message goes to exactly one recipient, so its unsubscribe link can name who unsubscribes"));
+        }
+        if marketing && headers.iter().any(|(n, _)| n.to_ascii_lowercase().starts_with("list-unsubscribe")) {
+            return Err(DomainError::invalid("headers", "marketing messages get their List-Unsubscribe headers from us"));
+        }
+
         Ok(ValidatedSend {
             from, to, cc, bcc, reply_to, subject, text, html, headers, attachments,
-            oversight_mode, metadata, send_at, approval_ttl_secs,
+            oversight_mode, metadata, send_at, approval_ttl_secs, marketing,
         })
     }
 }
@@ -424,6 +439,16 @@ mod tests {
         assert_eq!(v.send_at, Some(NOW + 24 * 3600 * 1000));
         let past = with("send_at", json!("2020-01-01T00:00:00Z")).validate(NOW).unwrap();
         assert_eq!(past.send_at, None, "a past time sends now");
+    }
+
+    #[test]
+    fn marketing_messages_have_exactly_one_recipient() {
+        assert!(with("category", json!("marketing")).validate(NOW).unwrap().marketing);
+        assert_eq!(field_of(with("category", json!("spam"))), Some("category"));
+        let mut b = base();
+        b["category"] = json!("marketing");
+        b["cc"] = json!("c@example.com");
+        assert_eq!(field_of(req(b)), Some("to"));
     }
 
     #[test]

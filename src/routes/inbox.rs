@@ -272,6 +272,7 @@ pub async fn reply_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         metadata: input.metadata,
         send_at: input.send_at,
         approval_ttl: input.approval_ttl,
+        category: None,
         idempotency_key: input.idempotency_key,
     };
     let v = req.validate(ctx.now)?;

@@ -11,8 +11,10 @@ pub mod inbox;
 pub mod keys;
 pub mod mailboxes;
 pub mod oversight;
+pub mod provider_events;
 pub mod review;
 pub mod send;
+pub mod suppressions;
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -59,6 +61,8 @@ const READ_OR_OVERSIGHT: &[Scope] = &[Scope::Read, Scope::Oversight];
 pub const ROUTES: &[Route] = &[
     route("GET", "/healthz", Public),
     route("GET", "/openapi.json", Public),
+    route("GET", "/.well-known/jwks.json", Public),
+    route("GET", "/verify_identity", Public),
     route("POST", "/admin/create_account", Operator),
     route("POST", "/create_api_key", Key(ADMIN)),
     route("GET", "/list_api_keys", Key(ADMIN)),
@@ -77,10 +81,17 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/reply_email", Key(SEND)),
     route("POST", "/inbound/postmark", Public),
     route("POST", "/inbound/mime", Key(ADMIN)),
+    route("POST", "/provider_events/postmark", Public),
+    route("POST", "/provider_events/resend", Public),
     route("POST", "/decide_email", Key(OVERSIGHT)),
     route("GET", "/list_pending", Key(READ_OR_OVERSIGHT)),
     route("GET", "/review", Public),
     route("POST", "/review", Public),
+    route("GET", "/list_suppressions", Key(ADMIN)),
+    route("POST", "/add_suppression", Key(ADMIN)),
+    route("POST", "/remove_suppression", Key(ADMIN)),
+    route("GET", "/unsubscribe/{token}", Public),
+    route("POST", "/unsubscribe/{token}", Public),
     route("GET", "/get_audit_log", Key(ADMIN)),
     route("GET", "/verify_audit_log", Key(ADMIN)),
     route("GET", "/export_audit_log", Key(ADMIN)),
@@ -184,6 +195,15 @@ pub async fn handle(mut req: Request, env: Env) -> worker::Result<Response> {
     }
 }
 
+/// `/unsubscribe/{token}` matches `/unsubscribe/abc` (one non-empty segment per parameter).
+pub fn path_matches(pattern: &str, path: &str) -> bool {
+    if !pattern.contains('{') {
+        return pattern == path;
+    }
+    let (p, q): (Vec<&str>, Vec<&str>) = (pattern.split('/').collect(), path.split('/').collect());
+    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| if a.starts_with('{') { !b.is_empty() } else { a == b })
+}
+
 fn method_name(m: &Method) -> &'static str {
     match m {
         Method::Get => "GET",
@@ -200,7 +220,7 @@ fn method_name(m: &Method) -> &'static str {
 async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option<crate::audit::Facts>) -> ApiResult<Served> {
     let path = req.path();
     let method = method_name(&req.method());
-    let candidates: Vec<&Route> = ROUTES.iter().filter(|r| r.path == path).collect();
+    let candidates: Vec<&Route> = ROUTES.iter().filter(|r| path_matches(r.path, &path)).collect();
     if candidates.is_empty() {
         return Err(ApiError::new(404, "not_found", format!("there is no route {path}")));
     }
@@ -225,6 +245,14 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
             ("Referrer-Policy".to_string(), "no-referrer".to_string()),
         ];
         return Ok(Served { status: p.status, body: p.html, headers, json: None });
+    }
+    if route.path == "/unsubscribe/{token}" {
+        let (status, html) = suppressions::unsubscribe(&env, &path, method, now).await?;
+        let headers = vec![
+            ("Content-Type".to_string(), "text/html; charset=utf-8".to_string()),
+            ("Referrer-Policy".to_string(), "no-referrer".to_string()),
+        ];
+        return Ok(Served { status, body: html, headers, json: None });
     }
     let config = Config::from_env(&env);
     let db = store::db(&env)?;
@@ -255,6 +283,12 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
     // Webhook ways in take their own bodies (raw MIME, Postmark's JSON with its own auth).
     if route.path == "/inbound/postmark" {
         return inbound::postmark(req, &env).await.map(Served::from);
+    }
+    if route.path == "/provider_events/postmark" {
+        return provider_events::postmark(req, &env).await.map(Served::from);
+    }
+    if route.path == "/provider_events/resend" {
+        return provider_events::resend(req, &env).await.map(Served::from);
     }
     if route.path == "/inbound/mime" {
         let p = principal.as_ref().expect("keyed route");
@@ -362,6 +396,13 @@ async fn reserve_or_replay(ctx: &Ctx, slot: &IdemSlot, fingerprint: &str) -> Api
 async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiResult<Reply> {
     match route.path {
         "/healthz" => health::healthz(ctx).await,
+        "/.well-known/jwks.json" => Ok(Reply::ok(crate::identity::jwks(&ctx.env)?)),
+        "/verify_identity" => {
+            let q = http::query_params(req, &["jws"])?;
+            let jws = q.get("jws").ok_or_else(|| ApiError::invalid_field("jws", "`jws` is required: the MultiMail-Identity header's value"))?;
+            let v = crate::domain::identity::verify(jws, &crate::identity::jwks(&ctx.env)?);
+            Ok(Reply::ok(serde_json::to_value(v).map_err(|_| ApiError::internal())?))
+        }
         "/admin/create_account" => admin::create_account(ctx, body).await,
         "/create_api_key" => keys::create_api_key(ctx, body).await,
         "/list_api_keys" => keys::list_api_keys(ctx, req).await,
@@ -380,6 +421,9 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiR
         "/reply_email" => inbox::reply_email(ctx, body).await,
         "/decide_email" => oversight::decide_email(ctx, body).await,
         "/list_pending" => oversight::list_pending(ctx, req).await,
+        "/list_suppressions" => suppressions::list_suppressions(ctx, req).await,
+        "/add_suppression" => suppressions::add_suppression(ctx, body).await,
+        "/remove_suppression" => suppressions::remove_suppression(ctx, body).await,
         "/get_audit_log" => audit::get_audit_log(ctx, req).await,
         "/verify_audit_log" => audit::verify_audit_log(ctx).await,
         "/export_audit_log" => audit::export_audit_log(ctx).await,
@@ -443,6 +487,14 @@ mod tests {
                 _ => assert!(!public, "{} {} needs auth but documents none", r.method, r.path),
             }
         }
+    }
+
+    #[test]
+    fn path_parameters_match_one_segment() {
+        assert!(super::path_matches("/unsubscribe/{token}", "/unsubscribe/abc.def"));
+        assert!(!super::path_matches("/unsubscribe/{token}", "/unsubscribe/"));
+        assert!(!super::path_matches("/unsubscribe/{token}", "/unsubscribe/a/b"));
+        assert!(super::path_matches("/send_email", "/send_email"));
     }
 
     #[test]

@@ -52,9 +52,9 @@ pub struct Staged {
 
 /// Builds the MIME once and stages the message row, its two bodies and its first timeline entry.
 /// `monitor_copy` is added as an envelope-only Bcc (the `monitored` mode's copy).
-pub fn stage_outbound(ctx: &Ctx, v: &ValidatedSend, mailbox: &MailboxRow, mode: OversightMode, status: &str, kind: &str, thread_id: &str, monitor_copy: Option<&str>) -> ApiResult<Staged> {
+#[allow(clippy::too_many_arguments)]
+pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, mailbox: &MailboxRow, mode: OversightMode, status: &str, kind: &str, thread_id: &str, monitor_copy: Option<&str>) -> ApiResult<Staged> {
     let p = ctx.principal();
-    let id = platform::new_id(ids::MESSAGE);
     let mime_bytes = mime::build(v, &id, ctx.now)?;
     let mime_text = String::from_utf8(mime_bytes).map_err(|_| ApiError::internal())?;
     let mut outbound = OutboundEmail::from_validated(v, &id, &mime::message_id_header(&id, v.from.address.domain()));
@@ -98,6 +98,7 @@ pub fn stage_outbound(ctx: &Ctx, v: &ValidatedSend, mailbox: &MailboxRow, mode: 
         read: 1,
         tags: "[]".into(),
         snippet: Some(v.text.as_deref().or(v.html.as_deref()).unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect()),
+        category: v.marketing.then(|| "marketing".to_string()),
     };
     let mut statements = vec![
         messages::insert(&ctx.db, &row)?,
@@ -147,9 +148,10 @@ fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &Mailb
         metadata: json!({"approval_for": held.id}),
         send_at: None,
         approval_ttl_secs: None,
+        marketing: false,
     };
     let thread = platform::new_id(ids::THREAD);
-    stage_outbound(ctx, &note, mailbox, OversightMode::Autonomous, "queued", "notification", &thread, None).map(Some)
+    stage_outbound(ctx, platform::new_id(ids::MESSAGE), &note, mailbox, OversightMode::Autonomous, "queued", "notification", &thread, None).map(Some)
 }
 
 pub fn pending_payload(row: &MessageRow, mailbox_address: &str, v_to: &[String], now: i64) -> Value {
@@ -193,11 +195,43 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     let mailbox_mode = OversightMode::parse(&mailbox.oversight_mode).unwrap_or(OversightMode::GatedAll);
     let mode = effective_mode(mailbox_mode, v.oversight_mode)?;
 
+    // Suppressed recipients are skipped; with none left there is nothing to send.
+    let mut v = v.clone();
+    let suppressed = crate::routes::suppressions::suppressed_among(ctx, &p.account_id, v.all_recipients().map(|r| r.address.to_string()).collect()).await?;
+    if !suppressed.is_empty() {
+        let keep = |r: &Recipient| !suppressed.contains(&r.address.to_string().to_ascii_lowercase());
+        v.to.retain(keep);
+        v.cc.retain(keep);
+        v.bcc.retain(keep);
+        if v.to.is_empty() && v.cc.is_empty() && v.bcc.is_empty() {
+            return Err(ApiError::unprocessable("recipient_suppressed", format!("every recipient is on this account's suppression list: {}", suppressed.join(", ")))
+                .with_field("to")
+                .with_extra(json!({"suppressed": suppressed})));
+        }
+        if v.to.is_empty() {
+            // Keep a To header: promote the first remaining recipient.
+            let first = if v.cc.is_empty() { v.bcc.remove(0) } else { v.cc.remove(0) };
+            v.to.push(first);
+        }
+    }
+    let v = &v;
+    let id = platform::new_id(ids::MESSAGE);
+    let mut v_owned;
+    let v = if v.marketing {
+        v_owned = v.clone();
+        let secret = oversight::link_secret(&ctx.env).ok_or_else(ApiError::internal)?;
+        let rcpt = v.all_recipients().next().map(|r| r.address.to_string().to_ascii_lowercase()).unwrap_or_default();
+        let tok = crate::domain::suppression::token(&secret, &crate::domain::suppression::UnsubscribeClaims { account: p.account_id.clone(), address: rcpt, message_id: id.clone() });
+        v_owned.headers.extend(crate::domain::suppression::list_unsubscribe_headers(&ctx.origin, v.from.address.domain(), &tok));
+        &v_owned
+    } else {
+        v
+    };
     let held = mode.holds_outbound();
     let status = if held { "pending_approval" } else if v.send_at.is_some() { "scheduled" } else { "queued" };
     let monitor_copy = (mode == OversightMode::Monitored).then_some(mailbox.oversight_email.as_deref()).flatten();
     let thread_id = thread_id.map_or_else(|| platform::new_id(ids::THREAD), str::to_string);
-    let Staged { row, mut statements } = stage_outbound(ctx, v, &mailbox, mode, status, "message", &thread_id, monitor_copy)?;
+    let Staged { row, mut statements } = stage_outbound(ctx, id, v, &mailbox, mode, status, "message", &thread_id, monitor_copy)?;
     let to_list: Vec<String> = v.to.iter().map(ToString::to_string).collect();
 
     let mut note = None;
@@ -235,6 +269,8 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
         "send_at": v.send_at.map(to_rfc3339),
         "expires_at": row.expires_at.map(to_rfc3339),
         "metadata": v.metadata,
+        "category": row.category,
+        "suppressed": suppressed,
     }));
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         statements.push(s);

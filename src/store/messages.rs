@@ -52,6 +52,8 @@ pub struct MessageRow {
     pub tags: String,
     #[serde(default)]
     pub snippet: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
 }
 
 fn empty_list() -> String {
@@ -82,12 +84,13 @@ pub fn insert(db: &D1Database, m: &MessageRow) -> Result<D1PreparedStatement> {
         db,
         "INSERT INTO messages (id, account_id, livemode, mailbox_id, direction, thread_id, from_addr, to_json, cc_json, bcc_json,
            subject, oversight_mode, status, metadata, send_at, idempotency_key, created_at, updated_at, expires_at, kind,
-           message_id_header, snippet)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, ?18, ?19, ?20, ?21)",
+           message_id_header, snippet, category)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, ?18, ?19, ?20, ?21, ?22)",
         args![
             &m.id, &m.account_id, m.livemode, &m.mailbox_id, &m.direction, &m.thread_id, &m.from_addr, &m.to_json,
             &m.cc_json, &m.bcc_json, &m.subject, &m.oversight_mode, &m.status, &m.metadata, m.send_at,
-            m.idempotency_key.as_deref(), m.created_at, m.expires_at, &m.kind, m.message_id_header.as_deref(), m.snippet.as_deref()
+            m.idempotency_key.as_deref(), m.created_at, m.expires_at, &m.kind, m.message_id_header.as_deref(), m.snippet.as_deref(),
+            m.category.as_deref()
         ],
     )
 }

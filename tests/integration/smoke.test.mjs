@@ -23,5 +23,5 @@ test('a test key sends through the sandbox end to end', async () => {
     return r.body.status === 'sent' && r.body;
   });
   assert.equal(done.provider, 'sandbox');
-  assert.deepEqual(done.timeline.map((t) => t.event), ['created', 'attempt', 'sent']);
+  assert.deepEqual(done.timeline.map((t) => t.event), ['created', 'identity', 'attempt', 'sent']);
 });
