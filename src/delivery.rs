@@ -106,7 +106,7 @@ async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage
             ];
             // Approval requests to oversight addresses are ours, not the user's: no events.
             if m.msg.kind == "message" {
-                batch.push(event_insert(&db, &m, &payload, now)?);
+                batch.push(events::about_message(&db, &m.msg, &payload)?);
             }
             db.batch(batch).await?;
             audit_outcome(env, &m, "delivery.sent", "ok", Some(format!("{} id {provider_message_id}", provider.as_str()))).await;
@@ -148,7 +148,7 @@ async fn fail(env: &Env, db: &worker::D1Database, m: &messages::MessageWithMailb
         let payload = event_payload(m, "email.failed", now, json!({"reason": reason}));
         let mut batch = vec![messages::timeline(db, &m.msg.id, now, "failed", Some(reason))?];
         if m.msg.kind == "message" {
-            batch.push(event_insert(db, m, &payload, now)?);
+            batch.push(events::about_message(db, &m.msg, &payload)?);
         }
         db.batch(batch).await?;
         audit_outcome(env, m, "delivery.failed", "failed", Some(reason.to_string())).await;
@@ -189,17 +189,6 @@ fn event_payload(m: &messages::MessageWithMailbox, ty: &str, now: i64, extra: Va
     v
 }
 
-fn event_insert(db: &worker::D1Database, m: &messages::MessageWithMailbox, payload: &Value, now: i64) -> worker::Result<worker::D1PreparedStatement> {
-    events::insert(db, &events::NewEvent {
-        id: payload["event_id"].as_str().unwrap_or_default(),
-        account_id: &m.msg.account_id,
-        livemode: m.msg.livemode == 1,
-        mailbox_id: Some(&m.msg.mailbox_id),
-        message_id: Some(&m.msg.id),
-        payload,
-        created_at: now,
-    })
-}
 
 async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messages::MessageWithMailbox) -> worker::Result<ProviderOutcome> {
     let db = store::db(env)?;

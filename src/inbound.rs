@@ -113,15 +113,7 @@ pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelop
         } else {
             received_payload(&row, &mb.address, now)
         };
-        batch.push(events::insert(&db, &events::NewEvent {
-            id: payload["event_id"].as_str().unwrap_or_default(),
-            account_id: &row.account_id,
-            livemode,
-            mailbox_id: Some(&mb.id),
-            message_id: Some(&id),
-            payload: &payload,
-            created_at: now,
-        })?);
+        batch.push(events::about_message(&db, &row, &payload)?);
         match db.batch(batch).await {
             Ok(_) => {}
             Err(e) if store::is_unique_violation(&e) => {

@@ -94,30 +94,14 @@ pub async fn apply_decision_effects(env: &Env, hold: &Hold, a: &Approval, enqueu
         if a.status != Status::Cancelled {
             let event_id = ids::derived_id(ids::EVENT, &format!("{}:decided", m.msg.id));
             let payload = decided_payload(&m, a, &event_id, now);
-            batch.push(events::insert(&db, &events::NewEvent {
-                id: &event_id,
-                account_id: &m.msg.account_id,
-                livemode: m.msg.livemode == 1,
-                mailbox_id: Some(&m.msg.mailbox_id),
-                message_id: Some(&m.msg.id),
-                payload: &payload,
-                created_at: now,
-            })?);
+            batch.push(events::about_message(&db, &m.msg, &payload)?);
         }
         if inbound && a.status == Status::Approved {
             // Approved inbound mail becomes visible, and only now is it announced.
             let mut row = m.msg.clone();
             row.status = "received".into();
             let payload = crate::inbound::received_payload(&row, &m.mailbox_address, now);
-            batch.push(events::insert(&db, &events::NewEvent {
-                id: payload["event_id"].as_str().unwrap_or_default(),
-                account_id: &m.msg.account_id,
-                livemode: m.msg.livemode == 1,
-                mailbox_id: Some(&m.msg.mailbox_id),
-                message_id: Some(&m.msg.id),
-                payload: &payload,
-                created_at: now,
-            })?);
+            batch.push(events::about_message(&db, &m.msg, &payload)?);
         }
         db.batch(batch).await?;
         if audit_here {

@@ -77,3 +77,18 @@ pub fn require_operator(req: &Request, admin_token: Option<&str>) -> ApiResult<(
         _ => Err(ApiError::new(401, "invalid_admin_token", "this call needs the deployment's ADMIN_TOKEN as a bearer token")),
     }
 }
+
+/// HTTP Basic auth whose password must equal a deployment secret (the user name is ignored):
+/// how Postmark's webhooks authenticate.
+pub fn require_basic_secret(req: &Request, expected: &str, secret_name: &str) -> ApiResult<()> {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    let given = bearer(req)
+        .and_then(|h| h.strip_prefix("Basic ").and_then(|b| STANDARD.decode(b.trim()).ok()))
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(_, p)| p.to_string()));
+    if given.is_some_and(|g| secrets_equal(&g, expected)) {
+        Ok(())
+    } else {
+        Err(ApiError::new(401, "invalid_webhook_secret", format!("this webhook needs HTTP Basic auth with the deployment's {secret_name} as the password")))
+    }
+}

@@ -3,11 +3,9 @@
 //! RFC 5322 message, for any mail server's pipe, with an admin key: it routes only to that
 //! account's mailboxes, in the key's mode).
 
-use base64::{engine::general_purpose::STANDARD, Engine};
 use worker::{Env, Request};
 
 use crate::domain::inbound::{self, ParseError, MAX_RAW_BYTES};
-use crate::domain::keys::secrets_equal;
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::http::auth::Principal;
 use crate::platform;
@@ -36,17 +34,7 @@ fn not_ours() -> ApiError {
 pub async fn postmark(req: &mut Request, env: &Env) -> ApiResult<Reply> {
     let expected = platform::secret(env, "POSTMARK_INBOUND_SECRET")
         .ok_or_else(|| ApiError::new(503, "not_configured", "POSTMARK_INBOUND_SECRET is not set on this deployment"))?;
-    let given = req
-        .headers()
-        .get("Authorization")
-        .ok()
-        .flatten()
-        .and_then(|h| h.strip_prefix("Basic ").and_then(|b| STANDARD.decode(b.trim()).ok()))
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.split_once(':').map(|(_, p)| p.to_string()));
-    if !given.is_some_and(|g| secrets_equal(&g, &expected)) {
-        return Err(ApiError::new(401, "invalid_webhook_secret", "Postmark inbound needs HTTP Basic auth with the deployment's POSTMARK_INBOUND_SECRET"));
-    }
+    crate::http::auth::require_basic_secret(req, &expected, "POSTMARK_INBOUND_SECRET")?;
     let ct = req.headers().get("Content-Type").ok().flatten().unwrap_or_default();
     if !ct.to_ascii_lowercase().starts_with("application/json") {
         return Err(ApiError::new(415, "unsupported_media_type", "Postmark inbound is JSON"));

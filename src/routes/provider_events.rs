@@ -3,12 +3,10 @@
 //! `RESEND_WEBHOOK_SECRET`). Each updates the message, emits `email.delivered|bounced|complained`,
 //! and suppresses the recipient on a hard bounce or a complaint.
 
-use base64::{engine::general_purpose::STANDARD, Engine};
 use serde_json::{json, Value};
 use worker::{Env, Request};
 
 use crate::domain::feedback::{self, Feedback};
-use crate::domain::keys::secrets_equal;
 use crate::domain::{ids, time::to_rfc3339};
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::platform;
@@ -29,18 +27,7 @@ fn secret(env: &Env, name: &str) -> ApiResult<String> {
 }
 
 pub async fn postmark(req: &mut Request, env: &Env) -> ApiResult<Reply> {
-    let expected = secret(env, "POSTMARK_WEBHOOK_SECRET")?;
-    let given = req
-        .headers()
-        .get("Authorization")
-        .ok()
-        .flatten()
-        .and_then(|h| h.strip_prefix("Basic ").and_then(|b| STANDARD.decode(b.trim()).ok()))
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.split_once(':').map(|(_, p)| p.to_string()));
-    if !given.is_some_and(|g| secrets_equal(&g, &expected)) {
-        return Err(ApiError::new(401, "invalid_webhook_secret", "Postmark webhooks need HTTP Basic auth with POSTMARK_WEBHOOK_SECRET"));
-    }
+    crate::http::auth::require_basic_secret(req, &secret(env, "POSTMARK_WEBHOOK_SECRET")?, "POSTMARK_WEBHOOK_SECRET")?;
     let v = crate::http::parse_json_object(&body(req).await?)?;
     match feedback::from_postmark(&v) {
         Some(f) => apply(env, "postmark", f).await,
@@ -105,15 +92,7 @@ async fn apply(env: &Env, provider: &str, f: Feedback) -> ApiResult<Reply> {
             crate::args![m.msg.id.as_str(), f.kind.status(), now],
         )?,
         messages::timeline(&db, &m.msg.id, now, f.kind.status(), Some(&detail))?,
-        events::insert(&db, &events::NewEvent {
-            id: payload["event_id"].as_str().unwrap_or_default(),
-            account_id: &m.msg.account_id,
-            livemode: m.msg.livemode == 1,
-            mailbox_id: Some(&m.msg.mailbox_id),
-            message_id: Some(&m.msg.id),
-            payload: &payload,
-            created_at: now,
-        })?,
+        events::about_message(&db, &m.msg, &payload)?,
     ])
     .await?;
     let mut suppressed = None;

@@ -237,15 +237,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     let mut note = None;
     if held {
         let payload = pending_payload(&row, &mailbox.address, &to_list, ctx.now);
-        statements.push(events::insert(&ctx.db, &events::NewEvent {
-            id: payload["event_id"].as_str().unwrap_or_default(),
-            account_id: &row.account_id,
-            livemode: p.livemode,
-            mailbox_id: Some(&mailbox.id),
-            message_id: Some(&row.id),
-            payload: &payload,
-            created_at: ctx.now,
-        })?);
+        statements.push(events::about_message(&ctx.db, &row, &payload)?);
         if let Some(to) = mailbox.oversight_email.as_deref() {
             if let Some(n) = notification(ctx, &row, v, &mailbox, to)? {
                 statements.extend(n.statements);

@@ -25,3 +25,17 @@ pub fn insert(db: &D1Database, e: &NewEvent<'_>) -> Result<D1PreparedStatement> 
         args![e.id, e.account_id, e.livemode, ty, e.mailbox_id, e.message_id, &e.payload.to_string(), e.created_at],
     )
 }
+
+/// The outbox row for an event about one message (its account, mode and mailbox); the payload
+/// carries its own `event_id`.
+pub fn about_message(db: &D1Database, m: &super::messages::MessageRow, payload: &Value) -> Result<D1PreparedStatement> {
+    insert(db, &NewEvent {
+        id: payload.get("event_id").and_then(Value::as_str).unwrap_or_default(),
+        account_id: &m.account_id,
+        livemode: m.livemode == 1,
+        mailbox_id: Some(&m.mailbox_id),
+        message_id: Some(&m.id),
+        payload,
+        created_at: payload.get("created_at").and_then(Value::as_str).and_then(crate::domain::time::parse_rfc3339).unwrap_or(m.updated_at),
+    })
+}
