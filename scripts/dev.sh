@@ -10,7 +10,7 @@ if [ ! -f .dev.vars ] || ! grep -q '^ADMIN_TOKEN=' .dev.vars; then
   echo "[dev] wrote a random ADMIN_TOKEN to .dev.vars (not committed)"
 fi
 
-wrangler d1 migrations apply multimail --local >/dev/null
+CI=true wrangler d1 migrations apply multimail --local >/dev/null
 echo "[dev] local D1 migrated"
 
 wrangler dev --ip 127.0.0.1 --port "$PORT" --inspector-port 0 --show-interactive-dev-session=false &
