@@ -172,10 +172,14 @@ function operationSection(method, path, op, pathParams = []) {
       params.map((p) => [code(p.name), p.in, typeText(p.schema), p.required ? 'yes' : '', [sentence(p.description), constraints(p.schema)].filter(Boolean).join(' ')])), '');
   }
 
-  const media = op.requestBody && deref(op.requestBody).content?.['application/json'];
-  if (media) {
+  // A JSON body if the call takes one, else its one other media type (a form, a raw message).
+  const contents = Object.entries((op.requestBody && deref(op.requestBody).content) ?? {});
+  const [bodyType, media] = contents.find(([type]) => type === 'application/json') ?? contents[0] ?? [];
+  if (media && !deref(media.schema).properties && !deref(media.schema).allOf) {
+    out.push(`**Body** (${code(bodyType)})${deref(op.requestBody).required ? '' : ', optional'}. ${sentence(deref(media.schema).description)}`.trim(), '');
+  } else if (media) {
     const body = flatten(media.schema);
-    out.push('**Body** (`application/json`)', '');
+    out.push(`**Body** (${code(bodyType)})${deref(op.requestBody).required ? '' : ', optional'}`, '');
     if (body.description) out.push(sentence(body.description), '');
     out.push(table(['Field', 'Type', 'Required', 'Description'], fieldRows(media.schema, { withRequired: true })), '');
     if (media.example) out.push('```json', JSON.stringify(media.example, null, 2), '```', '');
