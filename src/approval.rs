@@ -45,7 +45,9 @@ async fn run(storage: Storage, env: Env, req: DoRequest) -> Result<DoResponse> {
         }
     };
     if !rec.effects_applied {
-        finish(&storage, &env, &mut rec, false).await?;
+        if let Err(e) = finish(&storage, &env, &mut rec, false).await {
+            worker::console_error!("approval {}: mirroring the decision failed, will retry: {e}", rec.hold.message_id);
+        }
     }
     let Some(cmd) = req.command else {
         return Ok(DoResponse { outcome: "held".into(), approval: rec.approval });
@@ -57,7 +59,10 @@ async fn run(storage: Storage, env: Env, req: DoRequest) -> Result<DoResponse> {
             rec.effects_applied = false;
             rec.audit_here = audit_here;
             storage.put("record", &rec).await?;
-            finish(&storage, &env, &mut rec, enqueue_delivery).await?;
+            // The decision is final once stored; mirroring it is retried by the alarm if it fails.
+            if let Err(e) = finish(&storage, &env, &mut rec, enqueue_delivery).await {
+                worker::console_error!("approval {}: mirroring the decision failed, will retry: {e}", rec.hold.message_id);
+            }
             Ok(DoResponse { outcome: "decided".into(), approval: rec.approval })
         }
         Outcome::AlreadyDecided(a) => Ok(DoResponse { outcome: "already_decided".into(), approval: a }),

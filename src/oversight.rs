@@ -86,7 +86,12 @@ pub async fn apply_decision_effects(env: &Env, hold: &Hold, a: &Approval, enqueu
     let by = a.decided_by.clone().unwrap_or_default();
     let at = a.decided_at.unwrap_or(now);
     let inbound = m.msg.direction == "inbound";
-    let status_after = if inbound && a.status == Status::Approved { "received" } else { message_status_after(a.status) };
+    let status_after = match a.status {
+        Status::Approved if inbound => "received",
+        // Approved before its send_at: it waits for its time like any scheduled send.
+        Status::Approved if m.msg.send_at.is_some_and(|at| at > now) => "scheduled",
+        s => message_status_after(s),
+    };
     let moved = messages::mirror_decision(&db, &m.msg.id, status_after, a.status.as_str(), &by, at, a.reason.as_deref()).await?;
     if moved {
         let detail = format!("{} by {by}{}", a.status.as_str(), a.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());

@@ -93,6 +93,10 @@ pub fn apply(current: &Approval, cmd: Command) -> Outcome {
             enqueue_delivery: false,
         },
         Command::Expire { .. } => Outcome::Ignored,
+        Command::Cancel { at, .. } if at >= current.expires_at => Outcome::Decided {
+            approval: decide(Status::Expired, "system:expiry".into(), current.expires_at, None),
+            enqueue_delivery: false,
+        },
         Command::Cancel { by, at, reason } => Outcome::Decided { approval: decide(Status::Cancelled, by, at, reason), enqueue_delivery: false },
     }
 }
@@ -132,6 +136,12 @@ mod tests {
         let Outcome::Decided { approval, enqueue_delivery } = apply(&a, Command::Decide { approve: true, by: "key_h".into(), at: 1_000, reason: None }) else { panic!() };
         assert_eq!(approval.status, Status::Expired);
         assert!(!enqueue_delivery);
+    }
+
+    #[test]
+    fn a_cancel_after_the_deadline_is_an_expiry() {
+        let Outcome::Decided { approval, .. } = apply(&Approval::pending(1_000), Command::Cancel { by: "k".into(), at: 1_001, reason: None }) else { panic!() };
+        assert_eq!(approval.status, Status::Expired);
     }
 
     #[test]

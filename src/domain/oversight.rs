@@ -1,6 +1,7 @@
 //! Oversight modes, from most to least oversight: read_only > gated_all > gated_send >
 //! monitored > autonomous. A request may ask for its mailbox's mode or a stricter one, never a
-//! looser one. (The full approval flow arrives with the oversight issue.)
+//! looser one. Held messages are decided through `approval` (the state machine) and its
+//! Durable Object.
 
 use serde::{Deserialize, Serialize};
 

@@ -12,6 +12,13 @@ pub struct UnsubscribeClaims {
     pub account: String,
     pub address: String,
     pub message_id: String,
+    /// The mode of the message the link came in (for the audit entry).
+    #[serde(default = "yes")]
+    pub live: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn mac(secret: &[u8], payload: &[u8]) -> Vec<u8> {
@@ -56,7 +63,7 @@ mod tests {
     use super::*;
 
     fn c() -> UnsubscribeClaims {
-        UnsubscribeClaims { account: "acct_1".into(), address: "ada@example.com".into(), message_id: "msg_1".into() }
+        UnsubscribeClaims { account: "acct_1".into(), address: "ada@example.com".into(), message_id: "msg_1".into(), live: false }
     }
 
     #[test]

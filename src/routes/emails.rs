@@ -82,10 +82,14 @@ pub async fn cancel_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let p = ctx.principal();
     let input: Cancel = http::from_body(body)?;
     let id = input.id.as_deref().or(input.message_id.as_deref()).ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
-    if input.reason.as_ref().is_some_and(|r| r.len() > 500) {
-        return Err(ApiError::invalid_field("reason", "`reason` may be at most 500 characters"));
+    if input.reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
+        return Err(ApiError::invalid_field("reason", "`reason` may be at most 1000 characters"));
     }
     let current = visible_message(ctx, id).await?;
+    if current.msg.direction == "inbound" {
+        return Err(ApiError::conflict("not_cancellable", "inbound mail is not the sender's to cancel; a human decides held inbound mail")
+            .with_extra(json!({"status": current.msg.status})));
+    }
     if current.msg.status == "pending_approval" {
         // A held message is cancelled through its Approval object, like a decision.
         let cmd = crate::domain::approval::Command::Cancel { by: p.key_id.clone(), at: ctx.now, reason: input.reason.clone() };

@@ -199,6 +199,15 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     }
     let pending = match change {
         Some(c) => Some(c),
+        None if tightened.is_some() => {
+            // A stricter mode retires any looser change still waiting.
+            batch.push(store::stmt(
+                &ctx.db,
+                "UPDATE mode_changes SET status = 'superseded', decided_at = ?2 WHERE mailbox_id = ?1 AND status = 'pending'",
+                crate::args![&mailbox.id, ctx.now],
+            )?);
+            None
+        }
         None => store_mb::pending_mode_change(&ctx.db, &mailbox.id).await?,
     };
     let mut shown = mailbox.clone();
@@ -211,8 +220,8 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     }
     ctx.db.batch(batch).await?;
     // Stricter applies at once, and says so.
-    if let Some((from, to)) = tightened {
-        super::oversight::apply_mode(ctx, &mailbox.id, from.as_str(), to.as_str(), &ctx.principal().key_id).await?;
+    if let Some((_, to)) = tightened {
+        super::oversight::apply_mode(ctx, &mailbox.id, to.as_str(), &ctx.principal().key_id).await?;
     }
     Ok(reply)
 }

@@ -82,13 +82,24 @@ pub async fn decide_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     if a.status == Status::Expired {
         return Err(already_decided(id, &a));
     }
-    Ok(Reply::ok(decision_json(id, message_status_after(a.status), &a)))
+    let status = match a.status {
+        Status::Approved if m.msg.direction == "inbound" => "received",
+        Status::Approved if m.msg.send_at.is_some_and(|at| at > ctx.now) => "scheduled",
+        s => message_status_after(s),
+    };
+    Ok(Reply::ok(decision_json(id, status, &a)))
 }
 
 /// A mode change is decided by compare-and-set on its D1 row: one winner.
 pub async fn decide_mode_change(ctx: &Ctx, id: &str, approve: bool, by: &str, reason: Option<&str>) -> ApiResult<Reply> {
     let p = ctx.principal();
     let status = if approve { "approved" } else { "rejected" };
+    // Visibility first: a key limited to some mailboxes sees no other mailbox's changes.
+    let existing: Option<store_mb::ModeChangeRow> =
+        store::first(&ctx.db, "SELECT * FROM mode_changes WHERE id = ?1 AND account_id = ?2", crate::args![id, &p.account_id]).await?;
+    if !existing.as_ref().is_some_and(|c| p.can_use_mailbox(&c.mailbox_id)) {
+        return Err(ApiError::not_found("mode change").with_field("id"));
+    }
     let won: Option<store_mb::ModeChangeRow> = store::first(
         &ctx.db,
         "UPDATE mode_changes SET status = ?3, decided_at = ?4, decided_by = ?5
@@ -97,14 +108,14 @@ pub async fn decide_mode_change(ctx: &Ctx, id: &str, approve: bool, by: &str, re
     )
     .await?;
     let Some(change) = won else {
-        let existing: Option<store_mb::ModeChangeRow> =
-            store::first(&ctx.db, "SELECT * FROM mode_changes WHERE id = ?1 AND account_id = ?2", crate::args![id, &p.account_id]).await?;
-        let c = existing.filter(|c| p.can_use_mailbox(&c.mailbox_id)).ok_or_else(|| ApiError::not_found("mode change").with_field("id"))?;
+        let c = store::first::<store_mb::ModeChangeRow>(&ctx.db, "SELECT * FROM mode_changes WHERE id = ?1", crate::args![id])
+            .await?
+            .ok_or_else(|| ApiError::not_found("mode change").with_field("id"))?;
         return Err(ApiError::conflict("already_decided", format!("{id} was already decided: {}", c.status))
             .with_extra(json!({"winner": {"id": c.id, "decision": c.status, "decided_by": c.decided_by, "decided_at": c.decided_at.map(to_rfc3339)}})));
     };
     if approve {
-        apply_mode(ctx, &change.mailbox_id, &change.from_mode, &change.to_mode, by).await?;
+        apply_mode(ctx, &change.mailbox_id, &change.to_mode, by).await?;
     }
     Ok(Reply::ok(json!({
         "id": change.id, "status": status, "decision": status, "decided_by": by,
@@ -113,10 +124,11 @@ pub async fn decide_mode_change(ctx: &Ctx, id: &str, approve: bool, by: &str, re
     })))
 }
 
-/// Sets a mailbox's mode and emits `mailbox.mode_changed`.
-pub async fn apply_mode(ctx: &Ctx, mailbox_id: &str, old: &str, new: &str, approved_by: &str) -> ApiResult<()> {
+/// Sets a mailbox's mode and emits `mailbox.mode_changed` (from whatever mode it has now).
+pub async fn apply_mode(ctx: &Ctx, mailbox_id: &str, new: &str, approved_by: &str) -> ApiResult<()> {
     let p = ctx.principal();
     let Some(mb) = store_mb::find(&ctx.db, &p.account_id, mailbox_id).await? else { return Ok(()) };
+    let old = mb.oversight_mode.as_str();
     let payload = json!({
         "type": "mailbox.mode_changed",
         "event_id": platform::new_id(crate::domain::ids::EVENT),

@@ -119,7 +119,7 @@ pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, mailbox: &Mailbo
 fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &MailboxRow, to: &str) -> ApiResult<Option<Staged>> {
     let exp = held.expires_at.unwrap_or(ctx.now);
     let Some((approve, reject)) = oversight::review_links(&ctx.env, &ctx.origin, &held.id, to, exp) else {
-        worker::console_warn!("no link secret: the approval request for {} goes out without links", held.id);
+        worker::console_warn!("no link secret: no approval request email is sent for {}", held.id);
         return Ok(None);
     };
     let preview: String = v.text.as_deref().or(v.html.as_deref()).unwrap_or("").chars().take(2000).collect();
@@ -221,7 +221,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
         v_owned = v.clone();
         let secret = oversight::link_secret(&ctx.env).ok_or_else(ApiError::internal)?;
         let rcpt = v.all_recipients().next().map(|r| r.address.to_string().to_ascii_lowercase()).unwrap_or_default();
-        let tok = crate::domain::suppression::token(&secret, &crate::domain::suppression::UnsubscribeClaims { account: p.account_id.clone(), address: rcpt, message_id: id.clone() });
+        let tok = crate::domain::suppression::token(&secret, &crate::domain::suppression::UnsubscribeClaims { account: p.account_id.clone(), address: rcpt, message_id: id.clone(), live: p.livemode });
         v_owned.headers.extend(crate::domain::suppression::list_unsubscribe_headers(&ctx.origin, v.from.address.domain(), &tok));
         &v_owned
     } else {

@@ -129,7 +129,7 @@ pub async fn unsubscribe(env: &Env, path: &str, method: &str, now: i64) -> worke
     suppress(&db, &c.account, &c.address, "unsubscribe", Some(&c.message_id), now).await?;
     crate::audit::record(env, crate::audit::Facts {
         account_id: c.account.clone(),
-        livemode: true,
+        livemode: c.live,
         actor: format!("human:{}", c.address),
         action: "unsubscribe".into(),
         message_id: Some(c.message_id.clone()),

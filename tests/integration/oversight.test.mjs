@@ -188,3 +188,43 @@ test('looser mode changes wait for a human; stricter ones apply at once; both em
   assert.equal((await w.call('/decide_email', { key: a.oversight, body: { id: 'chg_nope', decision: 'approve' } })).status, 404);
   assert.equal((await w.call('/decide_email', { key: a.oversight, body: { id: loose.body.mode_change.id, decision: 'maybe' } })).status, 400);
 });
+
+test('tightening retires a waiting looser change; a key limited to another mailbox cannot decide it', async () => {
+  const a = await w.sender('Retire Co', { mode: 'gated_send' });
+  const other = `other@${a.account.default_domain}`;
+  const mb = await w.call('/create_mailbox', { key: a.live, body: { address: other } });
+  const limited = await w.call('/create_api_key', { key: a.live, body: { name: 'limited', scopes: ['oversight'], mailboxes: [mb.body.id] } });
+  const loose = await w.call('/update_mailbox', { key: a.live, body: { id: a.from, oversight_mode: 'autonomous' } });
+  const chg = loose.body.mode_change.id;
+  const foreign = await w.call('/decide_email', { key: limited.body.key, body: { id: chg, decision: 'approve' } });
+  assert.equal(foreign.status, 404, 'not visible to a key limited to another mailbox');
+  const strict = await w.call('/update_mailbox', { key: a.live, body: { id: a.from, oversight_mode: 'gated_all' } });
+  assert.equal(strict.body.oversight_mode, 'gated_all');
+  assert.equal(strict.body.mode_change, null);
+  const late = await w.call('/decide_email', { key: a.oversight, body: { id: chg, decision: 'approve' } });
+  assert.equal(late.status, 409, 'the looser change was superseded');
+  assert.equal(late.body.error.winner.decision, 'superseded');
+  const mode = (await w.call('/list_mailboxes', { key: a.live })).body.mailboxes.find((m) => m.address === a.from).oversight_mode;
+  assert.equal(mode, 'gated_all');
+});
+
+test('a held message approved before its send_at waits for its time', async () => {
+  const a = await w.sender('Scheduled Gate Co', { mode: 'gated_send' });
+  const r = await send(a, { send_at: new Date(Date.now() + 3600_000).toISOString() });
+  assert.equal(r.body.status, 'pending_approval');
+  const d = await w.call('/decide_email', { key: a.oversight, body: { id: r.body.id, decision: 'approve' } });
+  assert.equal(d.body.status, 'scheduled');
+  await sleep(1500);
+  assert.equal((await get(a.live, r.body.id)).status, 'scheduled', 'not sent before send_at');
+});
+
+test('held inbound mail is not the sender\'s to cancel', async () => {
+  const a = await w.sender('Inbound Hold Co', { mode: 'gated_all' });
+  const raw = `From: x@example.com\r\nTo: ${a.from}\r\nSubject: hold\r\nMessage-ID: <hold-${Date.now()}@example.com>\r\n\r\nbody\r\n`;
+  const r = await w.call('/inbound/mime', { key: a.live, raw, headers: { 'Content-Type': 'message/rfc822' } });
+  const c = await w.call('/cancel_email', { key: a.live, body: { id: r.body.stored[0].id } });
+  assert.equal(c.status, 409);
+  assert.equal(c.body.error.code, 'not_cancellable');
+  const d = await w.call('/decide_email', { key: a.oversight, body: { id: r.body.stored[0].id, decision: 'approve' } });
+  assert.equal(d.body.status, 'received');
+});
