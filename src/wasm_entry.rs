@@ -7,8 +7,8 @@ use crate::domain::{idempotency, ratelimit};
 use crate::{delivery, platform, routes, store};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    routes::handle(req, env).await
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    routes::handle(req, env, ctx).await
 }
 
 #[event(queue)]

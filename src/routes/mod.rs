@@ -159,7 +159,7 @@ impl From<Reply> for Served {
     }
 }
 
-pub async fn handle(mut req: Request, env: Env) -> worker::Result<Response> {
+pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker::Result<Response> {
     let request_id = platform::new_id(crate::domain::ids::REQUEST);
     let mut facts: Option<crate::audit::Facts> = None;
     let result = serve(&mut req, env.clone(), &request_id, &mut facts).await;
@@ -182,7 +182,10 @@ pub async fn handle(mut req: Request, env: Env) -> worker::Result<Response> {
                 f.detail = Some(e.message.chars().take(300).collect());
             }
         }
-        crate::audit::record(&env, f).await;
+        // Appended after the answer, within this invocation: the chain's Durable Object
+        // serialises appends per account, and callers should not queue behind it.
+        let env = env.clone();
+        wctx.wait_until(async move { crate::audit::record(&env, f).await });
     }
     match result {
         Ok(s) => http::json_response(s.status, &s.body, &request_id, &s.headers),

@@ -6,7 +6,6 @@
 use serde_json::{json, Value};
 use worker::D1PreparedStatement;
 
-use super::mailboxes::visible_mailbox;
 use super::Ctx;
 use crate::delivery::enqueue;
 use crate::domain::address::{EmailAddress, Recipient};
@@ -171,6 +170,32 @@ pub fn pending_payload(row: &MessageRow, mailbox_address: &str, v_to: &[String],
     })
 }
 
+/// The key's mailbox for this address (404 on `from` otherwise), and the recipients on the
+/// account's suppression list.
+async fn sender_and_suppressions(ctx: &Ctx, address: &str, recipients: &[String]) -> ApiResult<(MailboxRow, Vec<String>)> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        #[serde(flatten)]
+        mailbox: MailboxRow,
+        suppressed_json: String,
+    }
+    let p = ctx.principal();
+    let list = serde_json::to_string(recipients).expect("strings serialize");
+    let row: Option<Row> = crate::store::first(
+        &ctx.db,
+        "SELECT m.*, (SELECT json_group_array(s.address) FROM suppressions s
+                       WHERE s.account_id = ?1 AND s.address IN (SELECT value FROM json_each(?3))) AS suppressed_json
+         FROM mailboxes m WHERE m.account_id = ?1 AND m.address = ?2 AND m.deleted_at IS NULL",
+        crate::args![&p.account_id, address, &list],
+    )
+    .await?;
+    let row = row
+        .filter(|r| p.can_use_mailbox(&r.mailbox.id))
+        .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{address}` in this account")).with_field("from"))?;
+    let suppressed = serde_json::from_str(&row.suppressed_json).unwrap_or_default();
+    Ok((row.mailbox, suppressed))
+}
+
 pub async fn send_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let input: SendEmailRequest = http::from_body(body)?;
     let v = input.validate(ctx.now)?;
@@ -189,15 +214,14 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
         )
         .with_field("from"));
     }
-    let mailbox = visible_mailbox(ctx, &v.from.address.to_string().to_ascii_lowercase())
-        .await
-        .map_err(|e| if e.status == 404 { e.with_field("from") } else { e })?;
+    // The sending mailbox and which recipients are suppressed, in one round trip.
+    let recipients: Vec<String> = v.all_recipients().map(|r| r.address.to_string().to_ascii_lowercase()).collect();
+    let (mailbox, suppressed) = sender_and_suppressions(ctx, &v.from.address.to_string().to_ascii_lowercase(), &recipients).await?;
     let mailbox_mode = OversightMode::parse(&mailbox.oversight_mode).unwrap_or(OversightMode::GatedAll);
     let mode = effective_mode(mailbox_mode, v.oversight_mode)?;
 
     // Suppressed recipients are skipped; with none left there is nothing to send.
     let mut v = v.clone();
-    let suppressed = crate::routes::suppressions::suppressed_among(ctx, &p.account_id, v.all_recipients().map(|r| r.address.to_string()).collect()).await?;
     if !suppressed.is_empty() {
         let keep = |r: &Recipient| !suppressed.contains(&r.address.to_string().to_ascii_lowercase());
         v.to.retain(keep);

@@ -94,9 +94,13 @@ test('delivery outcomes, replays and refused attempts are recorded', async () =>
   assert.equal(mine[0].idempotency_key, 'audit-replay');
   assert.equal(mine[2].actor, 'system:delivery');
 
-  const refused = (await entries(acct.test)).filter((e) => ['oversight_escalation', 'insufficient_scope'].includes(e.outcome));
+  // Entries are appended right after each answer (wait_until): give the last ones a moment.
+  const refused = await eventually(async () => {
+    const r = (await entries(acct.test)).filter((e) => ['oversight_escalation', 'insufficient_scope'].includes(e.outcome));
+    return r.length === 2 && r;
+  });
   assert.deepEqual(refused.map((e) => e.outcome).sort(), ['insufficient_scope', 'oversight_escalation']);
-  const otherEntries = await entries(other.test);
+  const otherEntries = await eventually(async () => { const es = await entries(other.test); return es.some((e) => e.action === 'cancel_email') && es; });
   assert.ok(otherEntries.some((e) => e.action === 'cancel_email' && e.outcome === 'not_found' && e.message_id === s.body.id), 'foreign attempt is in the caller\'s trail');
   assert.ok(!(await entries(acct.test)).some((e) => e.request_id === foreign.headers.get('request-id')), 'and not in the victim\'s');
 });
