@@ -19,3 +19,4 @@ pub mod ratelimit;
 pub mod send;
 pub mod suppression;
 pub mod time;
+pub mod webhooks;
