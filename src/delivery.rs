@@ -41,9 +41,9 @@ fn parse_job(raw: &RawMessage) -> Option<DeliveryJob> {
 pub async fn consume(batch: MessageBatch<Value>, env: Env) {
     let queue = batch.queue();
     if !queue.contains("delivery") {
-        // The events queue is drained by the events fan-out (not built yet): leave its messages
-        // for it rather than mistake them for deliveries.
-        worker::console_warn!("queue {queue}: no consumer logic yet; retrying later");
+        // `wasm_entry` sends the events queues to `crate::events`; never mistake another
+        // queue's messages for deliveries.
+        worker::console_warn!("queue {queue}: not a delivery queue; retrying later");
         batch.retry_all_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(3600).build());
         return;
     }
@@ -109,6 +109,7 @@ async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage
                 batch.push(events::about_message(&db, &m.msg, &payload)?);
             }
             db.batch(batch).await?;
+            crate::events::kick(env).await;
             audit_outcome(env, &m, "delivery.sent", "ok", Some(format!("{} id {provider_message_id}", provider.as_str()))).await;
         }
         ProviderOutcome::Retry { delay_secs, reason } => {
@@ -151,6 +152,7 @@ async fn fail(env: &Env, db: &worker::D1Database, m: &messages::MessageWithMailb
             batch.push(events::about_message(db, &m.msg, &payload)?);
         }
         db.batch(batch).await?;
+        crate::events::kick(env).await;
         audit_outcome(env, m, "delivery.failed", "failed", Some(reason.to_string())).await;
     }
     Ok(())

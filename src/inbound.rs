@@ -122,6 +122,7 @@ pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelop
             }
             Err(e) => return Err(e),
         }
+        crate::events::kick(env).await;
         if held {
             let req = crate::oversight::DoRequest { hold: crate::oversight::hold_of(&row), command: None, audit_here: false };
             if let Err(e) = crate::oversight::call(env, &req).await {

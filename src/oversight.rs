@@ -109,6 +109,7 @@ pub async fn apply_decision_effects(env: &Env, hold: &Hold, a: &Approval, enqueu
             batch.push(events::about_message(&db, &m.msg, &payload)?);
         }
         db.batch(batch).await?;
+        crate::events::kick(env).await;
         if audit_here {
             crate::audit::record(env, crate::audit::Facts {
                 account_id: m.msg.account_id.clone(),

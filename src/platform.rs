@@ -41,6 +41,11 @@ pub struct Config {
     pub delivery_max_attempts: u32,
     pub delivery_backoff_secs: u32,
     pub default_approval_ttl_secs: i64,
+    /// `ALLOW_HTTP_LOOPBACK_WEBHOOKS = "true"`: webhook endpoints may be http://127.0.0.1 (local
+    /// development and tests only; never set it in a deployment).
+    pub allow_http_loopback_webhooks: bool,
+    /// `WEBHOOK_RETRY_SCALE`: divides the webhook retry schedule (tests); 1 in production.
+    pub webhook_retry_scale: u32,
 }
 
 impl Config {
@@ -54,6 +59,8 @@ impl Config {
             delivery_max_attempts: num(env, "DELIVERY_MAX_ATTEMPTS", 8).clamp(1, 50) as u32,
             delivery_backoff_secs: num(env, "DELIVERY_BACKOFF_SECONDS", 5).clamp(0, 3600) as u32,
             default_approval_ttl_secs: num(env, "DEFAULT_APPROVAL_TTL_SECONDS", 72 * 3600),
+            allow_http_loopback_webhooks: var(env, "ALLOW_HTTP_LOOPBACK_WEBHOOKS").is_some_and(|v| v.trim() == "true"),
+            webhook_retry_scale: num(env, "WEBHOOK_RETRY_SCALE", 1).clamp(1, 1_000_000) as u32,
         }
     }
 }

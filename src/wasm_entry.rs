@@ -1,4 +1,5 @@
-//! The Worker's entry points: fetch (the API), queue (delivery), scheduled (housekeeping).
+//! The Worker's entry points: fetch (the API), queue (delivery, and events by queue name),
+//! scheduled (housekeeping).
 
 use serde_json::Value;
 use worker::{event, Context, Env, MessageBatch, Request, Response, Result, ScheduleContext, ScheduledEvent};
@@ -14,7 +15,11 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
 #[event(queue)]
 async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()> {
     // Errors are handled per message (ack or retry); returning Err here would fail the batch.
-    delivery::consume(batch, env).await;
+    if batch.queue().starts_with("multimail-events") {
+        crate::events::consume(batch, env).await;
+    } else {
+        delivery::consume(batch, env).await;
+    }
     Ok(())
 }
 
@@ -32,6 +37,11 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(n) if n > 0 => worker::console_log!("cron: re-enqueued {n} messages"),
         Ok(_) => {}
         Err(e) => worker::console_error!("cron: delivery sweep: {e}"),
+    }
+    match crate::events::sweep(&env).await {
+        Ok(n) if n > 0 => worker::console_log!("cron: events fan-out handled {n} events and stalled attempts"),
+        Ok(_) => {}
+        Err(e) => worker::console_error!("cron: events sweep: {e}"),
     }
 }
 

@@ -154,6 +154,7 @@ pub async fn apply_mode(ctx: &Ctx, mailbox_id: &str, new: &str, approved_by: &st
             })?,
         ])
         .await?;
+    crate::events::kick(&ctx.env).await;
     Ok(())
 }
 

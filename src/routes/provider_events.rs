@@ -95,6 +95,7 @@ async fn apply(env: &Env, provider: &str, f: Feedback) -> ApiResult<Reply> {
         events::about_message(&db, &m.msg, &payload)?,
     ])
     .await?;
+    crate::events::kick(env).await;
     let mut suppressed = None;
     if let (Some(reason), Some(rcpt)) = (f.kind.suppression_reason(), f.recipient.as_deref()) {
         if let Ok(r) = crate::domain::address::Recipient::parse(rcpt) {

@@ -292,6 +292,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
         statements.push(s);
     }
     ctx.db.batch(statements).await?;
+    if held { crate::events::kick(&ctx.env).await; }
 
     // Stored: from here on a failure is repaired by the hourly sweep, so the caller gets its 202.
     if held {

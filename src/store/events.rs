@@ -39,3 +39,39 @@ pub fn about_message(db: &D1Database, m: &super::messages::MessageRow, payload: 
         created_at: payload.get("created_at").and_then(Value::as_str).and_then(crate::domain::time::parse_rfc3339).unwrap_or(m.updated_at),
     })
 }
+
+/// An outbox row as fan-out and delivery read it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct EventRow {
+    pub id: String,
+    pub account_id: String,
+    pub livemode: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub mailbox_id: Option<String>,
+    pub payload: String,
+    pub created_at: i64,
+}
+
+/// Takes up to `limit` undispatched events, oldest first, under a lease until `now + lease_ms`
+/// (one statement: two drains never take the same event; a drain that dies loses its lease).
+pub async fn claim_undispatched(db: &D1Database, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<EventRow>> {
+    super::all(
+        db,
+        "UPDATE events SET claimed_at = ?1
+         WHERE id IN (SELECT id FROM events WHERE dispatched_at IS NULL AND (claimed_at IS NULL OR claimed_at < ?2)
+                      ORDER BY created_at LIMIT ?3)
+         RETURNING id, account_id, livemode, type, mailbox_id, payload, created_at",
+        args![now, now - lease_ms, i64::from(limit)],
+    )
+    .await
+}
+
+/// Marks events handed to the delivery stage (`ids`: a JSON array).
+pub async fn mark_dispatched(db: &D1Database, ids: &str, now: i64) -> Result<()> {
+    super::run(db, "UPDATE events SET dispatched_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))", args![now, ids]).await
+}
+
+pub async fn get(db: &D1Database, id: &str) -> Result<Option<EventRow>> {
+    super::first(db, "SELECT id, account_id, livemode, type, mailbox_id, payload, created_at FROM events WHERE id = ?1", args![id]).await
+}

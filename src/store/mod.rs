@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod mailboxes;
 pub mod messages;
+pub mod webhooks;
 
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsValue;
