@@ -35,3 +35,16 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   say "installing node packages from package-lock.json"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+# Domain tests: a real DNS server (Knot DNS) behind dnsdist's DNS-over-HTTP listener, and dkimpy
+# (with dnspython, and PyNaCl for ed25519) to check DKIM signatures independently.
+if ! command -v knotd >/dev/null || ! command -v knotc >/dev/null || ! command -v dnsdist >/dev/null; then
+  say "installing knot and dnsdist (Debian packages)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends knot dnsdist >/dev/null
+fi
+if ! python3 -c 'import dkim, dns.query, nacl' 2>/dev/null; then
+  say "installing dkimpy, dnspython and PyNaCl (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check dkimpy dnspython pynacl
+fi

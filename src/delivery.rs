@@ -203,7 +203,7 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messa
     email.headers.push((crate::identity::HEADER.into(), jws.clone()));
     match provider {
         Provider::Sandbox => Ok(ProviderOutcome::Sent { provider_message_id: format!("sandbox_{message_id}") }),
-        Provider::Cloudflare => send_with_binding(env, &db, &email, &jws).await,
+        Provider::Cloudflare => send_with_binding(env, &db, &m.msg.account_id, &email, &jws).await,
         Provider::Postmark | Provider::Resend => {
             let request = if provider == Provider::Postmark {
                 let token = platform::secret(env, "POSTMARK_SERVER_TOKEN").ok_or("POSTMARK_SERVER_TOKEN is not set")?;
@@ -237,11 +237,17 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messa
 
 /// Cloudflare Email Service: the stored MIME through the `EMAIL` binding, one envelope per
 /// recipient.
-async fn send_with_binding(env: &Env, db: &worker::D1Database, email: &OutboundEmail, jws: &str) -> worker::Result<ProviderOutcome> {
+async fn send_with_binding(env: &Env, db: &worker::D1Database, account_id: &str, email: &OutboundEmail, jws: &str) -> worker::Result<ProviderOutcome> {
     let stored = messages::blob(db, &email.message_id, "mime").await?.ok_or("the stored MIME is missing")?;
     // The identity header goes on top of the stored message (a JWS is one line, under 998 octets).
     let mime = format!("{}: {jws}\r\n{stored}", crate::identity::HEADER);
-    let sender = crate::domain::address::Recipient::parse(&email.from).map_err(|e| e.0)?.address.to_string();
+    let sender = crate::domain::address::Recipient::parse(&email.from).map_err(|e| e.0)?.address;
+    // From a verified custom domain, DKIM-signed with its keys (identity header included).
+    let (mime, dkim) = crate::domains::dkim_sign(env, db, account_id, sender.domain(), mime, platform::now_ms()).await;
+    if let Some(outcome) = dkim {
+        messages::timeline(db, &email.message_id, platform::now_ms(), "dkim", Some(&outcome))?.run().await?;
+    }
+    let sender = sender.to_string();
     let binding = env.send_email("EMAIL")?;
     let mut last_id = String::new();
     for rcpt in email.to.iter().chain(&email.cc).chain(&email.bcc) {

@@ -15,6 +15,7 @@ mod wasm_entry;
 
 pub mod audit;
 pub mod delivery;
+pub mod domains;
 pub mod events;
 pub mod http;
 pub mod identity;

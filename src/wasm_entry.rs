@@ -43,6 +43,9 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
         Ok(_) => {}
         Err(e) => worker::console_error!("cron: events sweep: {e}"),
     }
+    if let Err(e) = crate::domains::recheck_due(&env, now).await {
+        worker::console_error!("cron: re-verifying domains: {e}");
+    }
 }
 
 /// Cloudflare Email Routing hands inbound mail here. Unknown recipients are rejected (the

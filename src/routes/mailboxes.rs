@@ -83,7 +83,7 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let address = EmailAddress::parse(&input.address).map_err(|e| ApiError::invalid_field("address", e.0))?;
     // Local parts are stored lower-cased: one mailbox per address, however it is written.
     let address = EmailAddress::parse(&address.to_string().to_ascii_lowercase()).expect("lower-casing keeps it valid");
-    if address.domain() != p.default_domain {
+    if !super::domains::is_sending_domain(ctx, address.domain()).await? {
         return Err(ApiError::unprocessable(
             "domain_not_verified",
             format!("`{}` is not a verified domain of this account; use {}", address.domain(), p.default_domain),

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod domains;
 pub mod emails;
 pub mod health;
 pub mod inbound;
@@ -92,6 +93,10 @@ pub const ROUTES: &[Route] = &[
     route("POST", "/remove_suppression", Key(ADMIN)),
     route("GET", "/unsubscribe/{token}", Public),
     route("POST", "/unsubscribe/{token}", Public),
+    route("POST", "/create_domain", Key(ADMIN)),
+    route("POST", "/verify_domain", Key(ADMIN)),
+    route("GET", "/list_domains", Key(ADMIN)),
+    route("POST", "/delete_domain", Key(ADMIN)),
     route("GET", "/get_audit_log", Key(ADMIN)),
     route("GET", "/verify_audit_log", Key(ADMIN)),
     route("GET", "/export_audit_log", Key(ADMIN)),
@@ -427,6 +432,10 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiR
         "/list_suppressions" => suppressions::list_suppressions(ctx, req).await,
         "/add_suppression" => suppressions::add_suppression(ctx, body).await,
         "/remove_suppression" => suppressions::remove_suppression(ctx, body).await,
+        "/create_domain" => domains::create_domain(ctx, body).await,
+        "/verify_domain" => domains::verify_domain(ctx, body).await,
+        "/list_domains" => domains::list_domains(ctx, req).await,
+        "/delete_domain" => domains::delete_domain(ctx, body).await,
         "/get_audit_log" => audit::get_audit_log(ctx, req).await,
         "/verify_audit_log" => audit::verify_audit_log(ctx).await,
         "/export_audit_log" => audit::export_audit_log(ctx).await,

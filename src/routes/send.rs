@@ -207,7 +207,7 @@ pub async fn send_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
 pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str>) -> ApiResult<Reply> {
     let p = ctx.principal();
 
-    if v.from.address.domain() != p.default_domain {
+    if !super::domains::is_sending_domain(ctx, v.from.address.domain()).await? {
         return Err(ApiError::unprocessable(
             "domain_not_verified",
             format!("`{}` is not a verified sending domain of this account; use {}", v.from.address.domain(), p.default_domain),

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod domains;
 pub mod events;
 pub mod idempotency;
 pub mod keys;

@@ -1,0 +1,227 @@
+//! The runtime side of custom sending domains: DKIM keys (Ed25519 in Rust; RSA made and used by
+//! the runtime's WebCrypto, which does in ~20 ms what RSA-2048 key generation in wasm does in
+//! ~1 s of CPU — see docs/domains.md), their sealing at rest, DNS-over-HTTPS lookups, the check
+//! that `verify_domain` and the hourly cron run, and the DKIM signatures of outgoing MIME.
+
+use std::time::Duration;
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use wasm_bindgen::prelude::*;
+use worker::js_sys::{self, Uint8Array};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{AbortController, D1Database, Env, Fetch, Headers, Method, Request, RequestInit};
+
+use crate::domain::dkim::{self, Algorithm};
+use crate::domain::doh::{self, Answer, Format};
+use crate::domain::domains::{self, DnsRecord, DomainStatus, RecordSettings, DKIM_ED25519_SELECTOR, DKIM_RSA_SELECTOR};
+use crate::domain::sealed::SealingKey;
+use crate::domain::delivery::Provider;
+use crate::platform;
+use crate::store::domains::{self as store, DomainRow};
+
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The cron checks domains not checked within this long, at most this many a run.
+const RECHECK_AFTER_MS: i64 = 50 * 60 * 1000;
+const RECHECK_BATCH: u32 = 50;
+
+/// What the deployment configures about domains.
+pub struct Settings {
+    pub records: RecordSettings,
+    pub doh_url: String,
+    pub doh_format: Format,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Settings {
+        let provider = platform::var(env, "EMAIL_PROVIDER").and_then(|p| Provider::parse(&p));
+        Settings {
+            records: RecordSettings {
+                spf_include: platform::var(env, "SPF_INCLUDE").unwrap_or_else(|| domains::DEFAULT_SPF_INCLUDE.into()),
+                postmark: provider == Some(Provider::Postmark),
+            },
+            doh_url: platform::var(env, "DOH_URL").unwrap_or_else(|| "https://cloudflare-dns.com/dns-query".into()),
+            doh_format: platform::var(env, "DOH_FORMAT").and_then(|f| Format::parse(&f)).unwrap_or(Format::Wire),
+        }
+    }
+}
+
+/// The key that seals DKIM private keys: from `DOMAIN_KEY_SECRET`, else from `ADMIN_TOKEN`.
+pub fn sealing_key(env: &Env) -> worker::Result<SealingKey> {
+    let secret = platform::secret(env, "DOMAIN_KEY_SECRET")
+        .or_else(|| platform::secret(env, "ADMIN_TOKEN"))
+        .ok_or("neither DOMAIN_KEY_SECRET nor ADMIN_TOKEN is set")?;
+    Ok(SealingKey::derive(&secret))
+}
+
+fn aad(domain_id: &str, selector: &str) -> String {
+    format!("{domain_id}/{selector}")
+}
+
+// WebCrypto, as the Workers runtime provides it on `crypto.subtle`.
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = generateKey, catch)]
+    fn subtle_generate_key(algorithm: &JsValue, extractable: bool, usages: &JsValue) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = exportKey, catch)]
+    fn subtle_export_key(format: &str, key: &JsValue) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = importKey, catch)]
+    fn subtle_import_key(format: &str, data: &Uint8Array, algorithm: &JsValue, extractable: bool, usages: &JsValue) -> Result<js_sys::Promise, JsValue>;
+    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = sign, catch)]
+    fn subtle_sign(algorithm: &JsValue, key: &JsValue, data: &Uint8Array) -> Result<js_sys::Promise, JsValue>;
+}
+
+fn js_err(what: &str) -> impl Fn(JsValue) -> worker::Error + '_ {
+    move |e| worker::Error::RustError(format!("{what}: {e:?}"))
+}
+
+fn rsassa() -> worker::Result<JsValue> {
+    let algo = js_sys::Object::new();
+    js_sys::Reflect::set(&algo, &"name".into(), &"RSASSA-PKCS1-v1_5".into()).map_err(js_err("WebCrypto"))?;
+    js_sys::Reflect::set(&algo, &"hash".into(), &"SHA-256".into()).map_err(js_err("WebCrypto"))?;
+    Ok(algo.into())
+}
+
+async fn await_promise(p: Result<js_sys::Promise, JsValue>, what: &str) -> worker::Result<JsValue> {
+    JsFuture::from(p.map_err(js_err(what))?).await.map_err(js_err(what))
+}
+
+/// A fresh RSA-2048 key pair from WebCrypto: (SubjectPublicKeyInfo DER, PKCS#8 DER).
+async fn generate_rsa() -> worker::Result<(Vec<u8>, Vec<u8>)> {
+    let algo = rsassa()?;
+    js_sys::Reflect::set(&algo, &"modulusLength".into(), &JsValue::from(2048)).map_err(js_err("WebCrypto"))?;
+    js_sys::Reflect::set(&algo, &"publicExponent".into(), &Uint8Array::from(&[1u8, 0, 1][..])).map_err(js_err("WebCrypto"))?;
+    let usages = js_sys::Array::of2(&"sign".into(), &"verify".into());
+    let pair = await_promise(subtle_generate_key(&algo, true, &usages), "RSA key generation").await?;
+    let public = js_sys::Reflect::get(&pair, &"publicKey".into()).map_err(js_err("RSA key generation"))?;
+    let private = js_sys::Reflect::get(&pair, &"privateKey".into()).map_err(js_err("RSA key generation"))?;
+    let spki = await_promise(subtle_export_key("spki", &public), "RSA public key export").await?;
+    let pkcs8 = await_promise(subtle_export_key("pkcs8", &private), "RSA private key export").await?;
+    Ok((Uint8Array::new(&spki).to_vec(), Uint8Array::new(&pkcs8).to_vec()))
+}
+
+/// RSASSA-PKCS1-v1_5 with SHA-256 over `data` (WebCrypto hashes it).
+async fn rsa_sign(pkcs8: &[u8], data: &[u8]) -> worker::Result<Vec<u8>> {
+    let algo = rsassa()?;
+    let usages = js_sys::Array::of1(&"sign".into());
+    let key = await_promise(subtle_import_key("pkcs8", &Uint8Array::from(pkcs8), &algo, false, &usages), "RSA key import").await?;
+    let sig = await_promise(subtle_sign(&"RSASSA-PKCS1-v1_5".into(), &key, &Uint8Array::from(data)), "RSA signing").await?;
+    Ok(Uint8Array::new(&sig).to_vec())
+}
+
+/// A new domain row with fresh DKIM keys (private halves sealed) and its records to publish.
+pub async fn new_domain(env: &Env, id: String, account_id: &str, domain: &str, now: i64) -> worker::Result<DomainRow> {
+    let settings = Settings::from_env(env);
+    let seal = sealing_key(env)?;
+    let seed: [u8; 32] = platform::random_bytes();
+    let ed_public = dkim::ed25519_public(&seed);
+    let (rsa_spki, rsa_pkcs8) = generate_rsa().await?;
+    let records = domains::records_for(domain, &ed_public, &rsa_spki, &settings.records);
+    Ok(DomainRow {
+        dkim_ed25519_private: seal.seal(&seed, &aad(&id, DKIM_ED25519_SELECTOR), platform::random_bytes()),
+        dkim_rsa_private: seal.seal(&rsa_pkcs8, &aad(&id, DKIM_RSA_SELECTOR), platform::random_bytes()),
+        dkim_ed25519_public: STANDARD.encode(ed_public),
+        dkim_rsa_public: STANDARD.encode(&rsa_spki),
+        id,
+        account_id: account_id.to_string(),
+        domain: domain.to_string(),
+        status: DomainStatus::Pending.as_str().into(),
+        records: serde_json::to_string(&records).map_err(|e| e.to_string())?,
+        created_at: now,
+        verified_at: None,
+        last_checked_at: None,
+        deleted_at: None,
+    })
+}
+
+pub fn records_of(row: &DomainRow) -> Vec<DnsRecord> {
+    serde_json::from_str(&row.records).unwrap_or_default()
+}
+
+/// One DoH lookup; any transport or HTTP trouble is a failed lookup, not an error.
+async fn lookup(s: &Settings, name: &str, rr: doh::RrType) -> Answer {
+    let url = doh::query_url(&s.doh_url, s.doh_format, name, rr);
+    let attempt = async {
+        let headers = Headers::new();
+        headers.set("Accept", s.doh_format.accept())?;
+        let mut init = RequestInit::new();
+        init.with_method(Method::Get).with_headers(headers);
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        worker::wasm_bindgen_futures::spawn_local(async move {
+            worker::Delay::from(LOOKUP_TIMEOUT).await;
+            controller.abort();
+        });
+        let mut resp = Fetch::Request(Request::new_with_init(&url, &init)?).send_with_signal(&signal).await?;
+        let status = resp.status_code();
+        if status != 200 {
+            return Ok::<Answer, worker::Error>(Answer::Failed(format!("the resolver answered HTTP {status}")));
+        }
+        Ok(match s.doh_format {
+            Format::Wire => doh::parse_wire(&resp.bytes().await?, rr),
+            Format::Json => match resp.json::<serde_json::Value>().await {
+                Ok(v) => doh::parse_json(&v, rr),
+                Err(_) => Answer::Failed("the resolver's answer is not JSON".into()),
+            },
+        })
+    };
+    attempt.await.unwrap_or_else(|e| Answer::Failed(format!("the resolver could not be reached: {e}")))
+}
+
+/// Looks every record of the domain up, records the verdicts and returns the updated row.
+pub async fn check(env: &Env, db: &D1Database, row: &DomainRow, now: i64) -> worker::Result<DomainRow> {
+    let settings = Settings::from_env(env);
+    let mut records = records_of(row);
+    let answers = futures_util::future::join_all(records.iter().map(|r| lookup(&settings, &r.name, r.rr_type()))).await;
+    let previous = DomainStatus::parse(&row.status).unwrap_or(DomainStatus::Pending);
+    let status = domains::apply_answers(&mut records, &answers, previous, row.created_at, now);
+    let mut updated = row.clone();
+    updated.status = status.as_str().into();
+    updated.records = serde_json::to_string(&records).map_err(|e| e.to_string())?;
+    let became_verified = status == DomainStatus::Verified && previous != DomainStatus::Verified;
+    Ok(store::record_check(db, &updated, became_verified, now).await?.unwrap_or(updated))
+}
+
+/// The hourly cron: re-checks pending and verified domains not checked within the last ~hour.
+pub async fn recheck_due(env: &Env, now: i64) -> worker::Result<usize> {
+    let db = crate::store::db(env)?;
+    let due = store::due_for_recheck(&db, now - RECHECK_AFTER_MS, RECHECK_BATCH).await?;
+    for row in &due {
+        if let Err(e) = check(env, &db, row, now).await {
+            worker::console_error!("cron: checking domain {}: {e}", row.id);
+        }
+    }
+    Ok(due.len())
+}
+
+/// DKIM-signs outgoing MIME when its sender domain is a verified custom domain of the account:
+/// an rsa-sha256 (mm1r) and an ed25519-sha256 (mm1e) signature on top. Returns the message to
+/// send and what happened, for the message's timeline (`None`: not a custom domain).
+pub async fn dkim_sign(env: &Env, db: &D1Database, account_id: &str, from_domain: &str, mime: String, now: i64) -> (String, Option<String>) {
+    let row = match store::by_name(db, account_id, from_domain).await {
+        Ok(Some(r)) if r.status == DomainStatus::Verified.as_str() => r,
+        Ok(_) => return (mime, None),
+        Err(e) => return (mime, Some(format!("not signed: the domain could not be read: {e}"))),
+    };
+    match signatures(env, &row, mime.as_bytes(), now / 1000).await {
+        Ok(headers) => (format!("{headers}{mime}"), Some(format!("signed d={} s={DKIM_RSA_SELECTOR},{DKIM_ED25519_SELECTOR}", row.domain))),
+        Err(e) => {
+            worker::console_error!("dkim for {}: {e}", row.domain);
+            (mime, Some(format!("not signed: {e}")))
+        }
+    }
+}
+
+async fn signatures(env: &Env, row: &DomainRow, message: &[u8], timestamp: i64) -> worker::Result<String> {
+    let seal = sealing_key(env)?;
+    let unsealed = |sealed: &str, selector: &str| {
+        seal.open(sealed, &aad(&row.id, selector))
+            .ok_or_else(|| worker::Error::RustError(format!("the {selector} key does not open: was DOMAIN_KEY_SECRET (or ADMIN_TOKEN) changed?")))
+    };
+    let seed: [u8; 32] = unsealed(&row.dkim_ed25519_private, DKIM_ED25519_SELECTOR)?.try_into().map_err(|_| "the mm1e key is not 32 bytes")?;
+    let pkcs8 = unsealed(&row.dkim_rsa_private, DKIM_RSA_SELECTOR)?;
+    let rsa = dkim::prepare(message, Algorithm::RsaSha256, &row.domain, DKIM_RSA_SELECTOR, timestamp);
+    let rsa_header = dkim::finish(&rsa, &rsa_sign(&pkcs8, &rsa.data).await?);
+    let ed = dkim::prepare(message, Algorithm::Ed25519Sha256, &row.domain, DKIM_ED25519_SELECTOR, timestamp);
+    let ed_header = dkim::sign_ed25519(&ed, &seed);
+    Ok(format!("{ed_header}{rsa_header}"))
+}

@@ -1,0 +1,114 @@
+//! Custom sending domains: `create_domain` (fresh DKIM keys and the records to publish),
+//! `verify_domain` (look them up now), `list_domains`, `delete_domain`; and the one question
+//! sends and mailboxes ask, `is_sending_domain`.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use worker::Request;
+
+use super::{page, Ctx};
+use crate::domain::address::normalize_domain;
+use crate::domain::domains::DomainStatus;
+use crate::domain::{ids, time::to_rfc3339};
+use crate::http::{self, ApiError, ApiResult, Reply};
+use crate::platform;
+use crate::store::{self, domains::{self as store_domains, DomainRow}};
+
+pub const DOMAIN_PREFIX: &str = "dom";
+
+/// Whether mail may be sent from (and mailboxes made on) `domain` by this account: its default
+/// domain, or one of its custom domains that DNS has verified.
+pub async fn is_sending_domain(ctx: &Ctx, domain: &str) -> ApiResult<bool> {
+    let p = ctx.principal();
+    if domain == p.default_domain {
+        return Ok(true);
+    }
+    let row = store_domains::by_name(&ctx.db, &p.account_id, domain).await?;
+    Ok(row.is_some_and(|d| d.status == DomainStatus::Verified.as_str()))
+}
+
+pub fn domain_json(d: &DomainRow) -> Value {
+    json!({
+        "id": d.id,
+        "domain": d.domain,
+        "status": d.status,
+        "records": crate::domains::records_of(d),
+        "created_at": to_rfc3339(d.created_at),
+        "verified_at": d.verified_at.map(to_rfc3339),
+        "last_checked_at": d.last_checked_at.map(to_rfc3339),
+    })
+}
+
+fn domain_exists(domain: &str) -> ApiError {
+    ApiError::conflict("domain_exists", format!("`{domain}` is already a domain of this deployment")).with_field("domain")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateDomain {
+    domain: String,
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+pub async fn create_domain(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let input: CreateDomain = http::from_body(body)?;
+    let domain = normalize_domain(input.domain.trim()).map_err(|e| ApiError::invalid_field("domain", e.0))?;
+    // The deployment's own domain and its subdomains (every account's default) are not custom.
+    let mail_domain = ctx.config.mail_domain.to_ascii_lowercase();
+    if domain == p.default_domain || domain == mail_domain || domain.ends_with(&format!(".{mail_domain}")) {
+        return Err(domain_exists(&domain));
+    }
+    let id = platform::new_id(DOMAIN_PREFIX);
+    let row = crate::domains::new_domain(&ctx.env, id, &p.account_id, &domain, ctx.now).await?;
+    match store_domains::insert(&ctx.db, &row).await {
+        Ok(()) => Ok(Reply::created(domain_json(&row))),
+        Err(e) if store::is_unique_violation(&e) => Err(domain_exists(&domain)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ById {
+    id: Option<String>,
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+/// The account's live domain named by `id`; 404 for anything else, another account's included.
+async fn owned_domain(ctx: &Ctx, body: &Value) -> ApiResult<DomainRow> {
+    let input: ById = http::from_body(body)?;
+    let id = input.id.ok_or_else(|| ApiError::invalid_field("id", "`id` is required: the domain's id (dom_…)"))?;
+    if !ids::has_prefix(&id, DOMAIN_PREFIX) {
+        return Err(ApiError::invalid_field("id", format!("`{id}` is not a domain id (dom_…)")));
+    }
+    store_domains::get(&ctx.db, &ctx.principal().account_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::new(404, "domain_not_found", format!("no domain `{id}` in this account")).with_field("id"))
+}
+
+pub async fn verify_domain(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let row = owned_domain(ctx, body).await?;
+    let checked = crate::domains::check(&ctx.env, &ctx.db, &row, ctx.now).await?;
+    Ok(Reply::ok(domain_json(&checked)))
+}
+
+pub async fn list_domains(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let q = http::query_params(req, &["limit", "cursor"])?;
+    let limit = http::parse_limit(&q, 20, 100)?;
+    let rows = store_domains::list(&ctx.db, &p.account_id, q.get("cursor").map(String::as_str), limit + 1).await?;
+    let (rows, next) = page(rows, limit, |d| d.id.clone());
+    Ok(Reply::ok(json!({"domains": rows.iter().map(domain_json).collect::<Vec<_>>(), "next_cursor": next})))
+}
+
+pub async fn delete_domain(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let row = owned_domain(ctx, body).await?;
+    let deleted = store_domains::soft_delete(&ctx.db, &row.account_id, &row.id, ctx.now).await?.ok_or_else(|| ApiError::not_found("domain"))?;
+    let mut v = domain_json(&deleted);
+    v["deleted"] = json!(true);
+    v["deleted_at"] = json!(deleted.deleted_at.map(to_rfc3339));
+    Ok(Reply::ok(v))
+}
