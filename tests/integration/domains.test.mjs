@@ -4,7 +4,7 @@
 // path checked by dkimpy against the same test zone.
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -210,6 +210,7 @@ describe('custom sending domains', () => {
     writeFileSync(tampered, eml.replace('signed twice', 'signed thrice'));
     const bad = JSON.parse((await run('python3', [join(ROOT, 'tests', 'integration', 'dkim_verify.py'), tampered, String(dns.dnsPort)])).stdout);
     assert.ok(bad.length === 2 && bad.every((x) => !x.ok && /body hash/.test(x.error)), JSON.stringify(bad));
+    rmSync(tampered);
     const timeline = await w.sql(`SELECT detail FROM message_timeline WHERE message_id = '${s.body.id}' AND kind = 'dkim'`);
     assert.match(timeline[0]?.detail ?? '', /^signed d=brand-one\.test/);
   });
@@ -262,5 +263,20 @@ describe('custom sending domains', () => {
     const again = await create('brand-one.test', other.live);
     assert.equal(again.status, 201, again.text);
     assert.notEqual(again.body.records[1].value, brand.records[1].value, 'fresh keys');
+  });
+
+  test('the hourly cron checks domains nobody has checked yet', async () => {
+    const d = (await create('brand-three.test')).body;
+    await publish('brand-three.test', asZone(d.records));
+    // wrangler dev runs the scheduled handler on this path.
+    const r = await fetch(`${w.base}/cdn-cgi/handler/scheduled?cron=${encodeURIComponent('0 * * * *')}`);
+    assert.equal(r.status, 200, await r.text());
+    const checked = await eventually(async () => {
+      const l = await w.call('/list_domains', { key: acct.live, query: { limit: '100' } });
+      const x = l.body.domains.find((z) => z.domain === 'brand-three.test');
+      return x?.status === 'verified' && x;
+    });
+    assert.ok(checked, 'verified by the cron');
+    assert.ok(checked.last_checked_at && checked.verified_at);
   });
 });
