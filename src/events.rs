@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::{self, Either};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
@@ -45,7 +46,7 @@ const DRAIN_LEASE_MS: i64 = 60_000;
 const STALE_ATTEMPT_MS: i64 = 2 * 60_000;
 /// What the cron treats as a lost retry or a dead attempt.
 const SWEEP_AFTER_MS: i64 = 15 * 60_000;
-/// Bodies of failed answers are read into the attempt's `error` only when this small.
+/// How much of a failed answer's body is read (its start goes into the attempt's `error`).
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
 /// Wakes the fan-out after events were written. Fire-and-forget: a lost kick only delays the
@@ -336,8 +337,7 @@ async fn call(url: &str, out: &rules::Outgoing) -> Called {
         let code = resp.status_code();
         let header = |n: &str| resp.headers().get(n).ok().flatten();
         let (retry_after, location) = (header("Retry-After"), header("Location"));
-        let small = header("Content-Length").and_then(|l| l.parse::<usize>().ok()).is_some_and(|l| l <= MAX_ERROR_BODY);
-        let body = if (200..300).contains(&code) || !small { None } else { resp.text().await.ok() };
+        let body = if (200..300).contains(&code) { None } else { Some(head_of_body(&mut resp).await) };
         Ok::<_, worker::Error>(Called::Status { code, retry_after, body, location })
     };
     let timer = worker::Delay::from(Duration::from_secs(u64::from(rules::TIMEOUT_SECS)));
@@ -351,6 +351,21 @@ async fn call(url: &str, out: &rules::Outgoing) -> Called {
         }
     };
     called
+}
+
+/// The first `MAX_ERROR_BODY` bytes of an answer's body, read as text (the rest is not read).
+async fn head_of_body(resp: &mut worker::Response) -> String {
+    let mut head = Vec::new();
+    if let Ok(mut stream) = resp.stream() {
+        while head.len() < MAX_ERROR_BODY {
+            match stream.next().await {
+                Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+    }
+    head.truncate(MAX_ERROR_BODY);
+    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// The dead-letter queue: an attempt whose queue message kept failing (storage trouble) is
