@@ -16,6 +16,7 @@ pub mod provider_events;
 pub mod review;
 pub mod send;
 pub mod suppressions;
+pub mod webhooks;
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -100,6 +101,11 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/get_audit_log", Key(ADMIN)),
     route("GET", "/verify_audit_log", Key(ADMIN)),
     route("GET", "/export_audit_log", Key(ADMIN)),
+    route("POST", "/create_webhook", Key(ADMIN)),
+    route("GET", "/list_webhooks", Key(ADMIN)),
+    route("POST", "/delete_webhook", Key(ADMIN)),
+    route("POST", "/rotate_webhook_secret", Key(ADMIN)),
+    route("GET", "/list_webhook_deliveries", Key(ADMIN)),
 ];
 
 /// Everything a handler may use.
@@ -439,6 +445,11 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiR
         "/get_audit_log" => audit::get_audit_log(ctx, req).await,
         "/verify_audit_log" => audit::verify_audit_log(ctx).await,
         "/export_audit_log" => audit::export_audit_log(ctx).await,
+        "/create_webhook" => webhooks::create_webhook(ctx, body).await,
+        "/list_webhooks" => webhooks::list_webhooks(ctx, req).await,
+        "/delete_webhook" => webhooks::delete_webhook(ctx, body).await,
+        "/rotate_webhook_secret" => webhooks::rotate_webhook_secret(ctx, body).await,
+        "/list_webhook_deliveries" => webhooks::list_webhook_deliveries(ctx, req).await,
         other => {
             worker::console_error!("route {other} is in ROUTES but not dispatched");
             Err(ApiError::internal())
