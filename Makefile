@@ -11,7 +11,7 @@ PORT ?= 8787
 
 SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock openapi.json
 
-.PHONY: dev test tools build unit integration bench clean
+.PHONY: dev test tools build unit integration inngest bench clean
 
 tools:
 	@scripts/tools.sh
@@ -31,7 +31,11 @@ unit: tools
 integration: tools build
 	node --test --test-concurrency=1 "tests/integration/*.test.mjs"
 
-test: unit integration
+# The Inngest example's four flows, run by @inngest/test against the real worker (docs/inngest.md).
+inngest: tools build
+	cd examples/inngest && node --test --test-concurrency=1 "test/*.test.ts"
+
+test: unit integration inngest
 
 bench: tools build
 	node bench/send_email.mjs

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need, and nothing that is already there:
 # the wasm target, worker-build, wasm-bindgen-cli at exactly Cargo.lock's version, and (from the
-# committed package-lock.json) wrangler, Node 22, binaryen's wasm-opt and esbuild.
+# committed package-lock.json) wrangler, Node 22, binaryen's wasm-opt and esbuild; the Inngest
+# example's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
@@ -34,6 +35,13 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
    || [ ! -x node_modules/.bin/wrangler ]; then
   say "installing node packages from package-lock.json"
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# The Inngest example (examples/inngest) has its own package-lock.json: inngest, @inngest/test.
+if [ ! -f examples/inngest/node_modules/.package-lock.json ] \
+   || [ examples/inngest/package-lock.json -nt examples/inngest/node_modules/.package-lock.json ]; then
+  say "installing the Inngest example's node packages from examples/inngest/package-lock.json"
+  npm ci --prefix examples/inngest --no-audit --no-fund --loglevel=error
 fi
 
 # Domain tests: a real DNS server (Knot DNS) behind dnsdist's DNS-over-HTTP listener, and dkimpy
