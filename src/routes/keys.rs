@@ -120,17 +120,10 @@ pub async fn list_api_keys(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ById {
-    id: String,
-    #[allow(dead_code)]
-    idempotency_key: Option<String>,
-}
 
 pub async fn revoke_api_key(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let p = ctx.principal();
-    let input: ById = http::from_body(body)?;
+    let input: super::ById = http::from_body(body)?;
     let target = store::keys::get(&ctx.db, &p.account_id, &input.id).await?.ok_or_else(|| ApiError::not_found("API key").with_field("id"))?;
     // A test key manages test keys only; a key limited to some mailboxes only keys within them.
     if !p.livemode && target.livemode == 1 {

@@ -459,6 +459,15 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiR
 
 pub const OPENAPI: &str = include_str!("../../openapi.json");
 
+/// The body of calls about one object by id: `{id}` (and the optional idempotency key).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ById {
+    pub id: String,
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
 /// A page of results: the rows, and the cursor for the next page (the last id) when the page
 /// is full.
 pub fn page<T>(mut rows: Vec<T>, limit: u32, id_of: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {

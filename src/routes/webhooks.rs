@@ -130,17 +130,10 @@ pub async fn list_webhooks(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ById {
-    id: String,
-    #[allow(dead_code)]
-    idempotency_key: Option<String>,
-}
 
 pub async fn delete_webhook(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let p = ctx.principal();
-    let input: ById = http::from_body(body)?;
+    let input: super::ById = http::from_body(body)?;
     let e = visible_endpoint(ctx, &input.id, "id", false).await?;
     if !store_wh::soft_delete(&ctx.db, &p.account_id, p.livemode, &e.id, ctx.now).await? {
         return Err(ApiError::not_found("webhook").with_field("id"));
@@ -150,7 +143,7 @@ pub async fn delete_webhook(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
 
 pub async fn rotate_webhook_secret(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let p = ctx.principal();
-    let input: ById = http::from_body(body)?;
+    let input: super::ById = http::from_body(body)?;
     let e = visible_endpoint(ctx, &input.id, "id", false).await?;
     if e.secret.is_none() {
         return Err(ApiError::unprocessable("webhook_has_no_secret", "an `inngest` endpoint is not signed: its Inngest event key is in its URL")
