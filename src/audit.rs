@@ -10,24 +10,8 @@ use crate::platform;
 
 pub const PREFIX: &str = "aud";
 
-/// The facts of one audited action; `record` fills in id, time and the chain.
-#[derive(Debug, Default, Clone)]
-pub struct Facts {
-    pub account_id: String,
-    pub livemode: bool,
-    pub actor: String,
-    pub action: String,
-    pub mailbox: Option<String>,
-    pub message_id: Option<String>,
-    pub oversight_mode: Option<String>,
-    pub outcome: String,
-    pub status: Option<i64>,
-    pub request_id: Option<String>,
-    pub idempotency_key: Option<String>,
-    pub ip: Option<String>,
-    pub country: Option<String>,
-    pub detail: Option<String>,
-}
+/// The facts of one audited action: an entry whose id, time and chain `record` fills in.
+pub type Facts = AuditEntry;
 
 fn stub(env: &Env, account_id: &str, livemode: bool) -> worker::Result<worker::Stub> {
     env.durable_object("AUDIT")?.id_from_name(&format!("{account_id}:{}", if livemode { "live" } else { "test" }))?.get_stub()
@@ -37,27 +21,7 @@ fn stub(env: &Env, account_id: &str, livemode: bool) -> worker::Result<worker::S
 /// already happened.
 pub async fn record(env: &Env, f: Facts) {
     let now = platform::now_ms();
-    let entry = AuditEntry {
-        id: platform::new_id(PREFIX),
-        seq: 0,
-        at: to_rfc3339(now),
-        account_id: f.account_id,
-        livemode: f.livemode,
-        actor: f.actor,
-        action: f.action,
-        mailbox: f.mailbox,
-        message_id: f.message_id,
-        oversight_mode: f.oversight_mode,
-        outcome: f.outcome,
-        status: f.status,
-        request_id: f.request_id,
-        idempotency_key: f.idempotency_key,
-        ip: f.ip,
-        country: f.country,
-        detail: f.detail,
-        prev_hash: String::new(),
-        hash: String::new(),
-    };
+    let entry = AuditEntry { id: platform::new_id(PREFIX), seq: 0, at: to_rfc3339(now), prev_hash: String::new(), hash: String::new(), ..f };
     if let Err(e) = send(env, &entry).await {
         worker::console_error!("audit: could not append {} {} for {}: {e}", entry.action, entry.outcome, entry.account_id);
     }
