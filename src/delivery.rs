@@ -10,7 +10,7 @@ use wasm_bindgen::JsValue;
 use worker::{AbortController, Env, Fetch, Headers, Method, MessageBatch, MessageBuilder, MessageExt, QueueRetryOptionsBuilder, RawMessage, Request, RequestInit};
 
 use crate::domain::delivery::{self, classify_response, OutboundEmail, ProviderOutcome, Provider};
-use crate::domain::{ids, time::to_rfc3339};
+use crate::domain::ids;
 use crate::platform::{self, Config};
 use crate::store::{self, events, messages};
 
@@ -176,19 +176,7 @@ async fn audit_outcome(env: &Env, m: &messages::MessageWithMailbox, action: &str
 }
 
 fn event_payload(m: &messages::MessageWithMailbox, ty: &str, now: i64, extra: Value) -> Value {
-    let mut v = json!({
-        "type": ty,
-        "event_id": platform::new_id(ids::EVENT),
-        "created_at": to_rfc3339(now),
-        "mailbox": m.mailbox_address,
-        "livemode": m.msg.livemode == 1,
-        "metadata": serde_json::from_str::<Value>(&m.msg.metadata).unwrap_or_else(|_| json!({})),
-        "message_id": m.msg.id,
-    });
-    if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), extra) {
-        obj.extend(extra);
-    }
-    v
+    events::message_payload(&m.msg, &m.mailbox_address, ty, platform::new_id(ids::EVENT), now, extra)
 }
 
 

@@ -8,7 +8,7 @@ use worker::{D1Database, Env};
 
 use crate::domain::inbound::{routing_candidates, ParsedEmail, MAX_STORED_RAW};
 use crate::domain::oversight::OversightMode;
-use crate::domain::{ids, time::to_rfc3339};
+use crate::domain::ids;
 use crate::platform;
 use crate::store::{self, events, mailboxes::MailboxRow, messages::{self, MessageRow}};
 
@@ -149,19 +149,13 @@ pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelop
 
 /// The flat `email.received` payload (`id` is the email's id).
 pub fn received_payload(row: &MessageRow, mailbox_address: &str, now: i64) -> Value {
-    json!({
-        "type": "email.received",
-        "event_id": crate::domain::ids::derived_id(ids::EVENT, &format!("{}:received", row.id)),
-        "created_at": to_rfc3339(now),
-        "mailbox": mailbox_address,
-        "livemode": row.livemode == 1,
-        "metadata": serde_json::from_str::<Value>(&row.metadata).unwrap_or_else(|_| json!({})),
+    let event_id = ids::derived_id(ids::EVENT, &format!("{}:received", row.id));
+    events::message_payload(row, mailbox_address, "email.received", event_id, now, json!({
         "id": row.id,
-        "message_id": row.id,
         "thread_id": row.thread_id,
         "from": row.from_addr,
         "to": serde_json::from_str::<Value>(&row.to_json).unwrap_or_else(|_| json!([])),
         "subject": row.subject,
         "snippet": row.snippet,
-    })
+    }))
 }

@@ -8,7 +8,7 @@ use worker::{Env, Headers, Method, Request, RequestInit};
 
 use crate::domain::approval::{message_status_after, Approval, Command, Status};
 use crate::domain::links::{self, LinkClaims};
-use crate::domain::{ids, time::to_rfc3339};
+use crate::domain::ids;
 use crate::platform;
 use crate::store::{self, events, messages};
 
@@ -56,25 +56,14 @@ pub fn hold_of(m: &messages::MessageRow) -> Hold {
     Hold { message_id: m.id.clone(), account_id: m.account_id.clone(), livemode: m.livemode == 1, expires_at: m.expires_at.unwrap_or(0) }
 }
 
-pub fn decision_word(s: Status) -> &'static str {
-    s.as_str()
-}
-
 /// The flat `email.decided` payload.
 fn decided_payload(m: &messages::MessageWithMailbox, a: &Approval, event_id: &str, now: i64) -> Value {
-    json!({
-        "type": "email.decided",
-        "event_id": event_id,
-        "created_at": to_rfc3339(now),
-        "mailbox": m.mailbox_address,
-        "livemode": m.msg.livemode == 1,
-        "metadata": serde_json::from_str::<Value>(&m.msg.metadata).unwrap_or_else(|_| json!({})),
-        "message_id": m.msg.id,
+    events::message_payload(&m.msg, &m.mailbox_address, "email.decided", event_id.to_string(), now, json!({
         "direction": m.msg.direction,
         "decision": a.status.as_str(),
         "decided_by": a.decided_by,
         "reason": a.reason,
-    })
+    }))
 }
 
 /// Mirrors a taken decision to D1 (status, timeline, `email.decided`), enqueues delivery on

@@ -148,6 +148,11 @@ pub async fn visible_mailbox(ctx: &Ctx, id_or_address: &str) -> ApiResult<Mailbo
         .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{id_or_address}` in this account")))
 }
 
+/// A call about one mailbox names it by `id` or `mailbox` (its id or its address).
+fn named<'a>(id: &'a Option<String>, mailbox: &'a Option<String>) -> ApiResult<&'a str> {
+    id.as_deref().or(mailbox.as_deref()).ok_or_else(|| ApiError::invalid_field("id", "`id` (or `mailbox`) is required"))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateMailbox {
@@ -163,7 +168,7 @@ struct UpdateMailbox {
 
 pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let input: UpdateMailbox = http::from_body(body)?;
-    let which = input.id.as_deref().or(input.mailbox.as_deref()).ok_or_else(|| ApiError::invalid_field("id", "`id` (or `mailbox`) is required"))?;
+    let which = named(&input.id, &input.mailbox)?;
     let mut mailbox = visible_mailbox(ctx, which).await?;
     if let Some(d) = &input.display_name {
         mailbox.display_name = Some(parse_display_name(d)?);
@@ -237,7 +242,7 @@ struct DeleteMailbox {
 
 pub async fn delete_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let input: DeleteMailbox = http::from_body(body)?;
-    let which = input.id.as_deref().or(input.mailbox.as_deref()).ok_or_else(|| ApiError::invalid_field("id", "`id` (or `mailbox`) is required"))?;
+    let which = named(&input.id, &input.mailbox)?;
     let mailbox = visible_mailbox(ctx, which).await?;
     let deleted = store_mb::soft_delete(&ctx.db, &mailbox.account_id, &mailbox.id, ctx.now)
         .await?

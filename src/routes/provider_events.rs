@@ -3,11 +3,11 @@
 //! `RESEND_WEBHOOK_SECRET`). Each updates the message, emits `email.delivered|bounced|complained`,
 //! and suppresses the recipient on a hard bounce or a complaint.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use worker::{Env, Request};
 
 use crate::domain::feedback::{self, Feedback};
-use crate::domain::{ids, time::to_rfc3339};
+use crate::domain::ids;
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::platform;
 use crate::store::{self, events, messages};
@@ -71,18 +71,11 @@ async fn apply(env: &Env, provider: &str, f: Feedback) -> ApiResult<Reply> {
         return Ok(Reply::ok(json!({"ignored": true, "reason": "no such message"})));
     };
     let now = platform::now_ms();
-    let payload = json!({
-        "type": f.kind.event_type(),
-        "event_id": platform::new_id(ids::EVENT),
-        "created_at": to_rfc3339(now),
-        "mailbox": m.mailbox_address,
-        "livemode": m.msg.livemode == 1,
-        "metadata": serde_json::from_str::<Value>(&m.msg.metadata).unwrap_or_else(|_| json!({})),
-        "message_id": m.msg.id,
+    let payload = events::message_payload(&m.msg, &m.mailbox_address, f.kind.event_type(), platform::new_id(ids::EVENT), now, json!({
         "provider": provider,
         "recipient": f.recipient,
         "details": f.detail,
-    });
+    }));
     let detail = format!("{}{}{}", provider, f.recipient.as_deref().map(|r| format!(" {r}")).unwrap_or_default(), f.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default());
     db.batch(vec![
         // A later `delivered` never overwrites a bounce or a complaint.

@@ -154,20 +154,13 @@ fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &Mailb
 }
 
 pub fn pending_payload(row: &MessageRow, mailbox_address: &str, v_to: &[String], now: i64) -> Value {
-    json!({
-        "type": "email.pending",
-        "event_id": platform::new_id(ids::EVENT),
-        "created_at": to_rfc3339(now),
-        "mailbox": mailbox_address,
-        "livemode": row.livemode == 1,
-        "metadata": serde_json::from_str::<Value>(&row.metadata).unwrap_or_else(|_| json!({})),
-        "message_id": row.id,
+    events::message_payload(row, mailbox_address, "email.pending", platform::new_id(ids::EVENT), now, json!({
         "direction": row.direction,
         "from": row.from_addr,
         "to": v_to,
         "subject": row.subject,
         "expires_at": row.expires_at.map(to_rfc3339),
-    })
+    }))
 }
 
 /// The key's mailbox for this address (404 on `from` otherwise), and the recipients on the

@@ -4,6 +4,7 @@ import { createServer } from 'node:http';
 
 export async function startCapture() {
   const requests = [];
+  const byPath = new Map(); // path → (entry, nth request to that path) => answer, first
   let script = [];          // answers to give, in order; then `fallback`
   let fallback = (req) => ({ status: 200, body: { id: `prov_${requests.length}` } });
   const server = createServer((req, res) => {
@@ -15,9 +16,15 @@ export async function startCapture() {
       try { json = JSON.parse(text); } catch {}
       const entry = { method: req.method, path: req.url, headers: req.headers, text, json, at: Date.now() };
       requests.push(entry);
-      const answer = script.length ? script.shift() : fallback(entry);
-      res.writeHead(answer.status, { 'Content-Type': 'application/json', ...(answer.headers ?? {}) });
-      res.end(JSON.stringify(answer.body ?? {}));
+      const n = requests.filter((r) => r.path === entry.path).length;
+      const answer = byPath.has(entry.path) ? byPath.get(entry.path)(entry, n) : script.length ? script.shift() : fallback(entry);
+      // `delayMs` holds the answer back (a slow or hanging receiver).
+      setTimeout(() => {
+        try {
+          res.writeHead(answer.status, { 'Content-Type': 'application/json', ...(answer.headers ?? {}) });
+          res.end(JSON.stringify(answer.body ?? {}));
+        } catch {}
+      }, answer.delayMs ?? 0);
     });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -27,7 +34,10 @@ export async function startCapture() {
     /** Next answers, in order, e.g. [{status: 500}, {status: 500}]. */
     answer(list) { script = [...list]; },
     otherwise(fn) { fallback = fn; },
+    /** Answers for one path: fn(entry, n) with n the count of requests to it so far. */
+    on(path, fn) { byPath.set(path, fn); },
+    at: (path) => requests.filter((r) => r.path === path),
     reset() { requests.length = 0; script = []; },
-    close: () => new Promise((r) => server.close(r)),
+    close: () => { server.closeAllConnections(); return new Promise((r) => server.close(r)); },
   };
 }

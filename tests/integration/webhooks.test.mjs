@@ -5,11 +5,11 @@
 // and an API call that never waits for a receiver.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Ajv from 'ajv';
 import { Webhook } from 'standardwebhooks';
+import { startCapture } from './capture.mjs';
 import { startWorker, eventually, ROOT } from './harness.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -23,38 +23,8 @@ function conforms(name, value) {
   assert.ok(v(value), `${name}: ${JSON.stringify(v.errors)} in ${JSON.stringify(value)}`);
 }
 
-/** A receiver on 127.0.0.1: records every request; `on(path, fn)` scripts the answers. */
-async function startReceiver() {
-  const requests = [];
-  const scripts = new Map();
-  const server = createServer((req, res) => {
-    const chunks = [];
-    req.on('data', (c) => chunks.push(c));
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
-      let json = null;
-      try { json = JSON.parse(text); } catch {}
-      const path = req.url;
-      const entry = { method: req.method, path, headers: req.headers, text, json, at: Date.now() };
-      requests.push(entry);
-      const n = requests.filter((r) => r.path === path).length;
-      const a = (scripts.get(path) ?? (() => ({ status: 200 })))(entry, n);
-      setTimeout(() => {
-        try {
-          res.writeHead(a.status, { 'Content-Type': 'application/json', ...(a.headers ?? {}) });
-          res.end(JSON.stringify(a.body ?? {}));
-        } catch {}
-      }, a.delayMs ?? 0);
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    on(path, fn) { scripts.set(path, fn); },
-    at: (path) => requests.filter((r) => r.path === path),
-    close: () => { server.closeAllConnections(); return new Promise((r) => server.close(r)); },
-  };
-}
+/** A receiver on 127.0.0.1 (the shared capture server): `on(path, fn)` scripts its answers. */
+const startReceiver = () => startCapture();
 
 let w, rx;
 before(async () => {
