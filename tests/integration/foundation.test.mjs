@@ -769,6 +769,7 @@ test('no input gives a 500 or a non-JSON answer (nasty values over every POST ro
   const victimKey = await newKey(live, { scopes: ['read'] });
   // Spread the calls over several keys so the per-key rate limit (600/min) is never reached.
   const keys = [live, tkey, (await newKey(live, { scopes: ['admin', 'send', 'read'] })).key, (await newKey(tkey, { scopes: ['admin', 'send', 'read'] })).key];
+  const oversightKey = (await newKey(live, { scopes: ['oversight'] })).key;
 
   let deep = 'null';
   for (let i = 0; i < 2000; i++) deep = `{"a":${deep}}`;
@@ -789,6 +790,19 @@ test('no input gives a 500 or a non-JSON answer (nasty values over every POST ro
     { path: '/send_email', base: () => ({ from: box.address, to: 'ada@example.com', subject: 's', text: 't' }),
       fields: ['from', 'to', 'cc', 'bcc', 'reply_to', 'subject', 'text', 'html', 'markdown', 'headers', 'attachments', 'oversight_mode', 'metadata', 'send_at', 'idempotency_key'] },
     { path: '/cancel_email', base: () => ({ id: 'msg_00000000000000000000000000' }), fields: ['id', 'message_id', 'reason'] },
+    { path: '/send_email', base: () => ({ from: box.address, to: 'ada@example.com', subject: 's', text: 't' }), fields: ['approval_ttl', 'category', 'attachments', 'headers'] },
+    { path: '/decide_email', key: oversightKey, base: () => ({ id: 'msg_00000000000000000000000000', decision: 'approve' }), fields: ['id', 'message_id', 'decision', 'reason'] },
+    { path: '/tag_email', base: () => ({ id: 'msg_00000000000000000000000000', tags: ['a'] }), fields: ['id', 'tags', 'remove'] },
+    { path: '/reply_email', base: () => ({ id: 'msg_00000000000000000000000000', text: 'x' }),
+      fields: ['id', 'text', 'html', 'markdown', 'cc', 'bcc', 'reply_all', 'attachments', 'headers', 'oversight_mode', 'metadata', 'send_at', 'approval_ttl'] },
+    { path: '/add_suppression', base: () => ({ address: 'blocked@example.com' }), fields: ['address', 'reason'] },
+    { path: '/remove_suppression', base: () => ({ address: 'nobody@example.com' }), fields: ['address'] },
+    { path: '/create_webhook', base: () => ({ url: 'https://hooks.example.com/in', events: ['*'] }), fields: ['url', 'events', 'mailbox', 'format'] },
+    { path: '/delete_webhook', base: () => ({ id: 'whk_00000000000000000000000000' }), fields: ['id'] },
+    { path: '/rotate_webhook_secret', base: () => ({ id: 'whk_00000000000000000000000000' }), fields: ['id'] },
+    { path: '/create_domain', base: () => ({ domain: 'nasty-base.example' }), fields: ['domain'] },
+    { path: '/verify_domain', base: () => ({ id: 'dom_00000000000000000000000000' }), fields: ['id'] },
+    { path: '/delete_domain', base: () => ({ id: 'dom_00000000000000000000000000' }), fields: ['id'] },
   ];
   const failures = [];
   let calls = 0;
