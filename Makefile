@@ -25,6 +25,7 @@ dev: tools build
 	@PORT=$(PORT) scripts/dev.sh
 
 unit: tools
+	python3 scripts/check_layers.py
 	cargo test --lib --quiet
 	node scripts/gen-api-docs.mjs --check
 

@@ -1,26 +1,27 @@
 //! MultiMail edge: agent-safe email under graduated human oversight, as a Cloudflare Worker.
 //!
-//! `domain` is the pure core (native unit tests); everything else is the thin shell around it:
-//! `routes` (the HTTP API), `http` (request/response plumbing), `store` (D1), `delivery` (the
-//! queue consumer), `approval` (the Durable Object), `platform` (clock, randomness, config).
+//! The layers, each pointing only down (checked by `scripts/check_layers.py` in `make test`;
+//! `docs/architecture.md` draws them):
+//! - `entry` (fetch, queue, email, scheduled) and `durable` (the Durable Object classes): where
+//!   the runtime calls in; `cron` is the hourly housekeeping.
+//! - `routes` (HTTP adapters: parse → app or domain → reply) and `consumers` (queue consumers).
+//! - `app`: the workflows they share — outbound send, holds and decisions, mode changes,
+//!   inbound ingest, event payloads, queue producers, the audit trail.
+//! - `store` (every SQL string), `http` (request/response plumbing, `ApiError`), `platform`
+//!   (clock, randomness, configuration) and `domain` (the pure core, unit-tested natively).
 
 pub mod domain;
 
-#[cfg(target_arch = "wasm32")]
-mod approval;
-#[cfg(target_arch = "wasm32")]
-mod audit_chain;
-#[cfg(target_arch = "wasm32")]
-mod wasm_entry;
-
-pub mod audit;
-pub mod delivery;
-pub mod domains;
-pub mod events;
+pub mod app;
+pub mod consumers;
 pub mod http;
-pub mod identity;
-pub mod inbound;
-pub mod oversight;
 pub mod platform;
 pub mod routes;
 pub mod store;
+
+#[cfg(target_arch = "wasm32")]
+mod cron;
+#[cfg(target_arch = "wasm32")]
+mod durable;
+#[cfg(target_arch = "wasm32")]
+mod entry;

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::message::{Direction, MessageStatus};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -102,24 +104,44 @@ pub fn apply(current: &Approval, cmd: Command) -> Outcome {
 }
 
 /// Message statuses the delivery consumer may claim (a compare-and-set in D1).
-pub fn delivery_may_claim(message_status: &str) -> bool {
-    matches!(message_status, "queued" | "scheduled")
+pub fn delivery_may_claim(message_status: MessageStatus) -> bool {
+    matches!(message_status, MessageStatus::Queued | MessageStatus::Scheduled)
 }
 
-/// The message status D1 mirrors for an approval outcome.
-pub fn message_status_after(status: Status) -> &'static str {
+/// The message status D1 mirrors for an approval outcome, whatever the message.
+pub fn message_status_after(status: Status) -> MessageStatus {
     match status {
-        Status::Pending => "pending_approval",
-        Status::Approved => "queued",
-        Status::Rejected => "rejected",
-        Status::Expired => "expired",
-        Status::Cancelled => "cancelled",
+        Status::Pending => MessageStatus::PendingApproval,
+        Status::Approved => MessageStatus::Queued,
+        Status::Rejected => MessageStatus::Rejected,
+        Status::Expired => MessageStatus::Expired,
+        Status::Cancelled => MessageStatus::Cancelled,
+    }
+}
+
+/// The status of this message once `status` is decided at `now`: approved inbound mail is
+/// `received`; an outbound message approved before its `send_at` waits `scheduled` for its time
+/// like any scheduled send; everything else as `message_status_after`.
+pub fn status_after_decision(status: Status, direction: Direction, send_at: Option<i64>, now: i64) -> MessageStatus {
+    match status {
+        Status::Approved if direction == Direction::Inbound => MessageStatus::Received,
+        Status::Approved if send_at.is_some_and(|at| at > now) => MessageStatus::Scheduled,
+        s => message_status_after(s),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approved_inbound_mail_is_received_and_early_approvals_wait_for_send_at() {
+        assert_eq!(status_after_decision(Status::Approved, Direction::Inbound, None, 5), MessageStatus::Received);
+        assert_eq!(status_after_decision(Status::Approved, Direction::Outbound, Some(10), 5), MessageStatus::Scheduled);
+        assert_eq!(status_after_decision(Status::Approved, Direction::Outbound, Some(5), 5), MessageStatus::Queued);
+        assert_eq!(status_after_decision(Status::Rejected, Direction::Inbound, None, 5), MessageStatus::Rejected);
+        assert_eq!(status_after_decision(Status::Expired, Direction::Outbound, Some(10), 5), MessageStatus::Expired);
+    }
 
     #[test]
     fn approving_enqueues_delivery_once() {
@@ -154,7 +176,7 @@ mod tests {
     struct World {
         gated: bool,
         approval: Option<(Status, Option<String>)>,
-        message_status: &'static str,
+        message_status: MessageStatus,
         queue_messages: u8,
         deliveries: u8,
         decisions: u8,
@@ -178,7 +200,7 @@ mod tests {
         World {
             gated,
             approval: gated.then_some((Status::Pending, None)),
-            message_status: if gated { "pending_approval" } else { "queued" },
+            message_status: if gated { MessageStatus::PendingApproval } else { MessageStatus::Queued },
             queue_messages: if gated { 0 } else { 1 },
             deliveries: 0,
             decisions: 0,
@@ -214,7 +236,7 @@ mod tests {
                     }
                 }
             } else if matches!(s, Step::Cancel) && delivery_may_claim(w.message_status) {
-                w.message_status = "cancelled";
+                w.message_status = MessageStatus::Cancelled;
             }
             return w;
         }
@@ -223,7 +245,7 @@ mod tests {
             Step::DeliveryAttempt | Step::DuplicateDelivery | Step::RedeliveredQueueMessage => {
                 let has_message = w.queue_messages > 0 || !matches!(s, Step::DeliveryAttempt);
                 if has_message && delivery_may_claim(w.message_status) {
-                    w.message_status = "sent";
+                    w.message_status = MessageStatus::Sent;
                     w.deliveries += 1;
                 }
             }

@@ -229,19 +229,13 @@ pub fn classify_response(
 }
 
 /// Cloudflare Queues delay a message by at most 12 hours per hop.
-pub const MAX_DELAY_SECS: u32 = 12 * 60 * 60;
+pub const MAX_DELAY_SECS: u32 = super::time::MAX_QUEUE_DELAY_SECS;
 const MAX_BACKOFF_SECS: u32 = 60 * 60;
 
 /// Exponential backoff: base, 2·base, 4·base, … capped at an hour.
 pub fn backoff_secs(attempt: u32, base_secs: u32) -> u32 {
     let exp = attempt.saturating_sub(1).min(20);
     base_secs.max(1).saturating_mul(1u32 << exp).min(MAX_BACKOFF_SECS)
-}
-
-/// A scheduled send further out than one queue hop is re-enqueued until it is due.
-pub fn hop_delay_secs(send_at_ms: i64, now_ms: i64) -> u32 {
-    let secs = ((send_at_ms - now_ms).max(0) + 999) / 1000;
-    secs.min(i64::from(MAX_DELAY_SECS)) as u32
 }
 
 #[cfg(test)]
@@ -326,12 +320,5 @@ mod tests {
         assert_eq!(backoff_secs(1, 5), 5);
         assert_eq!(backoff_secs(2, 5), 10);
         assert_eq!(backoff_secs(30, 5), 3600);
-    }
-
-    #[test]
-    fn scheduled_sends_hop_at_most_twelve_hours() {
-        assert_eq!(hop_delay_secs(10_000, 0), 10);
-        assert_eq!(hop_delay_secs(30 * 24 * 3600 * 1000, 0), MAX_DELAY_SECS);
-        assert_eq!(hop_delay_secs(0, 10_000), 0);
     }
 }

@@ -1,5 +1,6 @@
 //! Domain errors: what went wrong in the product's own words, with no HTTP in them.
-//! `crate::http::error` maps each variant to a status and a stable `code`.
+//! `crate::http::error` maps each variant to a status and a stable `code`. This module uses
+//! nothing else of the domain (every other domain module may use it).
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainError {
@@ -11,6 +12,10 @@ pub enum DomainError {
     MessageTooLarge { limit_bytes: usize, actual_bytes: usize },
     /// A key may not hold both `send` and `oversight`.
     ConflictingScopes,
+    /// A send asked for a looser oversight mode than its mailbox has (the modes' names).
+    OversightEscalation { mailbox: &'static str, requested: &'static str },
+    /// The mailbox (or the request) is `read_only`: it cannot send.
+    MailboxReadOnly,
 }
 
 impl DomainError {
@@ -23,6 +28,8 @@ impl DomainError {
             DomainError::Invalid { field, .. } | DomainError::Missing { field } => Some(field),
             DomainError::MessageTooLarge { .. } => None,
             DomainError::ConflictingScopes => Some("scopes"),
+            DomainError::OversightEscalation { .. } => Some("oversight_mode"),
+            DomainError::MailboxReadOnly => None,
         }
     }
 }
@@ -39,6 +46,11 @@ impl std::fmt::Display for DomainError {
             DomainError::ConflictingScopes => f.write_str(
                 "a key may not hold both `send` and `oversight`: an agent must not approve its own mail",
             ),
+            DomainError::OversightEscalation { mailbox, requested } => write!(
+                f,
+                "this mailbox is `{mailbox}`; a request may ask for that or stricter, not `{requested}`"
+            ),
+            DomainError::MailboxReadOnly => f.write_str("this mailbox is read_only: it cannot send"),
         }
     }
 }

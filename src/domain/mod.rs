@@ -16,6 +16,7 @@ pub mod identity;
 pub mod inbound;
 pub mod keys;
 pub mod links;
+pub mod message;
 pub mod mime;
 pub mod oversight;
 pub mod ratelimit;

@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::error::DomainError;
+use super::message::string_enum;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OversightMode {
@@ -64,6 +67,62 @@ impl OversightMode {
     }
 }
 
+/// The mode a send runs under: the request's, which may only be the mailbox's or stricter; a
+/// `read_only` result cannot send at all.
+pub fn effective_mode(mailbox: OversightMode, requested: Option<OversightMode>) -> Result<OversightMode, DomainError> {
+    let mode = match requested {
+        None => mailbox,
+        Some(r) if r.is_at_least_as_strict_as(mailbox) => r,
+        Some(r) => return Err(DomainError::OversightEscalation { mailbox: mailbox.as_str(), requested: r.as_str() }),
+    };
+    if mode == OversightMode::ReadOnly {
+        return Err(DomainError::MailboxReadOnly);
+    }
+    Ok(mode)
+}
+
+/// What asking a mailbox for another mode does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeRequest {
+    /// The mode it already has: nothing changes (a waiting change stays waiting).
+    Same,
+    /// Stricter: applies at once, and retires any looser change still waiting.
+    Tighten { from: OversightMode, to: OversightMode },
+    /// Looser: a mode change that a human must approve; it supersedes one still waiting.
+    Loosen { from: OversightMode, to: OversightMode },
+}
+
+pub fn request_mode(current: OversightMode, to: OversightMode) -> ModeRequest {
+    if to == current {
+        ModeRequest::Same
+    } else if to.is_at_least_as_strict_as(current) {
+        ModeRequest::Tighten { from: current, to }
+    } else {
+        ModeRequest::Loosen { from: current, to }
+    }
+}
+
+/// The mode a new mailbox starts in, and the change a human must approve when it asked for a
+/// looser one (it starts `gated_send` until then).
+pub fn initial_mode(requested: OversightMode) -> (OversightMode, Option<OversightMode>) {
+    if requested.settable_without_approval() {
+        (requested, None)
+    } else {
+        (OversightMode::GatedSend, Some(requested))
+    }
+}
+
+string_enum! {
+    /// A mode change's life: `pending` → `approved` | `rejected`, or `superseded` by a newer
+    /// request or a tightening.
+    ChangeStatus {
+        Pending = "pending",
+        Approved = "approved",
+        Rejected = "rejected",
+        Superseded = "superseded",
+    }
+}
+
 const MIN_TTL_SECS: i64 = 1;
 const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
 
@@ -119,6 +178,46 @@ mod tests {
         assert!(OversightMode::ReadOnly.settable_without_approval());
         assert!(!OversightMode::Monitored.settable_without_approval());
         assert!(!OversightMode::Autonomous.settable_without_approval());
+    }
+
+    #[test]
+    fn rejects_send_looser_than_mailbox_mode() {
+        assert_eq!(
+            effective_mode(OversightMode::GatedSend, Some(OversightMode::Autonomous)),
+            Err(DomainError::OversightEscalation { mailbox: "gated_send", requested: "autonomous" })
+        );
+    }
+
+    #[test]
+    fn allows_the_mailbox_mode_or_stricter() {
+        assert_eq!(effective_mode(OversightMode::Autonomous, Some(OversightMode::GatedAll)), Ok(OversightMode::GatedAll));
+        assert_eq!(effective_mode(OversightMode::Monitored, None), Ok(OversightMode::Monitored));
+    }
+
+    #[test]
+    fn read_only_refuses_sends() {
+        assert_eq!(effective_mode(OversightMode::ReadOnly, None), Err(DomainError::MailboxReadOnly));
+        assert_eq!(effective_mode(OversightMode::Autonomous, Some(OversightMode::ReadOnly)), Err(DomainError::MailboxReadOnly));
+    }
+
+    #[test]
+    fn stricter_modes_apply_at_once_and_looser_ones_wait_for_a_human() {
+        use OversightMode::*;
+        assert_eq!(request_mode(GatedSend, GatedSend), ModeRequest::Same);
+        assert_eq!(request_mode(Autonomous, GatedAll), ModeRequest::Tighten { from: Autonomous, to: GatedAll });
+        assert_eq!(request_mode(GatedAll, Monitored), ModeRequest::Loosen { from: GatedAll, to: Monitored });
+        for from in OversightMode::ALL {
+            for to in OversightMode::ALL {
+                let loosens = matches!(request_mode(from, to), ModeRequest::Loosen { .. });
+                assert_eq!(loosens, to.strictness() < from.strictness(), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_mailbox_asking_for_a_loose_mode_starts_gated_send() {
+        assert_eq!(initial_mode(OversightMode::GatedAll), (OversightMode::GatedAll, None));
+        assert_eq!(initial_mode(OversightMode::Autonomous), (OversightMode::GatedSend, Some(OversightMode::Autonomous)));
     }
 
     #[test]

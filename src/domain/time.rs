@@ -13,6 +13,16 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
+/// Cloudflare Queues delay a message by at most 12 hours per hop; longer waits chain hops.
+pub const MAX_QUEUE_DELAY_SECS: u32 = 12 * 3600;
+
+/// The queue delay for the next hop toward `due_ms` (0 when due): a scheduled send or a retry
+/// further out than one hop is re-enqueued until it is due.
+pub fn hop_delay_secs(due_ms: i64, now_ms: i64) -> u32 {
+    let secs = ((due_ms - now_ms).max(0) + 999) / 1000;
+    secs.min(i64::from(MAX_QUEUE_DELAY_SECS)) as u32
+}
+
 /// RFC 5322 `Date:` header value.
 pub fn to_rfc2822(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default().to_rfc2822()
@@ -32,5 +42,19 @@ mod tests {
     fn parses_offsets_into_utc() {
         assert_eq!(parse_rfc3339("2025-11-24T17:00:00.123+01:00"), Some(1_764_000_000_123));
         assert_eq!(parse_rfc3339("tomorrow"), None);
+    }
+
+    #[test]
+    fn scheduled_sends_hop_at_most_twelve_hours() {
+        assert_eq!(hop_delay_secs(10_000, 0), 10);
+        assert_eq!(hop_delay_secs(30 * 24 * 3600 * 1000, 0), crate::domain::delivery::MAX_DELAY_SECS);
+        assert_eq!(hop_delay_secs(0, 10_000), 0);
+    }
+
+    #[test]
+    fn long_waits_hop_at_most_twelve_hours() {
+        assert_eq!(hop_delay_secs(5_000, 0), 5);
+        assert_eq!(hop_delay_secs(20 * 3600 * 1000, 0), crate::domain::webhooks::MAX_HOP_SECS);
+        assert_eq!(hop_delay_secs(0, 10_000), 0);
     }
 }

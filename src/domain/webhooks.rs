@@ -250,10 +250,10 @@ pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
 }
 
 /// One Standard Webhooks signature: `v1,` + base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`.
-pub fn signature(key: &[u8], msg_id: &str, timestamp_secs: i64, body: &str) -> String {
+pub fn signature(key: &[u8], msg_id: &str, timestamp_secs: i64, body: impl AsRef<[u8]>) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     m.update(format!("{msg_id}.{timestamp_secs}.").as_bytes());
-    m.update(body.as_bytes());
+    m.update(body.as_ref());
     format!("v1,{}", STANDARD.encode(m.finalize().into_bytes()))
 }
 
@@ -298,6 +298,17 @@ pub fn outgoing(format: Format, payload: &Value, secrets: &[&str], now_secs: i64
 // ---------------------------------------------------------------------------------------------
 // What an answer means
 
+crate::domain::message::string_enum! {
+    /// One attempt of one delivery: `pending` while it runs, then `succeeded`, `retrying` (a
+    /// next attempt is scheduled) or `failed`.
+    AttemptStatus {
+        Pending = "pending",
+        Retrying = "retrying",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
+
 /// Seconds to wait after failed attempt n (index n-1). After the last, the delivery has failed.
 pub const RETRY_SCHEDULE_SECS: [u32; 7] = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
 /// The first attempt and one per step of the schedule.
@@ -305,7 +316,7 @@ pub const MAX_ATTEMPTS: u32 = RETRY_SCHEDULE_SECS.len() as u32 + 1;
 /// A receiver's `Retry-After` is honoured up to a day.
 pub const MAX_RETRY_AFTER_SECS: u32 = 24 * 3600;
 /// Cloudflare Queues delay a message by at most 12 hours per hop; longer waits chain hops.
-pub const MAX_HOP_SECS: u32 = 12 * 3600;
+pub const MAX_HOP_SECS: u32 = super::time::MAX_QUEUE_DELAY_SECS;
 /// How long an attempt may take before it counts as failed.
 pub const TIMEOUT_SECS: u32 = 15;
 
@@ -359,12 +370,6 @@ pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<u32> {
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?.timestamp_millis();
     let secs = ((at - now_ms).max(0) + 999) / 1000;
     Some(secs.min(i64::from(MAX_RETRY_AFTER_SECS)) as u32)
-}
-
-/// The queue delay for the next hop toward `due_ms` (0 when due).
-pub fn hop_delay_secs(due_ms: i64, now_ms: i64) -> u32 {
-    let secs = ((due_ms - now_ms).max(0) + 999) / 1000;
-    secs.min(i64::from(MAX_HOP_SECS)) as u32
 }
 
 #[cfg(test)]
@@ -592,12 +597,5 @@ mod tests {
         assert_eq!(judge(1, &ra("Wed, 21 Oct 2015 07:28:00 GMT"), now, 1), Verdict::Retry { delay_secs: 60 });
         assert_eq!(judge(1, &ra("soon"), 0, 1), Verdict::Retry { delay_secs: 5 }, "unreadable: the schedule");
         assert_eq!(judge(8, &ra("5"), 0, 1), Verdict::GiveUp, "the schedule still ends");
-    }
-
-    #[test]
-    fn long_waits_hop_at_most_twelve_hours() {
-        assert_eq!(hop_delay_secs(5_000, 0), 5);
-        assert_eq!(hop_delay_secs(20 * 3600 * 1000, 0), MAX_HOP_SECS);
-        assert_eq!(hop_delay_secs(0, 10_000), 0);
     }
 }

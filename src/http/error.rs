@@ -84,6 +84,8 @@ impl From<DomainError> for ApiError {
             DomainError::Invalid { .. } | DomainError::Missing { .. } => ApiError::new(400, "invalid_request", e.to_string()),
             DomainError::MessageTooLarge { .. } => ApiError::new(413, "message_too_large", e.to_string()),
             DomainError::ConflictingScopes => ApiError::new(422, "conflicting_scopes", e.to_string()),
+            DomainError::OversightEscalation { .. } => ApiError::new(403, "oversight_escalation", e.to_string()),
+            DomainError::MailboxReadOnly => ApiError::new(403, "mailbox_read_only", e.to_string()),
         };
         match field {
             Some(f) => err.with_field(f),

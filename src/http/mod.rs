@@ -35,6 +35,11 @@ impl Reply {
     pub fn accepted(body: Value) -> Self {
         Reply { status: 202, body, headers: vec![], raw: None }
     }
+    /// A body that is not a JSON value (a page, JSON Lines, a stored document), with the
+    /// headers that describe it (its Content-Type; JSON when none is given).
+    pub fn raw(status: u16, body: String, headers: Vec<(String, String)>) -> Self {
+        Reply { status, body: Value::Null, headers, raw: Some(body) }
+    }
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = status;
         self
@@ -70,20 +75,39 @@ pub async fn read_json_object(req: &mut Request) -> ApiResult<Value> {
     if media != "application/json" {
         return Err(ApiError::new(415, "unsupported_media_type", "POST bodies must be JSON with `Content-Type: application/json`"));
     }
-    if let Some(len) = req.headers().get("Content-Length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
-        if len > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
-    }
-    let bytes = req.bytes().await.map_err(|_| ApiError::bad_request("invalid_json", "the body could not be read"))?;
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(too_large());
-    }
+    let too_large = || ApiError::new(413, "payload_too_large", format!("the request body is larger than {MAX_BODY_BYTES} bytes"));
+    let bytes = read_capped(req, MAX_BODY_BYTES, too_large, "invalid_json").await?;
     parse_json_object(&bytes)
 }
 
-fn too_large() -> ApiError {
-    ApiError::new(413, "payload_too_large", format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
+/// The body's bytes, refused with `too_large()` above `limit` (by its Content-Length before
+/// reading, and by what arrived). `unreadable`: the error code when it cannot be read.
+pub async fn read_capped(req: &mut Request, limit: usize, too_large: impl Fn() -> ApiError, unreadable: &'static str) -> ApiResult<Vec<u8>> {
+    if let Some(len) = req.headers().get("Content-Length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    let bytes = req.bytes().await.map_err(|_| ApiError::bad_request(unreadable, "the body could not be read"))?;
+    if bytes.len() > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Bodies of our own pages' forms are small.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// Reads an `application/x-www-form-urlencoded` body (one of our pages' forms). An unreadable
+/// body is an empty form: the page then says what is missing.
+pub async fn read_form(req: &mut Request) -> ApiResult<Vec<(String, String)>> {
+    let too_large = || ApiError::new(413, "payload_too_large", format!("a form is at most {MAX_FORM_BYTES} bytes"));
+    let bytes = match read_capped(req, MAX_FORM_BYTES, too_large, "invalid_request").await {
+        Ok(b) => b,
+        Err(e) if e.status == 413 => return Err(e),
+        Err(_) => vec![],
+    };
+    Ok(worker::url::form_urlencoded::parse(&bytes).map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
 }
 
 pub fn parse_json_object(bytes: &[u8]) -> ApiResult<Value> {

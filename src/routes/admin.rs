@@ -4,8 +4,8 @@
 use serde::Deserialize;
 use serde_json::json;
 
-use super::keys::{mint_key, key_json};
-use super::Ctx;
+use crate::app::keys::{key_json, mint_key};
+use crate::app::Ctx;
 use crate::domain::{ids, keys::Scopes};
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::platform;

@@ -4,8 +4,8 @@
 use serde_json::json;
 use worker::Request;
 
-use super::mailboxes::visible_mailbox;
-use super::Ctx;
+use crate::app::access::visible_mailbox;
+use crate::app::Ctx;
 use crate::domain::audit::Verifier;
 use crate::domain::time::parse_rfc3339;
 use crate::http::{self, ApiError, ApiResult, Reply};
@@ -65,7 +65,7 @@ pub async fn verify_audit_log(ctx: &Ctx) -> ApiResult<Reply> {
             _ => break,
         }
     }
-    let head = crate::audit::claimed_head(&ctx.env, &p.account_id, p.livemode).await?;
+    let head = crate::app::audit::claimed_head(&ctx.env, &p.account_id, p.livemode).await?;
     Ok(Reply::ok(verifier.finish(head)))
 }
 

@@ -1,14 +1,14 @@
 //! Custom sending domains: `create_domain` (fresh DKIM keys and the records to publish),
-//! `verify_domain` (look them up now), `list_domains`, `delete_domain`; and the one question
-//! sends and mailboxes ask, `is_sending_domain`.
+//! `verify_domain` (look them up now), `list_domains`, `delete_domain`. Which domains a send may
+//! use is `app::access::is_sending_domain`.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
-use super::{page, Ctx};
+use super::page;
+use crate::app::Ctx;
 use crate::domain::address::normalize_domain;
-use crate::domain::domains::DomainStatus;
 use crate::domain::{ids, time::to_rfc3339};
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::platform;
@@ -16,23 +16,12 @@ use crate::store::{self, domains::{self as store_domains, DomainRow}};
 
 pub const DOMAIN_PREFIX: &str = "dom";
 
-/// Whether mail may be sent from (and mailboxes made on) `domain` by this account: its default
-/// domain, or one of its custom domains that DNS has verified.
-pub async fn is_sending_domain(ctx: &Ctx, domain: &str) -> ApiResult<bool> {
-    let p = ctx.principal();
-    if domain == p.default_domain {
-        return Ok(true);
-    }
-    let row = store_domains::by_name(&ctx.db, &p.account_id, domain).await?;
-    Ok(row.is_some_and(|d| d.status == DomainStatus::Verified.as_str()))
-}
-
-pub fn domain_json(d: &DomainRow) -> Value {
+fn domain_json(d: &DomainRow) -> Value {
     json!({
         "id": d.id,
         "domain": d.domain,
         "status": d.status,
-        "records": crate::domains::records_of(d),
+        "records": crate::app::domains::records_of(d),
         "created_at": to_rfc3339(d.created_at),
         "verified_at": d.verified_at.map(to_rfc3339),
         "last_checked_at": d.last_checked_at.map(to_rfc3339),
@@ -61,7 +50,7 @@ pub async fn create_domain(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         return Err(domain_exists(&domain));
     }
     let id = platform::new_id(DOMAIN_PREFIX);
-    let row = crate::domains::new_domain(&ctx.env, id, &p.account_id, &domain, ctx.now).await?;
+    let row = crate::app::domains::new_domain(&ctx.env, id, &p.account_id, &domain, ctx.now).await?;
     match store_domains::insert(&ctx.db, &row).await {
         Ok(()) => Ok(Reply::created(domain_json(&row))),
         Err(e) if store::is_unique_violation(&e) => Err(domain_exists(&domain)),
@@ -91,7 +80,7 @@ async fn owned_domain(ctx: &Ctx, body: &Value) -> ApiResult<DomainRow> {
 
 pub async fn verify_domain(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let row = owned_domain(ctx, body).await?;
-    let checked = crate::domains::check(&ctx.env, &ctx.db, &row, ctx.now).await?;
+    let checked = crate::app::domains::check(&ctx.env, &ctx.db, &row, ctx.now).await?;
     Ok(Reply::ok(domain_json(&checked)))
 }
 

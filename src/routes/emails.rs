@@ -4,7 +4,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
-use super::Ctx;
+use crate::app::access::visible_message;
+use crate::app::{oversight, Ctx};
+use crate::domain::approval::Command;
+use crate::domain::message::{Direction, MessageStatus};
 use crate::domain::time::to_rfc3339;
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::store::messages::{self, MessageWithMailbox};
@@ -13,7 +16,7 @@ fn json_list(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| json!([]))
 }
 
-pub fn message_json(m: &MessageWithMailbox) -> Value {
+fn message_json(m: &MessageWithMailbox) -> Value {
     let r = &m.msg;
     json!({
         "id": r.id,
@@ -35,7 +38,7 @@ pub fn message_json(m: &MessageWithMailbox) -> Value {
         "provider_message_id": r.provider_message_id,
         "attempts": r.attempts,
         "last_error": r.last_error,
-        "livemode": r.livemode == 1,
+        "livemode": r.is_live(),
         "expires_at": r.expires_at.map(to_rfc3339),
         "decision": r.decision,
         "decided_by": r.decided_by,
@@ -43,15 +46,6 @@ pub fn message_json(m: &MessageWithMailbox) -> Value {
         "decision_reason": r.decision_reason,
         "kind": r.kind,
     })
-}
-
-/// The caller's message (same account, same mode, a mailbox this key may use); 404 otherwise.
-async fn visible_message(ctx: &Ctx, id: &str) -> ApiResult<MessageWithMailbox> {
-    let p = ctx.principal();
-    messages::get_scoped(&ctx.db, &p.account_id, p.livemode, id)
-        .await?
-        .filter(|m| p.can_use_mailbox(&m.msg.mailbox_id))
-        .ok_or_else(|| ApiError::not_found("email").with_field("id"))
 }
 
 pub async fn get_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
@@ -86,14 +80,14 @@ pub async fn cancel_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         return Err(ApiError::invalid_field("reason", "`reason` may be at most 1000 characters"));
     }
     let current = visible_message(ctx, id).await?;
-    if current.msg.direction == "inbound" {
+    if current.msg.direction == Direction::Inbound {
         return Err(ApiError::conflict("not_cancellable", "inbound mail is not the sender's to cancel; a human decides held inbound mail")
             .with_extra(json!({"status": current.msg.status})));
     }
-    if current.msg.status == "pending_approval" {
+    if current.msg.status == MessageStatus::PendingApproval {
         // A held message is cancelled through its Approval object, like a decision.
-        let cmd = crate::domain::approval::Command::Cancel { by: p.key_id.clone(), at: ctx.now, reason: input.reason.clone() };
-        super::oversight::command_held(ctx, &current.msg, cmd, false).await.map_err(|e| {
+        let cmd = Command::Cancel { by: p.key_id.clone(), at: ctx.now, reason: input.reason.clone() };
+        oversight::command_held(&ctx.env, &current.msg, cmd, false).await.map_err(|e| {
             if e.code == "already_decided" { ApiError::conflict("not_cancellable", e.message).with_extra(e.extra.unwrap_or_default()) } else { e }
         })?;
         let m = visible_message(ctx, id).await?;
@@ -109,6 +103,6 @@ pub async fn cancel_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let detail = format!("by {}{}", p.key_id, input.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());
     messages::timeline(&ctx.db, id, ctx.now, "cancelled", Some(&detail))?.run().await?;
     let mut m = visible_message(ctx, id).await?;
-    m.msg.status = "cancelled".into();
+    m.msg.status = MessageStatus::Cancelled;
     Ok(Reply::ok(message_json(&m)))
 }

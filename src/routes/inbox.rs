@@ -5,15 +5,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
-use super::mailboxes::visible_mailbox;
-use super::Ctx;
+use crate::app::access::{readable_message as readable, visible_mailbox};
+use crate::app::{outbound, Ctx};
 use crate::domain::address::Recipient;
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::inbound::ParsedEmail;
+use crate::domain::message::Direction;
 use crate::domain::send::{AttachmentInput, OneOrMany, SendEmailRequest};
 use crate::domain::time::{parse_rfc3339, to_rfc3339};
 use crate::http::{self, ApiError, ApiResult, Reply};
-use crate::store::{self, messages::{self, InboxFilter, MessageWithMailbox}};
+use crate::store::messages::{self, Blob, InboxFilter, MessageWithMailbox};
 
 const MAX_TAGS: usize = 20;
 
@@ -57,8 +58,8 @@ pub async fn check_inbox(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         Some(_) => return Err(ApiError::invalid_field("unread", "`unread` is true or false")),
     };
     let direction = match q.get("direction").map(String::as_str) {
-        None | Some("inbound") => Some("inbound"),
-        Some("outbound") => Some("outbound"),
+        None | Some("inbound") => Some(Direction::Inbound),
+        Some("outbound") => Some(Direction::Outbound),
         Some("all") => None,
         Some(_) => return Err(ApiError::invalid_field("direction", "`direction` is inbound (the default), outbound or all")),
     };
@@ -84,18 +85,6 @@ pub async fn check_inbox(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     Ok(Reply::ok(json!({"emails": rows.iter().map(summary).collect::<Vec<_>>(), "next_cursor": next})))
 }
 
-/// A message this key may read: same account and mode, a visible mailbox, and not inbound mail
-/// still held for approval.
-async fn readable(ctx: &Ctx, id: &str) -> ApiResult<MessageWithMailbox> {
-    let p = ctx.principal();
-    messages::get_scoped(&ctx.db, &p.account_id, p.livemode, id)
-        .await?
-        .filter(|m| p.can_use_mailbox(&m.msg.mailbox_id))
-        .filter(|m| !(m.msg.direction == "inbound" && m.msg.status != "received"))
-        .filter(|m| m.msg.kind == "message")
-        .ok_or_else(|| ApiError::not_found("email").with_field("id"))
-}
-
 pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let q = http::query_params(req, &["id"])?;
     let id = q.get("id").ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
@@ -103,8 +92,8 @@ pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let mut v = summary(&m);
     v["cc"] = list(&m.msg.cc_json);
     v["message_id_header"] = json!(m.msg.message_id_header);
-    if m.msg.direction == "inbound" {
-        let parsed: Option<ParsedEmail> = messages::blob(&ctx.db, id, "parsed").await?.and_then(|j| serde_json::from_str(&j).ok());
+    if m.msg.direction == Direction::Inbound {
+        let parsed: Option<ParsedEmail> = messages::blob(&ctx.db, id, Blob::Parsed).await?.and_then(|j| serde_json::from_str(&j).ok());
         if let Some(p) = parsed {
             v["text"] = json!(p.text);
             v["html"] = json!(p.html);
@@ -117,7 +106,7 @@ pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
             v["truncated"] = json!(p.truncated);
         }
     } else {
-        let out: Option<OutboundEmail> = messages::blob(&ctx.db, id, "outbound").await?.and_then(|j| serde_json::from_str(&j).ok());
+        let out: Option<OutboundEmail> = messages::blob(&ctx.db, id, Blob::Outbound).await?.and_then(|j| serde_json::from_str(&j).ok());
         if let Some(o) = out {
             v["text"] = json!(o.text);
             v["html"] = json!(o.html);
@@ -128,7 +117,7 @@ pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         v["sent_at"] = json!(m.msg.sent_at.map(to_rfc3339));
     }
     if m.msg.read == 0 {
-        store::run(&ctx.db, "UPDATE messages SET read = 1 WHERE id = ?1", crate::args![id.as_str()]).await?;
+        messages::mark_read(&ctx.db, id).await?;
     }
     v["read"] = json!(true);
     Ok(Reply::ok(v))
@@ -198,7 +187,7 @@ pub async fn tag_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         return Err(ApiError::invalid_field("tags", format!("an email may carry at most {MAX_TAGS} tags")));
     }
     let json_tags = serde_json::to_string(&tags).expect("strings serialize");
-    store::run(&ctx.db, "UPDATE messages SET tags = ?2 WHERE id = ?1", crate::args![input.id.as_str(), &json_tags]).await?;
+    messages::set_tags(&ctx.db, &input.id, &json_tags).await?;
     Ok(Reply::ok(json!({"id": input.id, "tags": tags, "mailbox_id": m.msg.mailbox_id})))
 }
 
@@ -228,18 +217,18 @@ pub async fn reply_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let o = &orig.msg;
     // To the original sender (its Reply-To when it gave one); replying to our own message goes
     // to its recipients.
-    let parsed: Option<ParsedEmail> = if o.direction == "inbound" {
-        messages::blob(&ctx.db, &o.id, "parsed").await?.and_then(|j| serde_json::from_str(&j).ok())
+    let parsed: Option<ParsedEmail> = if o.direction == Direction::Inbound {
+        messages::blob(&ctx.db, &o.id, Blob::Parsed).await?.and_then(|j| serde_json::from_str(&j).ok())
     } else {
         None
     };
     let own: Vec<String> = serde_json::from_str(&o.to_json).unwrap_or_default();
-    let mut to: Vec<String> = if o.direction == "inbound" {
+    let mut to: Vec<String> = if o.direction == Direction::Inbound {
         vec![parsed.as_ref().and_then(|p| p.reply_to.clone()).unwrap_or_else(|| o.from_addr.clone())]
     } else {
         own.clone()
     };
-    if input.reply_all && o.direction == "inbound" {
+    if input.reply_all && o.direction == Direction::Inbound {
         let me = orig.mailbox_address.to_ascii_lowercase();
         for r in own.iter().chain(serde_json::from_str::<Vec<String>>(&o.cc_json).unwrap_or_default().iter()) {
             let is_me = Recipient::parse(r).map(|x| x.address.to_string().to_ascii_lowercase() == me).unwrap_or(false);
@@ -276,7 +265,7 @@ pub async fn reply_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         idempotency_key: input.idempotency_key,
     };
     let v = req.validate(ctx.now)?;
-    let mut reply = super::send::send_validated(ctx, &v, Some(&o.thread_id)).await?;
+    let mut reply = outbound::send_validated(ctx, &v, Some(&o.thread_id)).await?;
     reply.body["in_reply_to"] = json!(o.id);
     Ok(reply)
 }

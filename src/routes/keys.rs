@@ -5,49 +5,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
-use super::{page, Ctx};
-use crate::domain::{ids, keys::{ApiKeySecret, Scopes}, time::to_rfc3339};
+use super::page;
+use crate::app::keys::{key_json, mint_key};
+use crate::app::Ctx;
+use crate::domain::keys::Scopes;
 use crate::http::{self, ApiError, ApiResult, Reply};
-use crate::platform;
-use crate::store::{self, keys::KeyRow, mailboxes};
-
-pub fn mint_key(account_id: &str, livemode: bool, name: &str, scopes: &Scopes, mailboxes: Option<&[String]>, now: i64) -> (KeyRow, ApiKeySecret) {
-    let secret = ApiKeySecret::generate(livemode, platform::random_bytes());
-    let row = KeyRow {
-        id: platform::new_id(ids::KEY),
-        account_id: account_id.to_string(),
-        livemode: livemode as i64,
-        name: name.to_string(),
-        key_hash: secret.hash_hex(),
-        prefix: secret.display_prefix().to_string(),
-        last4: secret.last4().to_string(),
-        scopes: scopes.to_csv(),
-        mailboxes: mailboxes.map(|m| serde_json::to_string(m).expect("strings serialize")),
-        rate_limit_per_minute: None,
-        created_at: now,
-        revoked_at: None,
-    };
-    (row, secret)
-}
-
-pub fn key_json(k: &KeyRow, secret: Option<&str>) -> Value {
-    let mailboxes: Option<Vec<String>> = k.mailboxes.as_deref().and_then(|m| serde_json::from_str(m).ok());
-    let mut v = json!({
-        "id": k.id,
-        "name": k.name,
-        "prefix": k.prefix,
-        "last4": k.last4,
-        "scopes": Scopes::from_csv(&k.scopes).names(),
-        "mailboxes": mailboxes,
-        "livemode": k.livemode == 1,
-        "created_at": to_rfc3339(k.created_at),
-        "revoked_at": k.revoked_at.map(to_rfc3339),
-    });
-    if let Some(s) = secret {
-        v["key"] = json!(s);
-    }
-    v
-}
+use crate::store::{self, mailboxes};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,20 +5,20 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
-use super::{page, Ctx};
+use super::page;
+use crate::app::{access, mode_changes, Ctx};
 use crate::domain::address::EmailAddress;
-use crate::domain::oversight::parse_ttl;
+use crate::domain::oversight::{initial_mode, parse_ttl};
 use crate::domain::{ids, oversight::OversightMode, time::to_rfc3339};
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::platform;
-use crate::store::{self, mailboxes::{self as store_mb, MailboxRow, ModeChangeRow}};
+use crate::store::{self, mailboxes::{self as store_mb, MailboxRow}, mode_changes::{self as store_changes, ModeChangeRow}};
 
-pub const MODE_CHANGE_PREFIX: &str = "chg";
 fn mode_change_json(c: &ModeChangeRow) -> Value {
     json!({"id": c.id, "from": c.from_mode, "to": c.to_mode, "status": c.status, "created_at": to_rfc3339(c.created_at)})
 }
 
-pub fn mailbox_json(m: &MailboxRow, change: Option<&ModeChangeRow>) -> Value {
+fn mailbox_json(m: &MailboxRow, change: Option<&ModeChangeRow>) -> Value {
     json!({
         "id": m.id,
         "address": m.address,
@@ -49,22 +49,6 @@ fn parse_oversight_email(s: &str) -> ApiResult<String> {
     EmailAddress::parse(s).map(|a| a.to_string()).map_err(|e| ApiError::invalid_field("oversight_email", e.0))
 }
 
-fn new_mode_change(ctx: &Ctx, mailbox: &MailboxRow, to: OversightMode) -> ModeChangeRow {
-    let p = ctx.principal();
-    ModeChangeRow {
-        id: platform::new_id(MODE_CHANGE_PREFIX),
-        account_id: p.account_id.clone(),
-        mailbox_id: mailbox.id.clone(),
-        from_mode: mailbox.oversight_mode.clone(),
-        to_mode: to.as_str().to_string(),
-        status: "pending".into(),
-        requested_by: p.key_id.clone(),
-        created_at: ctx.now,
-        decided_at: None,
-        decided_by: None,
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateMailbox {
@@ -83,7 +67,7 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let address = EmailAddress::parse(&input.address).map_err(|e| ApiError::invalid_field("address", e.0))?;
     // Local parts are stored lower-cased: one mailbox per address, however it is written.
     let address = EmailAddress::parse(&address.to_string().to_ascii_lowercase()).expect("lower-casing keeps it valid");
-    if !super::domains::is_sending_domain(ctx, address.domain()).await? {
+    if !access::is_sending_domain(ctx, address.domain()).await? {
         return Err(ApiError::unprocessable(
             "domain_not_verified",
             format!("`{}` is not a verified domain of this account; use {}", address.domain(), p.default_domain),
@@ -91,7 +75,7 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         .with_field("address"));
     }
     let requested = input.oversight_mode.as_deref().map(parse_mode).transpose()?.unwrap_or(OversightMode::GatedSend);
-    let initial = if requested.settable_without_approval() { requested } else { OversightMode::GatedSend };
+    let (initial, waiting) = initial_mode(requested);
     let ttl = match &input.approval_ttl {
         None | Some(Value::Null) => ctx.config.default_approval_ttl_secs,
         Some(v) => parse_ttl(v).map_err(|m| ApiError::invalid_field("approval_ttl", m))?,
@@ -101,18 +85,18 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         account_id: p.account_id.clone(),
         address: address.to_string(),
         display_name: input.display_name.as_deref().map(parse_display_name).transpose()?,
-        oversight_mode: initial.as_str().to_string(),
+        oversight_mode: initial,
         oversight_email: input.oversight_email.as_deref().map(parse_oversight_email).transpose()?,
         approval_ttl_secs: ttl,
         created_at: ctx.now,
         updated_at: ctx.now,
         deleted_at: None,
     };
-    let change = (requested != initial).then(|| new_mode_change(ctx, &mailbox, requested));
+    let change = waiting.map(|to| mode_changes::new_change(ctx, &mailbox, to));
     let reply = Reply::created(mailbox_json(&mailbox, change.as_ref()));
     let mut batch = vec![store_mb::insert(&ctx.db, &mailbox)?];
     if let Some(c) = &change {
-        batch.push(store_mb::insert_mode_change(&ctx.db, c)?);
+        batch.push(store_changes::insert(&ctx.db, c)?);
     }
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         batch.push(s);
@@ -139,15 +123,6 @@ pub async fn list_mailboxes(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     })))
 }
 
-/// The account's mailbox named by `id` (or `mailbox`), visible to this key; 404 otherwise.
-pub async fn visible_mailbox(ctx: &Ctx, id_or_address: &str) -> ApiResult<MailboxRow> {
-    let p = ctx.principal();
-    store_mb::find(&ctx.db, &p.account_id, id_or_address)
-        .await?
-        .filter(|m| p.can_use_mailbox(&m.id))
-        .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{id_or_address}` in this account")))
-}
-
 /// A call about one mailbox names it by `id` or `mailbox` (its id or its address).
 fn named<'a>(id: &'a Option<String>, mailbox: &'a Option<String>) -> ApiResult<&'a str> {
     id.as_deref().or(mailbox.as_deref()).ok_or_else(|| ApiError::invalid_field("id", "`id` (or `mailbox`) is required"))
@@ -169,7 +144,7 @@ struct UpdateMailbox {
 pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let input: UpdateMailbox = http::from_body(body)?;
     let which = named(&input.id, &input.mailbox)?;
-    let mut mailbox = visible_mailbox(ctx, which).await?;
+    let mut mailbox = access::visible_mailbox(ctx, which).await?;
     if let Some(d) = &input.display_name {
         mailbox.display_name = Some(parse_display_name(d)?);
     }
@@ -179,54 +154,23 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     if let Some(t) = &input.approval_ttl {
         mailbox.approval_ttl_secs = parse_ttl(t).map_err(|m| ApiError::invalid_field("approval_ttl", m))?;
     }
-    let mut change = None;
-    let mut tightened = None;
-    if let Some(m) = &input.oversight_mode {
-        let to = parse_mode(m)?;
-        let current = parse_mode(&mailbox.oversight_mode)?;
-        if to == current {
-        } else if to.is_at_least_as_strict_as(current) {
-            tightened = Some((current, to));
-        } else {
-            change = Some(new_mode_change(ctx, &mailbox, to));
-        }
-    }
+    let requested = input.oversight_mode.as_deref().map(parse_mode).transpose()?;
+    let plan = mode_changes::plan(ctx, &mailbox, requested).await?;
     mailbox.updated_at = ctx.now;
     let mut batch = vec![store_mb::update(&ctx.db, &mailbox)?];
-    if let Some(c) = &change {
-        // A newer request replaces one still waiting.
-        batch.push(store::stmt(
-            &ctx.db,
-            "UPDATE mode_changes SET status = 'superseded', decided_at = ?2 WHERE mailbox_id = ?1 AND status = 'pending'",
-            crate::args![&mailbox.id, ctx.now],
-        )?);
-        batch.push(store_mb::insert_mode_change(&ctx.db, c)?);
-    }
-    let pending = match change {
-        Some(c) => Some(c),
-        None if tightened.is_some() => {
-            // A stricter mode retires any looser change still waiting.
-            batch.push(store::stmt(
-                &ctx.db,
-                "UPDATE mode_changes SET status = 'superseded', decided_at = ?2 WHERE mailbox_id = ?1 AND status = 'pending'",
-                crate::args![&mailbox.id, ctx.now],
-            )?);
-            None
-        }
-        None => store_mb::pending_mode_change(&ctx.db, &mailbox.id).await?,
-    };
+    batch.extend(plan.statements);
     let mut shown = mailbox.clone();
-    if let Some((_, to)) = tightened {
-        shown.oversight_mode = to.as_str().to_string();
+    if let Some(to) = plan.tighten_to {
+        shown.oversight_mode = to;
     }
-    let reply = Reply::ok(mailbox_json(&shown, pending.as_ref()));
+    let reply = Reply::ok(mailbox_json(&shown, plan.pending.as_ref()));
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         batch.push(s);
     }
     ctx.db.batch(batch).await?;
     // Stricter applies at once, and says so.
-    if let Some((_, to)) = tightened {
-        super::oversight::apply_mode(ctx, &mailbox.id, to.as_str(), &ctx.principal().key_id).await?;
+    if let Some(to) = plan.tighten_to {
+        mode_changes::apply_mode(ctx, &mailbox.id, to, &ctx.principal().key_id).await?;
     }
     Ok(reply)
 }
@@ -243,7 +187,7 @@ struct DeleteMailbox {
 pub async fn delete_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let input: DeleteMailbox = http::from_body(body)?;
     let which = named(&input.id, &input.mailbox)?;
-    let mailbox = visible_mailbox(ctx, which).await?;
+    let mailbox = access::visible_mailbox(ctx, which).await?;
     let deleted = store_mb::soft_delete(&ctx.db, &mailbox.account_id, &mailbox.id, ctx.now)
         .await?
         .ok_or_else(|| ApiError::not_found("mailbox"))?;

@@ -1,12 +1,15 @@
-//! The route table and the path of every request: find the route, authenticate, parse the
-//! body, go through idempotency (every keyed POST), run the handler, answer with a request id.
-//! `ROUTES` is also what the OpenAPI document is checked against.
+//! The route table and the path of every request: find the route, authenticate, read the body
+//! the route declares, go through idempotency (every route that declares it), run the handler,
+//! answer with a request id. `ROUTES` says how each route is served (access, body, answer,
+//! idempotency), so nothing below compares paths; it is also what the OpenAPI document is
+//! checked against.
 
 pub mod admin;
 pub mod audit;
 pub mod domains;
 pub mod emails;
 pub mod health;
+pub mod identity;
 pub mod inbound;
 pub mod inbox;
 pub mod keys;
@@ -18,15 +21,15 @@ pub mod send;
 pub mod suppressions;
 pub mod webhooks;
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use serde_json::Value;
-use worker::{D1Database, D1PreparedStatement, Env, Method, Request, Response};
+use worker::{Env, Method, Request, Response};
 
+use crate::app::{self, Ctx};
 use crate::domain::idempotency::{self, IdempotencyKey, Replay};
 use crate::domain::keys::Scope;
-use crate::http::auth::{self, Principal};
+use crate::http::auth;
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::platform::{self, Config};
 use crate::store::{self, idempotency as idem_store};
@@ -40,15 +43,65 @@ pub enum Access {
     Key(&'static [Scope]),
 }
 
+/// What the router reads from the request before the handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Nothing (GET).
+    None,
+    /// A JSON object: `Content-Type: application/json`, at most `http::MAX_BODY_BYTES`.
+    Json,
+    /// An HTML form (`application/x-www-form-urlencoded`) posted by one of our pages.
+    Form,
+    /// Nothing: the handler reads the request itself, after its own checks (a webhook's own
+    /// authentication and format, a raw MIME message).
+    Raw,
+}
+
+/// What the answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// JSON (the contract's bodies and errors).
+    Json,
+    /// A page for a person: served with a strict Content-Security-Policy, never framed.
+    Html,
+}
+
 #[derive(Debug)]
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
+    pub body: Body,
+    pub answer: Answer,
+    /// An `Idempotency-Key` (header or body) makes a repeat replay the stored answer.
+    pub idempotent: bool,
 }
 
-const fn route(method: &'static str, path: &'static str, access: Access) -> Route {
-    Route { method, path, access }
+const fn get(path: &'static str, access: Access) -> Route {
+    Route { method: "GET", path, access, body: Body::None, answer: Answer::Json, idempotent: false }
+}
+
+/// A POST takes a JSON body; a keyed one is idempotent.
+const fn post(path: &'static str, access: Access) -> Route {
+    let idempotent = matches!(access, Access::Key(_));
+    Route { method: "POST", path, access, body: Body::Json, answer: Answer::Json, idempotent }
+}
+
+impl Route {
+    const fn raw(self) -> Route {
+        Route { body: Body::Raw, ..self }
+    }
+    const fn form(self) -> Route {
+        Route { body: Body::Form, ..self }
+    }
+    const fn html(self) -> Route {
+        Route { answer: Answer::Html, ..self }
+    }
+    /// Not idempotent by key: a body that is not JSON has no fingerprint to compare, and the
+    /// call is idempotent by nature (a repeated Message-ID is stored once).
+    const fn without_idempotency(self) -> Route {
+        Route { idempotent: false, ..self }
+    }
 }
 
 use Access::{Key, Operator, Public};
@@ -61,98 +114,84 @@ const OVERSIGHT: &[Scope] = &[Scope::Oversight];
 const READ_OR_OVERSIGHT: &[Scope] = &[Scope::Read, Scope::Oversight];
 
 pub const ROUTES: &[Route] = &[
-    route("GET", "/healthz", Public),
-    route("GET", "/openapi.json", Public),
-    route("GET", "/.well-known/jwks.json", Public),
-    route("GET", "/verify_identity", Public),
-    route("POST", "/admin/create_account", Operator),
-    route("POST", "/create_api_key", Key(ADMIN)),
-    route("GET", "/list_api_keys", Key(ADMIN)),
-    route("POST", "/revoke_api_key", Key(ADMIN)),
-    route("POST", "/create_mailbox", Key(ADMIN)),
-    route("GET", "/list_mailboxes", Key(READ_OR_ADMIN)),
-    route("POST", "/update_mailbox", Key(ADMIN)),
-    route("POST", "/delete_mailbox", Key(ADMIN)),
-    route("POST", "/send_email", Key(SEND)),
-    route("POST", "/cancel_email", Key(SEND)),
-    route("GET", "/get_email", Key(READ_SEND_OR_OVERSIGHT)),
-    route("GET", "/check_inbox", Key(READ)),
-    route("GET", "/read_email", Key(READ)),
-    route("GET", "/get_thread", Key(READ)),
-    route("POST", "/tag_email", Key(SEND)),
-    route("POST", "/reply_email", Key(SEND)),
-    route("POST", "/inbound/postmark", Public),
-    route("POST", "/inbound/mime", Key(ADMIN)),
-    route("POST", "/provider_events/postmark", Public),
-    route("POST", "/provider_events/resend", Public),
-    route("POST", "/decide_email", Key(OVERSIGHT)),
-    route("GET", "/list_pending", Key(READ_OR_OVERSIGHT)),
-    route("GET", "/review", Public),
-    route("POST", "/review", Public),
-    route("GET", "/list_suppressions", Key(ADMIN)),
-    route("POST", "/add_suppression", Key(ADMIN)),
-    route("POST", "/remove_suppression", Key(ADMIN)),
-    route("GET", "/unsubscribe/{token}", Public),
-    route("POST", "/unsubscribe/{token}", Public),
-    route("POST", "/create_domain", Key(ADMIN)),
-    route("POST", "/verify_domain", Key(ADMIN)),
-    route("GET", "/list_domains", Key(ADMIN)),
-    route("POST", "/delete_domain", Key(ADMIN)),
-    route("GET", "/get_audit_log", Key(ADMIN)),
-    route("GET", "/verify_audit_log", Key(ADMIN)),
-    route("GET", "/export_audit_log", Key(ADMIN)),
-    route("POST", "/create_webhook", Key(ADMIN)),
-    route("GET", "/list_webhooks", Key(ADMIN)),
-    route("POST", "/delete_webhook", Key(ADMIN)),
-    route("POST", "/rotate_webhook_secret", Key(ADMIN)),
-    route("GET", "/list_webhook_deliveries", Key(ADMIN)),
+    get("/healthz", Public),
+    get("/openapi.json", Public),
+    get("/.well-known/jwks.json", Public),
+    get("/verify_identity", Public),
+    post("/admin/create_account", Operator),
+    post("/create_api_key", Key(ADMIN)),
+    get("/list_api_keys", Key(ADMIN)),
+    post("/revoke_api_key", Key(ADMIN)),
+    post("/create_mailbox", Key(ADMIN)),
+    get("/list_mailboxes", Key(READ_OR_ADMIN)),
+    post("/update_mailbox", Key(ADMIN)),
+    post("/delete_mailbox", Key(ADMIN)),
+    post("/send_email", Key(SEND)),
+    post("/cancel_email", Key(SEND)),
+    get("/get_email", Key(READ_SEND_OR_OVERSIGHT)),
+    get("/check_inbox", Key(READ)),
+    get("/read_email", Key(READ)),
+    get("/get_thread", Key(READ)),
+    post("/tag_email", Key(SEND)),
+    post("/reply_email", Key(SEND)),
+    post("/inbound/postmark", Public).raw(),
+    post("/inbound/mime", Key(ADMIN)).raw().without_idempotency(),
+    post("/provider_events/postmark", Public).raw(),
+    post("/provider_events/resend", Public).raw(),
+    post("/decide_email", Key(OVERSIGHT)),
+    get("/list_pending", Key(READ_OR_OVERSIGHT)),
+    get("/review", Public).html(),
+    post("/review", Public).form().html(),
+    get("/list_suppressions", Key(ADMIN)),
+    post("/add_suppression", Key(ADMIN)),
+    post("/remove_suppression", Key(ADMIN)),
+    get("/unsubscribe/{token}", Public).html(),
+    post("/unsubscribe/{token}", Public).form().html(),
+    post("/create_domain", Key(ADMIN)),
+    post("/verify_domain", Key(ADMIN)),
+    get("/list_domains", Key(ADMIN)),
+    post("/delete_domain", Key(ADMIN)),
+    get("/get_audit_log", Key(ADMIN)),
+    get("/verify_audit_log", Key(ADMIN)),
+    get("/export_audit_log", Key(ADMIN)),
+    post("/create_webhook", Key(ADMIN)),
+    get("/list_webhooks", Key(ADMIN)),
+    post("/delete_webhook", Key(ADMIN)),
+    post("/rotate_webhook_secret", Key(ADMIN)),
+    get("/list_webhook_deliveries", Key(ADMIN)),
 ];
 
-/// Everything a handler may use.
-pub struct Ctx {
-    pub env: Env,
-    pub db: D1Database,
-    pub config: Config,
-    pub request_id: String,
-    pub now: i64,
-    /// `https://host` of this request, for links the API hands out.
-    pub origin: String,
-    principal: Option<Principal>,
-    idem: Option<IdemSlot>,
+/// What the router read from the request, as the route declared.
+pub enum Input {
+    None,
+    Json(Value),
+    Form(Vec<(String, String)>),
 }
 
-struct IdemSlot {
-    key: String,
-    completed: Cell<bool>,
-}
-
-impl Ctx {
-    /// The caller's key; only routes with `Access::Key` reach handlers that call this.
-    pub fn principal(&self) -> &Principal {
-        self.principal.as_ref().expect("keyed route has a principal")
-    }
-
-    fn idem_scope<'a>(&'a self, slot: &'a IdemSlot) -> idem_store::Scope<'a> {
-        let p = self.principal();
-        idem_store::Scope { account_id: &p.account_id, livemode: p.livemode, key: &slot.key }
-    }
-
-    /// The statement that stores this answer for replay, for a handler to put in its own write
-    /// batch (so the answer and the change commit together). `None` without an idempotency key.
-    pub fn idempotency_completion(&self, reply: &Reply) -> ApiResult<Option<D1PreparedStatement>> {
-        let Some(slot) = &self.idem else { return Ok(None) };
-        if !idempotency::is_stored(reply.status) {
-            return Ok(None);
+impl Input {
+    /// The JSON body (`null` for routes without one).
+    pub fn json(&self) -> &Value {
+        match self {
+            Input::Json(v) => v,
+            _ => &Value::Null,
         }
-        let stmt = idem_store::complete(&self.db, &self.idem_scope(slot), reply.status, &reply.body.to_string())?;
-        slot.completed.set(true);
-        Ok(Some(stmt))
     }
-
-    pub fn idempotency_key(&self) -> Option<&str> {
-        self.idem.as_ref().map(|s| s.key.as_str())
+    /// The form's value of `name`, if posted.
+    pub fn form_value(&self, name: &str) -> Option<&str> {
+        match self {
+            Input::Form(pairs) => pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()),
+            _ => None,
+        }
     }
 }
+
+/// The headers every HTML page is served with.
+const HTML_HEADERS: [(&str, &str); 4] = [
+    ("Content-Type", "text/html; charset=utf-8"),
+    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+];
 
 struct Served {
     status: u16,
@@ -161,18 +200,22 @@ struct Served {
     json: Option<Value>,
 }
 
-impl From<Reply> for Served {
-    fn from(r: Reply) -> Self {
+impl Served {
+    fn from_reply(r: Reply, answer: Answer) -> Self {
+        let mut headers = r.headers;
+        if answer == Answer::Html {
+            headers.extend(HTML_HEADERS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        }
         match r.raw {
-            Some(raw) => Served { status: r.status, body: raw, headers: r.headers, json: None },
-            None => Served { status: r.status, body: r.body.to_string(), headers: r.headers, json: Some(r.body) },
+            Some(raw) => Served { status: r.status, body: raw, headers, json: None },
+            None => Served { status: r.status, body: r.body.to_string(), headers, json: Some(r.body) },
         }
     }
 }
 
 pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker::Result<Response> {
     let request_id = platform::new_id(crate::domain::ids::REQUEST);
-    let mut facts: Option<crate::audit::Facts> = None;
+    let mut facts: Option<app::audit::Facts> = None;
     let result = serve(&mut req, env.clone(), &request_id, &mut facts).await;
     if let Some(mut f) = facts {
         // Every authenticated state-changing call is audited, refused ones included.
@@ -182,7 +225,7 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
                 f.outcome = if replayed { "replayed".into() } else { "ok".into() };
                 f.status = Some(i64::from(s.status));
                 let answer = s.json.clone().or_else(|| serde_json::from_str(&s.body).ok());
-                let (mb, msg, mode) = crate::audit::subjects(&Value::Null, answer.as_ref());
+                let (mb, msg, mode) = app::audit::subjects(&Value::Null, answer.as_ref());
                 f.mailbox = mb.or(f.mailbox);
                 f.message_id = msg.or(f.message_id);
                 f.oversight_mode = mode.or(f.oversight_mode);
@@ -196,7 +239,7 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
         // Appended after the answer, within this invocation: the chain's Durable Object
         // serialises appends per account, and callers should not queue behind it.
         let env = env.clone();
-        wctx.wait_until(async move { crate::audit::record(&env, f).await });
+        wctx.wait_until(async move { app::audit::record(&env, f).await });
     }
     match result {
         Ok(s) => http::json_response(s.status, &s.body, &request_id, &s.headers),
@@ -231,7 +274,7 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option<crate::audit::Facts>) -> ApiResult<Served> {
+async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option<app::audit::Facts>) -> ApiResult<Served> {
     let path = req.path();
     let method = method_name(&req.method());
     let candidates: Vec<&Route> = ROUTES.iter().filter(|r| path_matches(r.path, &path)).collect();
@@ -245,29 +288,8 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
         e.allow = Some(allow.join(", "));
         return Err(e);
     };
-    if route.path == "/openapi.json" {
-        return Ok(Served { status: 200, body: OPENAPI.to_string(), headers: vec![], json: None });
-    }
 
     let now = platform::now_ms();
-    if route.path == "/review" {
-        let p = review::handle(req, &env, method, now).await?;
-        let headers = vec![
-            ("Content-Type".to_string(), "text/html; charset=utf-8".to_string()),
-            ("Content-Security-Policy".to_string(), "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'".to_string()),
-            ("X-Frame-Options".to_string(), "DENY".to_string()),
-            ("Referrer-Policy".to_string(), "no-referrer".to_string()),
-        ];
-        return Ok(Served { status: p.status, body: p.html, headers, json: None });
-    }
-    if route.path == "/unsubscribe/{token}" {
-        let (status, html) = suppressions::unsubscribe(&env, &path, method, now).await?;
-        let headers = vec![
-            ("Content-Type".to_string(), "text/html; charset=utf-8".to_string()),
-            ("Referrer-Policy".to_string(), "no-referrer".to_string()),
-        ];
-        return Ok(Served { status, body: html, headers, json: None });
-    }
     let config = Config::from_env(&env);
     let db = store::db(&env)?;
     let principal = match route.access {
@@ -279,7 +301,8 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
         Key(scopes) => {
             let p = auth::authenticate(req, &db, now, config.rate_limit_per_minute).await?;
             if route.method == "POST" {
-                *facts = Some(crate::audit::Facts {
+                // Every authenticated state-changing call is audited, refused ones included.
+                *facts = Some(app::audit::Facts {
                     account_id: p.account_id.clone(),
                     livemode: p.livemode,
                     actor: p.key_id.clone(),
@@ -294,58 +317,48 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
             Some(p)
         }
     };
-    // Webhook ways in take their own bodies (raw MIME, Postmark's JSON with its own auth).
-    if route.path == "/inbound/postmark" {
-        return inbound::postmark(req, &env).await.map(Served::from);
-    }
-    if route.path == "/provider_events/postmark" {
-        return provider_events::postmark(req, &env).await.map(Served::from);
-    }
-    if route.path == "/provider_events/resend" {
-        return provider_events::resend(req, &env).await.map(Served::from);
-    }
-    if route.path == "/inbound/mime" {
-        let p = principal.as_ref().expect("keyed route");
-        return inbound::mime(req, &env, p).await.map(Served::from);
-    }
-    let body = if route.method == "POST" { http::read_json_object(req).await? } else { Value::Null };
-    if let Some(f) = facts.as_mut() {
-        let (mb, msg, mode) = crate::audit::subjects(&body, None);
+    let input = match route.body {
+        Body::None | Body::Raw => Input::None,
+        Body::Json => Input::Json(http::read_json_object(req).await?),
+        Body::Form => Input::Form(http::read_form(req).await?),
+    };
+    if let (Some(f), Input::Json(body)) = (facts.as_mut(), &input) {
+        let (mb, msg, mode) = app::audit::subjects(body, None);
         (f.mailbox, f.message_id, f.oversight_mode) = (mb, msg, mode);
     }
 
     let origin = req.url().map(|u| u.origin().ascii_serialization()).unwrap_or_default();
-    let mut ctx = Ctx { env, db, config, request_id: request_id.to_string(), now, origin, principal, idem: None };
+    let mut ctx = Ctx::new(env, db, config, request_id, now, origin, principal);
+    let served = |reply: Reply| Served::from_reply(reply, route.answer);
 
-    let idem_key = if ctx.principal.is_some() && route.method == "POST" { idempotency_key(req, &body)? } else { None };
+    let idem_key = if route.idempotent && ctx.has_principal() { idempotency_key(req, input.json())? } else { None };
     if let (Some(f), Some(k)) = (facts.as_mut(), &idem_key) {
         f.idempotency_key = Some(k.as_str().to_string());
     }
     let Some(key) = idem_key else {
-        return dispatch(&ctx, route, req, &body).await.map(Served::from);
+        return dispatch(&ctx, route, req, &input).await.map(served);
     };
 
     // Idempotency: reserve the key, or answer from what is stored under it.
-    let fingerprint = idempotency::fingerprint(route.method, route.path, &body);
-    let slot = IdemSlot { key: key.as_str().to_string(), completed: Cell::new(false) };
-    if let Some(replayed) = reserve_or_replay(&ctx, &slot, &fingerprint).await? {
+    let key = key.as_str().to_string();
+    let fingerprint = idempotency::fingerprint(route.method, route.path, input.json());
+    if let Some(replayed) = reserve_or_replay(&ctx, &key, &fingerprint).await? {
         return Ok(replayed);
     }
-    ctx.idem = Some(slot);
-    let outcome = dispatch(&ctx, route, req, &body).await;
-    let slot = ctx.idem.as_ref().expect("set above");
-    let scope = ctx.idem_scope(slot);
+    ctx.hold_idempotency_key(&key);
+    let outcome = dispatch(&ctx, route, req, &input).await;
+    let scope = ctx.idem_scope(&key);
     match &outcome {
-        Ok(reply) if !slot.completed.get() && idempotency::is_stored(reply.status) => {
+        Ok(_) if ctx.idempotency_completed() => {}
+        Ok(reply) if idempotency::is_stored(reply.status) => {
             idem_store::complete(&ctx.db, &scope, reply.status, &reply.body.to_string())?.run().await?;
         }
-        Ok(_) if slot.completed.get() => {}
         Err(e) if idempotency::is_stored(e.status) => {
             idem_store::complete(&ctx.db, &scope, e.status, &e.body(request_id).to_string())?.run().await?;
         }
         _ => idem_store::release(&ctx.db, &scope).await?,
     }
-    outcome.map(Served::from)
+    outcome.map(served)
 }
 
 fn idempotency_key(req: &Request, body: &Value) -> ApiResult<Option<IdempotencyKey>> {
@@ -363,8 +376,8 @@ fn idempotency_key(req: &Request, body: &Value) -> ApiResult<Option<IdempotencyK
 }
 
 /// `Ok(None)`: this request owns the key and runs. `Ok(Some(_))`: answer with this replay.
-async fn reserve_or_replay(ctx: &Ctx, slot: &IdemSlot, fingerprint: &str) -> ApiResult<Option<Served>> {
-    let scope = ctx.idem_scope(slot);
+async fn reserve_or_replay(ctx: &Ctx, key: &str, fingerprint: &str) -> ApiResult<Option<Served>> {
+    let scope = ctx.idem_scope(key);
     // A concurrent repeat waits briefly for the first to finish rather than failing at once.
     for wait in 0..8 {
         let now = platform::now_ms();
@@ -407,51 +420,56 @@ async fn reserve_or_replay(ctx: &Ctx, slot: &IdemSlot, fingerprint: &str) -> Api
         .with_retry_after(1))
 }
 
-async fn dispatch(ctx: &Ctx, route: &Route, req: &Request, body: &Value) -> ApiResult<Reply> {
-    match route.path {
-        "/healthz" => health::healthz(ctx).await,
-        "/.well-known/jwks.json" => Ok(Reply::ok(crate::identity::jwks(&ctx.env)?)),
-        "/verify_identity" => {
-            let q = http::query_params(req, &["jws"])?;
-            let jws = q.get("jws").ok_or_else(|| ApiError::invalid_field("jws", "`jws` is required: the MultiMail-Identity header's value"))?;
-            let v = crate::domain::identity::verify(jws, &crate::identity::jwks(&ctx.env)?);
-            Ok(Reply::ok(serde_json::to_value(v).map_err(|_| ApiError::internal())?))
-        }
-        "/admin/create_account" => admin::create_account(ctx, body).await,
-        "/create_api_key" => keys::create_api_key(ctx, body).await,
-        "/list_api_keys" => keys::list_api_keys(ctx, req).await,
-        "/revoke_api_key" => keys::revoke_api_key(ctx, body).await,
-        "/create_mailbox" => mailboxes::create_mailbox(ctx, body).await,
-        "/list_mailboxes" => mailboxes::list_mailboxes(ctx, req).await,
-        "/update_mailbox" => mailboxes::update_mailbox(ctx, body).await,
-        "/delete_mailbox" => mailboxes::delete_mailbox(ctx, body).await,
-        "/send_email" => send::send_email(ctx, body).await,
-        "/cancel_email" => emails::cancel_email(ctx, body).await,
-        "/get_email" => emails::get_email(ctx, req).await,
-        "/check_inbox" => inbox::check_inbox(ctx, req).await,
-        "/read_email" => inbox::read_email(ctx, req).await,
-        "/get_thread" => inbox::get_thread(ctx, req).await,
-        "/tag_email" => inbox::tag_email(ctx, body).await,
-        "/reply_email" => inbox::reply_email(ctx, body).await,
-        "/decide_email" => oversight::decide_email(ctx, body).await,
-        "/list_pending" => oversight::list_pending(ctx, req).await,
-        "/list_suppressions" => suppressions::list_suppressions(ctx, req).await,
-        "/add_suppression" => suppressions::add_suppression(ctx, body).await,
-        "/remove_suppression" => suppressions::remove_suppression(ctx, body).await,
-        "/create_domain" => domains::create_domain(ctx, body).await,
-        "/verify_domain" => domains::verify_domain(ctx, body).await,
-        "/list_domains" => domains::list_domains(ctx, req).await,
-        "/delete_domain" => domains::delete_domain(ctx, body).await,
-        "/get_audit_log" => audit::get_audit_log(ctx, req).await,
-        "/verify_audit_log" => audit::verify_audit_log(ctx).await,
-        "/export_audit_log" => audit::export_audit_log(ctx).await,
-        "/create_webhook" => webhooks::create_webhook(ctx, body).await,
-        "/list_webhooks" => webhooks::list_webhooks(ctx, req).await,
-        "/delete_webhook" => webhooks::delete_webhook(ctx, body).await,
-        "/rotate_webhook_secret" => webhooks::rotate_webhook_secret(ctx, body).await,
-        "/list_webhook_deliveries" => webhooks::list_webhook_deliveries(ctx, req).await,
-        other => {
-            worker::console_error!("route {other} is in ROUTES but not dispatched");
+async fn dispatch(ctx: &Ctx, route: &Route, req: &mut Request, input: &Input) -> ApiResult<Reply> {
+    let body = input.json();
+    match (route.method, route.path) {
+        (_, "/healthz") => health::healthz(ctx).await,
+        (_, "/openapi.json") => Ok(Reply::raw(200, OPENAPI.to_string(), vec![])),
+        (_, "/.well-known/jwks.json") => identity::jwks(ctx).await,
+        (_, "/verify_identity") => identity::verify_identity(ctx, req).await,
+        (_, "/admin/create_account") => admin::create_account(ctx, body).await,
+        (_, "/create_api_key") => keys::create_api_key(ctx, body).await,
+        (_, "/list_api_keys") => keys::list_api_keys(ctx, req).await,
+        (_, "/revoke_api_key") => keys::revoke_api_key(ctx, body).await,
+        (_, "/create_mailbox") => mailboxes::create_mailbox(ctx, body).await,
+        (_, "/list_mailboxes") => mailboxes::list_mailboxes(ctx, req).await,
+        (_, "/update_mailbox") => mailboxes::update_mailbox(ctx, body).await,
+        (_, "/delete_mailbox") => mailboxes::delete_mailbox(ctx, body).await,
+        (_, "/send_email") => send::send_email(ctx, body).await,
+        (_, "/cancel_email") => emails::cancel_email(ctx, body).await,
+        (_, "/get_email") => emails::get_email(ctx, req).await,
+        (_, "/check_inbox") => inbox::check_inbox(ctx, req).await,
+        (_, "/read_email") => inbox::read_email(ctx, req).await,
+        (_, "/get_thread") => inbox::get_thread(ctx, req).await,
+        (_, "/tag_email") => inbox::tag_email(ctx, body).await,
+        (_, "/reply_email") => inbox::reply_email(ctx, body).await,
+        (_, "/inbound/postmark") => inbound::postmark(ctx, req).await,
+        (_, "/inbound/mime") => inbound::mime(ctx, req).await,
+        (_, "/provider_events/postmark") => provider_events::postmark(ctx, req).await,
+        (_, "/provider_events/resend") => provider_events::resend(ctx, req).await,
+        (_, "/decide_email") => oversight::decide_email(ctx, body).await,
+        (_, "/list_pending") => oversight::list_pending(ctx, req).await,
+        ("GET", "/review") => review::show(ctx, req).await,
+        ("POST", "/review") => review::decide(ctx, input).await,
+        ("GET", "/unsubscribe/{token}") => suppressions::unsubscribe_page(ctx, req).await,
+        ("POST", "/unsubscribe/{token}") => suppressions::unsubscribe(ctx, req).await,
+        (_, "/list_suppressions") => suppressions::list_suppressions(ctx, req).await,
+        (_, "/add_suppression") => suppressions::add_suppression(ctx, body).await,
+        (_, "/remove_suppression") => suppressions::remove_suppression(ctx, body).await,
+        (_, "/create_domain") => domains::create_domain(ctx, body).await,
+        (_, "/verify_domain") => domains::verify_domain(ctx, body).await,
+        (_, "/list_domains") => domains::list_domains(ctx, req).await,
+        (_, "/delete_domain") => domains::delete_domain(ctx, body).await,
+        (_, "/get_audit_log") => audit::get_audit_log(ctx, req).await,
+        (_, "/verify_audit_log") => audit::verify_audit_log(ctx).await,
+        (_, "/export_audit_log") => audit::export_audit_log(ctx).await,
+        (_, "/create_webhook") => webhooks::create_webhook(ctx, body).await,
+        (_, "/list_webhooks") => webhooks::list_webhooks(ctx, req).await,
+        (_, "/delete_webhook") => webhooks::delete_webhook(ctx, body).await,
+        (_, "/rotate_webhook_secret") => webhooks::rotate_webhook_secret(ctx, body).await,
+        (_, "/list_webhook_deliveries") => webhooks::list_webhook_deliveries(ctx, req).await,
+        (m, p) => {
+            worker::console_error!("route {m} {p} is in ROUTES but not dispatched");
             Err(ApiError::internal())
         }
     }
@@ -527,6 +545,32 @@ mod tests {
         assert!(!super::path_matches("/unsubscribe/{token}", "/unsubscribe/"));
         assert!(!super::path_matches("/unsubscribe/{token}", "/unsubscribe/a/b"));
         assert!(super::path_matches("/send_email", "/send_email"));
+    }
+
+    #[test]
+    fn idempotent_routes_take_a_json_body_from_a_key() {
+        for r in ROUTES {
+            if r.idempotent {
+                assert_eq!(r.body, super::Body::Json, "{} {}: idempotency fingerprints a JSON body", r.method, r.path);
+                assert!(matches!(r.access, Access::Key(_)), "{} {}: idempotency keys are scoped to a key's account", r.method, r.path);
+            }
+        }
+        let mime = ROUTES.iter().find(|r| r.path == "/inbound/mime").expect("routed");
+        assert!(!mime.idempotent && mime.body == super::Body::Raw, "raw MIME is declared raw and exempt");
+        let send = ROUTES.iter().find(|r| r.path == "/send_email").expect("routed");
+        assert!(send.idempotent);
+    }
+
+    #[test]
+    fn pages_are_public_and_gets_read_no_body() {
+        for r in ROUTES {
+            if r.answer == super::Answer::Html {
+                assert!(matches!(r.access, Access::Public), "{} {} is a page for a person: no API key", r.method, r.path);
+            }
+            if r.method == "GET" {
+                assert_eq!(r.body, super::Body::None, "GET {} reads no body", r.path);
+            }
+        }
     }
 
     #[test]

@@ -5,16 +5,26 @@
 
 use worker::{Env, Request};
 
-use crate::domain::approval::Command;
+use super::Input;
+use crate::app::oversight::{self, HoldOutcome};
+use crate::app::Ctx;
+use crate::domain::approval::{Command, Status};
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::links::{self, LinkError};
+use crate::domain::message::MessageStatus;
 use crate::domain::time::to_rfc3339;
-use crate::oversight::{self, DoRequest};
-use crate::store::{self, messages};
+use crate::http::{ApiResult, Reply};
+use crate::store::messages::{self, Blob};
 
 pub struct Page {
     pub status: u16,
     pub html: String,
+}
+
+impl From<Page> for Reply {
+    fn from(p: Page) -> Reply {
+        Reply::raw(p.status, p.html, vec![])
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -45,41 +55,39 @@ fn claims(env: &Env, token: &str, now: i64) -> Result<links::LinkClaims, Page> {
 fn already(m: &messages::MessageRow) -> Page {
     page(409, "Already decided", &format!(
         "<p>This message is <strong>{}</strong>{}.</p>",
-        esc(&m.status),
+        esc(m.status.as_str()),
         m.decided_by.as_deref().map(|b| format!(" (decided by {})", esc(b))).unwrap_or_default()
     ))
 }
 
-pub async fn handle(req: &mut Request, env: &Env, method: &str, now: i64) -> worker::Result<Page> {
-    let (token, reason) = if method == "POST" {
-        let form = req.text().await.unwrap_or_default();
-        let mut token = None;
-        let mut reason = None;
-        for (k, v) in worker::url::form_urlencoded::parse(form.as_bytes()) {
-            match k.as_ref() {
-                "token" => token = Some(v.to_string()),
-                "reason" if !v.trim().is_empty() => reason = Some(v.chars().take(1000).collect::<String>()),
-                _ => {}
-            }
-        }
-        (token, reason)
-    } else {
-        let url = req.url()?;
-        (url.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.to_string()), None)
-    };
+/// `GET /review?token=…`: the held message and a form that asks for confirmation.
+pub async fn show(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let url = req.url()?;
+    let token = url.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.to_string());
+    Ok(page_for(ctx, token, None, false).await?.into())
+}
+
+/// `POST /review` (the page's form): the decision.
+pub async fn decide(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    let token = input.form_value("token").map(str::to_string);
+    let reason = input.form_value("reason").filter(|v| !v.trim().is_empty()).map(|v| v.chars().take(1000).collect::<String>());
+    Ok(page_for(ctx, token, reason, true).await?.into())
+}
+
+async fn page_for(ctx: &Ctx, token: Option<String>, reason: Option<String>, deciding: bool) -> worker::Result<Page> {
+    let (env, db, now) = (&ctx.env, &ctx.db, ctx.now);
     let Some(token) = token else { return Ok(page(400, "This link is not valid", "<p>No token.</p>")) };
     let c = match claims(env, &token, now) {
         Ok(c) => c,
         Err(p) => return Ok(p),
     };
-    let db = store::db(env)?;
-    let Some(m) = messages::get(&db, &c.id).await? else { return Ok(page(404, "Not found", "<p>No such message.</p>")) };
+    let Some(m) = messages::get(db, &c.id).await? else { return Ok(page(404, "Not found", "<p>No such message.</p>")) };
     let verb = if c.decision == "approve" { "Approve" } else { "Reject" };
-    if method == "GET" {
-        if m.msg.status != "pending_approval" {
+    if !deciding {
+        if m.msg.status != MessageStatus::PendingApproval {
             return Ok(already(&m.msg));
         }
-        let email: Option<OutboundEmail> = messages::blob(&db, &m.msg.id, "outbound").await?.and_then(|j| serde_json::from_str(&j).ok());
+        let email: Option<OutboundEmail> = messages::blob(db, &m.msg.id, Blob::Outbound).await?.and_then(|j| serde_json::from_str(&j).ok());
         let preview: String = email.as_ref().and_then(|e| e.text.clone().or(e.html.clone())).unwrap_or_default().chars().take(5000).collect();
         let to = email.map(|e| e.to.join(", ")).unwrap_or_default();
         return Ok(page(200, &format!("{verb} this message?"), &format!(
@@ -92,12 +100,13 @@ pub async fn handle(req: &mut Request, env: &Env, method: &str, now: i64) -> wor
             exp = m.msg.expires_at.map(to_rfc3339).unwrap_or_default(), preview = esc(&preview), token = esc(&token),
         )));
     }
-    let cmd = Command::Decide { approve: c.decision == "approve", by: format!("human:{}", c.to), at: now, reason };
-    let out = oversight::call(env, &DoRequest { hold: oversight::hold_of(&m.msg), command: Some(cmd), audit_here: true }).await?;
-    if out.outcome != "decided" || out.approval.status.as_str() == "expired" {
-        let fresh = messages::get(&db, &c.id).await?.map(|m| m.msg).unwrap_or(m.msg);
+    let by = format!("human:{}", c.to);
+    let cmd = Command::Decide { approve: c.decision == "approve", by: by.clone(), at: now, reason };
+    let out = oversight::command(env, &m.msg, cmd, true).await?;
+    if out.outcome != HoldOutcome::Decided || out.approval.status == Status::Expired {
+        let fresh = messages::get(db, &c.id).await?.map(|m| m.msg).unwrap_or(m.msg);
         return Ok(already(&fresh));
     }
     let done = if c.decision == "approve" { "Approved: the message is on its way." } else { "Rejected: the message will not be sent." };
-    Ok(page(200, done, &format!("<p>Message {} — decided by {}.</p>", esc(&c.id), esc(&format!("human:{}", c.to)))))
+    Ok(page(200, done, &format!("<p>Message {} — decided by {}.</p>", esc(&c.id), esc(&by))))
 }

@@ -1,52 +1,20 @@
 //! The suppression list (per account): `list_suppressions`, `add_suppression`,
-//! `remove_suppression`, the lookup every send makes, and the public unsubscribe endpoint
-//! (`GET` shows a confirmation page, `POST` — the RFC 8058 one-click — suppresses).
+//! `remove_suppression`, and the public unsubscribe endpoint (`GET` shows a confirmation page,
+//! `POST` — the RFC 8058 one-click — suppresses).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
-use worker::{D1Database, Env, Request};
+use worker::Request;
 
-use super::Ctx;
+use crate::app::{audit, oversight, Ctx};
 use crate::domain::address::EmailAddress;
 use crate::domain::suppression::{self, REASONS};
 use crate::domain::time::to_rfc3339;
 use crate::http::{self, ApiError, ApiResult, Reply};
-use crate::store;
+use crate::store::suppressions::{self as store_supp, SuppressionRow};
 
-#[derive(Deserialize)]
-struct Row {
-    address: String,
-    reason: String,
-    source: Option<String>,
-    created_at: i64,
-}
-
-fn row_json(r: &Row) -> Value {
+fn row_json(r: &SuppressionRow) -> Value {
     json!({"address": r.address, "reason": r.reason, "source": r.source, "created_at": to_rfc3339(r.created_at)})
-}
-
-/// Which of these addresses the account must not send to (lower-cased).
-pub async fn suppressed_among(ctx: &Ctx, account_id: &str, addresses: Vec<String>) -> ApiResult<Vec<String>> {
-    let lower: Vec<String> = addresses.iter().map(|a| a.to_ascii_lowercase()).collect();
-    let list = serde_json::to_string(&lower).expect("strings serialize");
-    let rows: Vec<Row> = store::all(
-        &ctx.db,
-        "SELECT * FROM suppressions WHERE account_id = ?1 AND address IN (SELECT value FROM json_each(?2))",
-        crate::args![account_id, &list],
-    )
-    .await?;
-    Ok(rows.into_iter().map(|r| r.address).collect())
-}
-
-/// Adds (or keeps) a suppression; the first reason recorded stays.
-pub async fn suppress(db: &D1Database, account_id: &str, address: &str, reason: &str, source: Option<&str>, now: i64) -> worker::Result<()> {
-    store::run(
-        db,
-        "INSERT INTO suppressions (account_id, address, reason, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (account_id, address) DO NOTHING",
-        crate::args![account_id, &address.to_ascii_lowercase(), reason, source, now],
-    )
-    .await
 }
 
 pub async fn list_suppressions(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
@@ -57,12 +25,7 @@ pub async fn list_suppressions(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     if reason.is_some_and(|r| !REASONS.contains(&r)) {
         return Err(ApiError::invalid_field("reason", "`reason` is unsubscribe, hard_bounce, complaint or manual"));
     }
-    let rows: Vec<Row> = store::all(
-        &ctx.db,
-        "SELECT * FROM suppressions WHERE account_id = ?1 AND address > ?2 AND (?3 IS NULL OR reason = ?3) ORDER BY address LIMIT ?4",
-        crate::args![&p.account_id, q.get("cursor").map_or("", String::as_str), reason, i64::from(limit + 1)],
-    )
-    .await?;
+    let rows = store_supp::list(&ctx.db, &p.account_id, reason, q.get("cursor").map(String::as_str), limit + 1).await?;
     let (rows, next) = super::page(rows, limit, |r| r.address.clone());
     Ok(Reply::ok(json!({"suppressions": rows.iter().map(row_json).collect::<Vec<_>>(), "next_cursor": next})))
 }
@@ -88,8 +51,8 @@ pub async fn add_suppression(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     if reason != "manual" {
         return Err(ApiError::invalid_field("reason", "suppressions added through the API are `manual`"));
     }
-    suppress(&ctx.db, &p.account_id, &address, reason, Some(&p.key_id), ctx.now).await?;
-    let row: Option<Row> = store::first(&ctx.db, "SELECT * FROM suppressions WHERE account_id = ?1 AND address = ?2", crate::args![&p.account_id, &address]).await?;
+    store_supp::add(&ctx.db, &p.account_id, &address, reason, Some(&p.key_id), ctx.now).await?;
+    let row = store_supp::get(&ctx.db, &p.account_id, &address).await?;
     Ok(Reply::created(row.map(|r| row_json(&r)).unwrap_or(Value::Null)))
 }
 
@@ -100,34 +63,50 @@ pub async fn remove_suppression(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         return Err(ApiError::new(400, "unknown_field", "`reason` is not a field of this call").with_field("reason"));
     }
     let address = parse_address(&input.address)?;
-    let gone: Option<Row> = store::first(
-        &ctx.db,
-        "DELETE FROM suppressions WHERE account_id = ?1 AND address = ?2 RETURNING *",
-        crate::args![&p.account_id, &address],
-    )
-    .await?;
-    let r = gone.ok_or_else(|| ApiError::not_found("suppression").with_field("address"))?;
+    let r = store_supp::remove(&ctx.db, &p.account_id, &address)
+        .await?.ok_or_else(|| ApiError::not_found("suppression").with_field("address"))?;
     let mut v = row_json(&r);
     v["removed"] = json!(true);
     Ok(Reply::ok(v))
 }
 
-/// `GET|POST /unsubscribe/{token}` (public). Answers small HTML pages.
-pub async fn unsubscribe(env: &Env, path: &str, method: &str, now: i64) -> worker::Result<(u16, String)> {
+fn unsubscribe_html(status: u16, title: &str, body: &str) -> Reply {
+    let html = format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head><body style=\"font:16px system-ui;max-width:36rem;margin:2rem auto\"><h1>{title}</h1>{body}</body></html>");
+    Reply::raw(status, html, vec![])
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The token of `/unsubscribe/{token}`, verified; or the page that says why not.
+fn claims(ctx: &Ctx, req: &Request) -> Result<suppression::UnsubscribeClaims, Reply> {
+    let path = req.path();
     let token = path.trim_start_matches("/unsubscribe/");
-    let page = |title: &str, body: &str| format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head><body style=\"font:16px system-ui;max-width:36rem;margin:2rem auto\"><h1>{title}</h1>{body}</body></html>");
-    let Some(secret) = crate::oversight::link_secret(env) else { return Ok((503, page("Unavailable", "<p>Not configured.</p>"))) };
-    let Some(c) = suppression::verify(&secret, token) else { return Ok((400, page("This link is not valid", "<p>The link is incomplete or was altered.</p>"))) };
-    let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
-    if method == "GET" {
-        return Ok((200, page("Unsubscribe?", &format!(
-            "<p>Stop emails to <strong>{}</strong> from this sender?</p><form method=\"post\"><button type=\"submit\" name=\"List-Unsubscribe\" value=\"One-Click\">Unsubscribe</button></form>",
-            esc(&c.address)
-        ))));
-    }
-    let db = store::db(env)?;
-    suppress(&db, &c.account, &c.address, "unsubscribe", Some(&c.message_id), now).await?;
-    crate::audit::record(env, crate::audit::Facts {
+    let Some(secret) = oversight::link_secret(&ctx.env) else { return Err(unsubscribe_html(503, "Unavailable", "<p>Not configured.</p>")) };
+    suppression::verify(&secret, token).ok_or_else(|| unsubscribe_html(400, "This link is not valid", "<p>The link is incomplete or was altered.</p>"))
+}
+
+/// `GET /unsubscribe/{token}` (public): a page that asks for confirmation.
+pub async fn unsubscribe_page(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let c = match claims(ctx, req) {
+        Ok(c) => c,
+        Err(page) => return Ok(page),
+    };
+    Ok(unsubscribe_html(200, "Unsubscribe?", &format!(
+        "<p>Stop emails to <strong>{}</strong> from this sender?</p><form method=\"post\"><button type=\"submit\" name=\"List-Unsubscribe\" value=\"One-Click\">Unsubscribe</button></form>",
+        esc(&c.address)
+    )))
+}
+
+/// `POST /unsubscribe/{token}` (public; the RFC 8058 one-click): suppresses the address.
+pub async fn unsubscribe(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let c = match claims(ctx, req) {
+        Ok(c) => c,
+        Err(page) => return Ok(page),
+    };
+    store_supp::add(&ctx.db, &c.account, &c.address, "unsubscribe", Some(&c.message_id), ctx.now).await?;
+    audit::record(&ctx.env, audit::Facts {
         account_id: c.account.clone(),
         livemode: c.live,
         actor: format!("human:{}", c.address),
@@ -137,5 +116,5 @@ pub async fn unsubscribe(env: &Env, path: &str, method: &str, now: i64) -> worke
         ..Default::default()
     })
     .await;
-    Ok((200, page("Unsubscribed", &format!("<p>{} will get no more of these emails.</p>", esc(&c.address)))))
+    Ok(unsubscribe_html(200, "Unsubscribed", &format!("<p>{} will get no more of these emails.</p>", esc(&c.address))))
 }

@@ -7,10 +7,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
-use super::mailboxes::visible_mailbox;
-use super::{page, Ctx};
+use crate::app::access::visible_mailbox;
+use super::page;
+use crate::app::Ctx;
 use crate::domain::time::to_rfc3339;
-use crate::domain::webhooks::{self as rules, Format, WebhookSecret};
+use crate::domain::webhooks::{self as rules, AttemptStatus, Format, WebhookSecret};
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::platform;
 use crate::store::webhooks::{self as store_wh, DeliveryFilter, DeliveryRow, EndpointRow};
@@ -198,8 +199,7 @@ pub async fn list_webhook_deliveries(ctx: &Ctx, req: &Request) -> ApiResult<Repl
     };
     let status = match q.get("status").map(String::as_str) {
         None => None,
-        Some(s @ ("pending" | "succeeded" | "failed" | "retrying")) => Some(s),
-        Some(_) => return Err(ApiError::invalid_field("status", "`status` is `pending`, `succeeded`, `retrying` or `failed`")),
+        Some(s) => Some(AttemptStatus::parse(s).ok_or_else(|| ApiError::invalid_field("status", "`status` is `pending`, `succeeded`, `retrying` or `failed`"))?),
     };
     let allowed = allowed_mailboxes(ctx);
     let filter = DeliveryFilter {

@@ -22,10 +22,5 @@ pub fn insert(db: &D1Database, a: &AccountRow) -> Result<worker::D1PreparedState
 }
 
 pub async fn domain_taken(db: &D1Database, domain: &str) -> Result<bool> {
-    #[derive(Deserialize)]
-    struct One {
-        #[allow(dead_code)]
-        n: i64,
-    }
-    Ok(super::first::<One>(db, "SELECT 1 AS n FROM accounts WHERE default_domain = ?1", args![domain]).await?.is_some())
+    super::exists(db, "SELECT 1 AS n FROM accounts WHERE default_domain = ?1", args![domain]).await
 }

@@ -3,6 +3,8 @@
 use serde::Deserialize;
 use worker::{D1Database, Result};
 
+use crate::domain::domains::DomainStatus;
+
 use crate::args;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -10,7 +12,7 @@ pub struct DomainRow {
     pub id: String,
     pub account_id: String,
     pub domain: String,
-    pub status: String,
+    pub status: DomainStatus,
     pub records: String,
     pub dkim_ed25519_public: String,
     pub dkim_ed25519_private: String,
@@ -29,7 +31,7 @@ pub async fn insert(db: &D1Database, d: &DomainRow) -> Result<()> {
         "INSERT INTO domains (id, account_id, domain, status, records, dkim_ed25519_public, dkim_ed25519_private,
                               dkim_rsa_public, dkim_rsa_private, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        args![&d.id, &d.account_id, &d.domain, &d.status, &d.records, &d.dkim_ed25519_public, &d.dkim_ed25519_private,
+        args![&d.id, &d.account_id, &d.domain, d.status.as_str(), &d.records, &d.dkim_ed25519_public, &d.dkim_ed25519_private,
               &d.dkim_rsa_public, &d.dkim_rsa_private, d.created_at],
     )
     .await
@@ -61,7 +63,7 @@ pub async fn record_check(db: &D1Database, d: &DomainRow, became_verified: bool,
         "UPDATE domains SET status = ?3, records = ?4, last_checked_at = ?5,
                 verified_at = CASE WHEN ?6 = 1 THEN ?5 ELSE verified_at END
          WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL RETURNING *",
-        args![&d.account_id, &d.id, &d.status, &d.records, now, became_verified],
+        args![&d.account_id, &d.id, d.status.as_str(), &d.records, now, became_verified],
     )
     .await
 }

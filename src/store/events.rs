@@ -75,22 +75,3 @@ pub async fn mark_dispatched(db: &D1Database, ids: &str, now: i64) -> Result<()>
 pub async fn get(db: &D1Database, id: &str) -> Result<Option<EventRow>> {
     super::first(db, "SELECT id, account_id, livemode, type, mailbox_id, payload, created_at FROM events WHERE id = ?1", args![id]).await
 }
-
-/// The flat payload of an event about one message: the contract's common fields (`type`,
-/// `event_id`, `created_at`, `mailbox`, `livemode`, the message's `metadata`, `message_id`)
-/// and the type's own fields in `extra`.
-pub fn message_payload(m: &super::messages::MessageRow, mailbox_address: &str, ty: &str, event_id: String, now: i64, extra: Value) -> Value {
-    let mut v = serde_json::json!({
-        "type": ty,
-        "event_id": event_id,
-        "created_at": crate::domain::time::to_rfc3339(now),
-        "mailbox": mailbox_address,
-        "livemode": m.livemode == 1,
-        "metadata": serde_json::from_str::<Value>(&m.metadata).unwrap_or_else(|_| serde_json::json!({})),
-        "message_id": m.id,
-    });
-    if let (Some(obj), Value::Object(extra)) = (v.as_object_mut(), extra) {
-        obj.extend(extra);
-    }
-    v
-}

@@ -23,19 +23,13 @@ pub struct Scope<'a> {
 
 /// `true` when this request now owns the key.
 pub async fn reserve(db: &D1Database, s: &Scope<'_>, fingerprint: &str, now: i64) -> Result<bool> {
-    #[derive(Deserialize)]
-    struct K {
-        #[allow(dead_code)]
-        key: String,
-    }
-    let won: Option<K> = super::first(
+    super::changed(
         db,
         "INSERT INTO idempotency (account_id, livemode, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (account_id, livemode, key) DO NOTHING RETURNING key",
         args![s.account_id, s.livemode, s.key, fingerprint, now],
     )
-    .await?;
-    Ok(won.is_some())
+    .await
 }
 
 pub async fn load(db: &D1Database, s: &Scope<'_>) -> Result<Option<StoredRecord>> {
@@ -54,19 +48,13 @@ pub async fn load(db: &D1Database, s: &Scope<'_>) -> Result<Option<StoredRecord>
 
 /// Takes over an abandoned or expired record; only one contender's compare-and-set succeeds.
 pub async fn take_over(db: &D1Database, s: &Scope<'_>, seen_created_at: i64, fingerprint: &str, now: i64) -> Result<bool> {
-    #[derive(Deserialize)]
-    struct K {
-        #[allow(dead_code)]
-        key: String,
-    }
-    let won: Option<K> = super::first(
+    super::changed(
         db,
         "UPDATE idempotency SET fingerprint = ?5, created_at = ?6, status_code = NULL, body = NULL
          WHERE account_id = ?1 AND livemode = ?2 AND key = ?3 AND created_at = ?4 RETURNING key",
         args![s.account_id, s.livemode, s.key, seen_created_at, fingerprint, now],
     )
-    .await?;
-    Ok(won.is_some())
+    .await
 }
 
 pub fn complete(db: &D1Database, s: &Scope<'_>, status: u16, body: &str) -> Result<D1PreparedStatement> {

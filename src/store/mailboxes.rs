@@ -1,9 +1,11 @@
-//! Mailboxes and the mode changes that wait for a human.
+//! Mailboxes: an address of an account, its oversight mode, its oversight address and how
+//! long held mail waits. Deleted mailboxes keep their row (`deleted_at`) and their history.
 
 use serde::Deserialize;
 use worker::{D1Database, D1PreparedStatement, Result};
 
 use crate::args;
+use crate::domain::oversight::OversightMode;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MailboxRow {
@@ -11,7 +13,7 @@ pub struct MailboxRow {
     pub account_id: String,
     pub address: String,
     pub display_name: Option<String>,
-    pub oversight_mode: String,
+    pub oversight_mode: OversightMode,
     pub oversight_email: Option<String>,
     pub approval_ttl_secs: i64,
     pub created_at: i64,
@@ -19,45 +21,13 @@ pub struct MailboxRow {
     pub deleted_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct ModeChangeRow {
-    pub id: String,
-    pub account_id: String,
-    pub mailbox_id: String,
-    pub from_mode: String,
-    pub to_mode: String,
-    pub status: String,
-    pub requested_by: String,
-    pub created_at: i64,
-    pub decided_at: Option<i64>,
-    pub decided_by: Option<String>,
-}
-
 pub fn insert(db: &D1Database, m: &MailboxRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO mailboxes (id, account_id, address, display_name, oversight_mode, oversight_email, approval_ttl_secs, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
-        args![&m.id, &m.account_id, &m.address, m.display_name.as_deref(), &m.oversight_mode, m.oversight_email.as_deref(), m.approval_ttl_secs, m.created_at],
+        args![&m.id, &m.account_id, &m.address, m.display_name.as_deref(), m.oversight_mode.as_str(), m.oversight_email.as_deref(), m.approval_ttl_secs, m.created_at],
     )
-}
-
-pub fn insert_mode_change(db: &D1Database, c: &ModeChangeRow) -> Result<D1PreparedStatement> {
-    super::stmt(
-        db,
-        "INSERT INTO mode_changes (id, account_id, mailbox_id, from_mode, to_mode, status, requested_by, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        args![&c.id, &c.account_id, &c.mailbox_id, &c.from_mode, &c.to_mode, &c.status, &c.requested_by, c.created_at],
-    )
-}
-
-pub async fn pending_mode_change(db: &D1Database, mailbox_id: &str) -> Result<Option<ModeChangeRow>> {
-    super::first(
-        db,
-        "SELECT * FROM mode_changes WHERE mailbox_id = ?1 AND status = 'pending' ORDER BY created_at DESC LIMIT 1",
-        args![mailbox_id],
-    )
-    .await
 }
 
 /// A live mailbox of the account, by id or by address.
@@ -87,7 +57,7 @@ pub fn update(db: &D1Database, m: &MailboxRow) -> Result<D1PreparedStatement> {
         db,
         "UPDATE mailboxes SET display_name = ?3, oversight_mode = ?4, oversight_email = ?5, approval_ttl_secs = ?6, updated_at = ?7
          WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
-        args![&m.account_id, &m.id, m.display_name.as_deref(), &m.oversight_mode, m.oversight_email.as_deref(), m.approval_ttl_secs, m.updated_at],
+        args![&m.account_id, &m.id, m.display_name.as_deref(), m.oversight_mode.as_str(), m.oversight_email.as_deref(), m.approval_ttl_secs, m.updated_at],
     )
 }
 
@@ -98,4 +68,42 @@ pub async fn soft_delete(db: &D1Database, account_id: &str, id: &str, now: i64) 
         args![account_id, id, now],
     )
     .await
+}
+
+/// Sets a mailbox's oversight mode (decided elsewhere: a tightening, or an approved change).
+pub fn set_mode(db: &D1Database, id: &str, mode: OversightMode, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(db, "UPDATE mailboxes SET oversight_mode = ?2, updated_at = ?3 WHERE id = ?1", args![id, mode.as_str(), now])
+}
+
+/// Live mailboxes at any of these addresses (inbound routing), of one account when given.
+pub async fn at_addresses(db: &D1Database, addresses: &[String], account_id: Option<&str>) -> Result<Vec<MailboxRow>> {
+    let list = serde_json::to_string(addresses).expect("strings serialize");
+    super::all(
+        db,
+        "SELECT * FROM mailboxes WHERE deleted_at IS NULL AND address IN (SELECT value FROM json_each(?1))
+           AND (?2 IS NULL OR account_id = ?2) ORDER BY id",
+        args![&list, account_id],
+    )
+    .await
+}
+
+/// The account's live mailbox at `address` and which of `recipients` are on the account's
+/// suppression list, in one round trip (the send path).
+pub async fn sender_and_suppressed(db: &D1Database, account_id: &str, address: &str, recipients: &[String]) -> Result<Option<(MailboxRow, Vec<String>)>> {
+    #[derive(Deserialize)]
+    struct Row {
+        #[serde(flatten)]
+        mailbox: MailboxRow,
+        suppressed_json: String,
+    }
+    let list = serde_json::to_string(recipients).expect("strings serialize");
+    let row: Option<Row> = super::first(
+        db,
+        "SELECT m.*, (SELECT json_group_array(s.address) FROM suppressions s
+                       WHERE s.account_id = ?1 AND s.address IN (SELECT value FROM json_each(?3))) AS suppressed_json
+         FROM mailboxes m WHERE m.account_id = ?1 AND m.address = ?2 AND m.deleted_at IS NULL",
+        args![account_id, address, &list],
+    )
+    .await?;
+    Ok(row.map(|r| (r.mailbox, serde_json::from_str(&r.suppressed_json).unwrap_or_default())))
 }

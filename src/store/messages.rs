@@ -5,6 +5,8 @@ use serde::Deserialize;
 use worker::{D1Database, D1PreparedStatement, Result};
 
 use crate::args;
+use crate::domain::message::{Direction, MessageKind, MessageStatus};
+use crate::domain::oversight::OversightMode;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MessageRow {
@@ -12,15 +14,15 @@ pub struct MessageRow {
     pub account_id: String,
     pub livemode: i64,
     pub mailbox_id: String,
-    pub direction: String,
+    pub direction: Direction,
     pub thread_id: String,
     pub from_addr: String,
     pub to_json: String,
     pub cc_json: String,
     pub bcc_json: String,
     pub subject: String,
-    pub oversight_mode: String,
-    pub status: String,
+    pub oversight_mode: OversightMode,
+    pub status: MessageStatus,
     pub metadata: String,
     pub send_at: Option<i64>,
     pub provider: Option<String>,
@@ -43,7 +45,7 @@ pub struct MessageRow {
     #[serde(default)]
     pub decision_reason: Option<String>,
     #[serde(default = "default_kind")]
-    pub kind: String,
+    pub kind: MessageKind,
     #[serde(default)]
     pub message_id_header: Option<String>,
     #[serde(default)]
@@ -60,8 +62,70 @@ fn empty_list() -> String {
     "[]".into()
 }
 
-fn default_kind() -> String {
-    "message".into()
+fn default_kind() -> MessageKind {
+    MessageKind::Message
+}
+
+/// What every new message row needs; the rest starts empty and is set by the caller.
+pub struct NewMessage {
+    pub id: String,
+    pub account_id: String,
+    pub livemode: bool,
+    pub mailbox_id: String,
+    pub direction: Direction,
+    pub kind: MessageKind,
+    pub thread_id: String,
+    pub from_addr: String,
+    pub subject: String,
+    pub oversight_mode: OversightMode,
+    pub status: MessageStatus,
+    pub now: i64,
+}
+
+impl MessageRow {
+    pub fn new(n: NewMessage) -> MessageRow {
+        MessageRow {
+            id: n.id,
+            account_id: n.account_id,
+            livemode: i64::from(n.livemode),
+            mailbox_id: n.mailbox_id,
+            direction: n.direction,
+            thread_id: n.thread_id,
+            from_addr: n.from_addr,
+            to_json: empty_list(),
+            cc_json: empty_list(),
+            bcc_json: empty_list(),
+            subject: n.subject,
+            oversight_mode: n.oversight_mode,
+            status: n.status,
+            metadata: "{}".into(),
+            send_at: None,
+            provider: None,
+            provider_message_id: None,
+            attempts: 0,
+            last_error: None,
+            claimed_at: None,
+            idempotency_key: None,
+            created_at: n.now,
+            updated_at: n.now,
+            sent_at: None,
+            expires_at: None,
+            decision: None,
+            decided_by: None,
+            decided_at: None,
+            decision_reason: None,
+            kind: n.kind,
+            message_id_header: None,
+            read: 0,
+            tags: empty_list(),
+            snippet: None,
+            category: None,
+        }
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.livemode == 1
+    }
 }
 
 /// A message with its mailbox's address, as the consumer and `get_email` need it.
@@ -87,24 +151,45 @@ pub fn insert(db: &D1Database, m: &MessageRow) -> Result<D1PreparedStatement> {
            message_id_header, snippet, category)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?17, ?18, ?19, ?20, ?21, ?22)",
         args![
-            &m.id, &m.account_id, m.livemode, &m.mailbox_id, &m.direction, &m.thread_id, &m.from_addr, &m.to_json,
-            &m.cc_json, &m.bcc_json, &m.subject, &m.oversight_mode, &m.status, &m.metadata, m.send_at,
-            m.idempotency_key.as_deref(), m.created_at, m.expires_at, &m.kind, m.message_id_header.as_deref(), m.snippet.as_deref(),
+            &m.id, &m.account_id, m.livemode, &m.mailbox_id, m.direction.as_str(), &m.thread_id, &m.from_addr, &m.to_json,
+            &m.cc_json, &m.bcc_json, &m.subject, m.oversight_mode.as_str(), m.status.as_str(), &m.metadata, m.send_at,
+            m.idempotency_key.as_deref(), m.created_at, m.expires_at, m.kind.as_str(), m.message_id_header.as_deref(), m.snippet.as_deref(),
             m.category.as_deref()
         ],
     )
 }
 
-pub fn insert_blob(db: &D1Database, message_id: &str, kind: &str, body: &str) -> Result<D1PreparedStatement> {
-    super::stmt(db, "INSERT INTO message_blobs (message_id, kind, body) VALUES (?1, ?2, ?3)", args![message_id, kind, body])
+/// The stored bodies of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blob {
+    /// The RFC 5322 message as built (outbound) or as received (inbound, when small enough).
+    Mime,
+    /// The provider-ready JSON of an outbound message (`domain::delivery::OutboundEmail`).
+    Outbound,
+    /// The parsed inbound message (`domain::inbound::ParsedEmail`).
+    Parsed,
 }
 
-pub async fn blob(db: &D1Database, message_id: &str, kind: &str) -> Result<Option<String>> {
+impl Blob {
+    fn as_str(self) -> &'static str {
+        match self {
+            Blob::Mime => "mime",
+            Blob::Outbound => "outbound",
+            Blob::Parsed => "parsed",
+        }
+    }
+}
+
+pub fn insert_blob(db: &D1Database, message_id: &str, kind: Blob, body: &str) -> Result<D1PreparedStatement> {
+    super::stmt(db, "INSERT INTO message_blobs (message_id, kind, body) VALUES (?1, ?2, ?3)", args![message_id, kind.as_str(), body])
+}
+
+pub async fn blob(db: &D1Database, message_id: &str, kind: Blob) -> Result<Option<String>> {
     #[derive(Deserialize)]
     struct B {
         body: String,
     }
-    Ok(super::first::<B>(db, "SELECT body FROM message_blobs WHERE message_id = ?1 AND kind = ?2", args![message_id, kind])
+    Ok(super::first::<B>(db, "SELECT body FROM message_blobs WHERE message_id = ?1 AND kind = ?2", args![message_id, kind.as_str()])
         .await?
         .map(|b| b.body))
 }
@@ -170,19 +255,13 @@ pub fn release_for_retry(db: &D1Database, id: &str, reason: &str, now: i64) -> R
 
 /// Marks a message failed unless it already reached an end state. `true` if this call did it.
 pub async fn mark_failed(db: &D1Database, id: &str, reason: &str, now: i64) -> Result<bool> {
-    #[derive(Deserialize)]
-    struct I {
-        #[allow(dead_code)]
-        id: String,
-    }
-    let row: Option<I> = super::first(
+    super::changed(
         db,
         "UPDATE messages SET status = 'failed', last_error = ?2, updated_at = ?3
          WHERE id = ?1 AND status IN ('queued', 'scheduled', 'sending') RETURNING id",
         args![id, reason, now],
     )
-    .await?;
-    Ok(row.is_some())
+    .await
 }
 
 /// Cancels a message that has not started sending. `None` if it was not cancellable.
@@ -216,33 +295,27 @@ pub async fn needing_enqueue(db: &D1Database, stale_before: i64, due_before: i64
 
 /// Mirrors a decision taken by the Approval Durable Object. `true` if this call moved the
 /// message out of `pending_approval` (a repeat is a no-op).
-pub async fn mirror_decision(db: &D1Database, id: &str, status: &str, decision: &str, by: &str, at: i64, reason: Option<&str>) -> Result<bool> {
-    #[derive(Deserialize)]
-    struct I {
-        #[allow(dead_code)]
-        id: String,
-    }
-    let row: Option<I> = super::first(
+pub async fn mirror_decision(db: &D1Database, id: &str, status: MessageStatus, decision: &str, by: &str, at: i64, reason: Option<&str>) -> Result<bool> {
+    super::changed(
         db,
         "UPDATE messages SET status = ?2, decision = ?3, decided_by = ?4, decided_at = ?5, decision_reason = ?6, updated_at = ?5
          WHERE id = ?1 AND status = 'pending_approval' RETURNING id",
-        args![id, status, decision, by, at, reason],
+        args![id, status.as_str(), decision, by, at, reason],
     )
-    .await?;
-    Ok(row.is_some())
+    .await
 }
 
 /// Held messages of an account and mode, oldest first.
 /// `allowed`: a JSON array of the mailbox ids a limited key may see.
 #[allow(clippy::too_many_arguments)]
-pub async fn list_pending(db: &D1Database, account_id: &str, livemode: bool, mailbox_id: Option<&str>, direction: Option<&str>, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<MessageWithMailbox>> {
+pub async fn list_pending(db: &D1Database, account_id: &str, livemode: bool, mailbox_id: Option<&str>, direction: Option<Direction>, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<MessageWithMailbox>> {
     super::all(
         db,
         &format!("{WITH_MAILBOX} WHERE m.account_id = ?1 AND m.livemode = ?2 AND m.status = 'pending_approval'
            AND (?3 IS NULL OR m.mailbox_id = ?3) AND (?4 IS NULL OR m.direction = ?4)
            AND (?5 IS NULL OR m.mailbox_id IN (SELECT value FROM json_each(?5))) AND m.id > ?6
          ORDER BY m.id LIMIT ?7"),
-        args![account_id, livemode, mailbox_id, direction, allowed, after.unwrap_or(""), i64::from(limit)],
+        args![account_id, livemode, mailbox_id, direction.map(Direction::as_str), allowed, after.unwrap_or(""), i64::from(limit)],
     )
     .await
 }
@@ -278,7 +351,7 @@ pub struct InboxFilter<'a> {
     pub mailbox_id: Option<&'a str>,
     /// JSON array of the mailbox ids a limited key may see.
     pub allowed: Option<&'a str>,
-    pub direction: Option<&'a str>,
+    pub direction: Option<Direction>,
     pub unread: bool,
     pub tag: Option<&'a str>,
     pub since: Option<i64>,
@@ -309,9 +382,33 @@ pub async fn inbox(db: &D1Database, f: &InboxFilter<'_>, limit: u32) -> Result<V
            AND (?13 IS NULL OR m.id > ?13)
          ORDER BY m.id {order} LIMIT ?14"),
         args![
-            f.account_id, f.livemode, f.mailbox_id, f.allowed, f.direction, f.unread, f.tag, f.since, f.from,
+            f.account_id, f.livemode, f.mailbox_id, f.allowed, f.direction.map(Direction::as_str), f.unread, f.tag, f.since, f.from,
             f.subject_contains, f.thread_id, f.before_id, f.after_id, i64::from(limit)
         ],
     )
     .await
+}
+
+/// The message a provider knows by its own id.
+pub async fn by_provider_id(db: &D1Database, provider: &str, provider_message_id: &str) -> Result<Option<MessageWithMailbox>> {
+    super::first(db, &format!("{WITH_MAILBOX} WHERE m.provider = ?1 AND m.provider_message_id = ?2"), args![provider, provider_message_id]).await
+}
+
+/// What a provider reported after sending (`delivered`, `bounced`, `complained`). A later
+/// `delivered` never overwrites a bounce or a complaint.
+pub fn record_feedback(db: &D1Database, id: &str, status: MessageStatus, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "UPDATE messages SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status IN ('sent', 'delivered') AND NOT (status = 'delivered' AND ?2 = 'delivered')",
+        args![id, status.as_str(), now],
+    )
+}
+
+pub async fn mark_read(db: &D1Database, id: &str) -> Result<()> {
+    super::run(db, "UPDATE messages SET read = 1 WHERE id = ?1", args![id]).await
+}
+
+/// Replaces the tags (a JSON array of strings).
+pub async fn set_tags(db: &D1Database, id: &str, tags_json: &str) -> Result<()> {
+    super::run(db, "UPDATE messages SET tags = ?2 WHERE id = ?1", args![id, tags_json]).await
 }

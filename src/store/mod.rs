@@ -1,5 +1,7 @@
-//! D1, one module per table group. SQL lives here and nowhere else; constraint violations are
-//! recognised in one place (`is_unique_violation`).
+//! D1, one module per table group. SQL lives here and nowhere else: the helpers that take SQL
+//! text (`stmt`, `first`, `all`, `run`, `changed`) are private to this module and its children,
+//! so code outside `store/` cannot pass a query. Constraint violations are recognised in one
+//! place (`is_unique_violation`).
 
 pub mod accounts;
 pub mod audit;
@@ -9,6 +11,8 @@ pub mod idempotency;
 pub mod keys;
 pub mod mailboxes;
 pub mod messages;
+pub mod mode_changes;
+pub mod suppressions;
 pub mod webhooks;
 
 use serde::de::DeserializeOwned;
@@ -68,21 +72,41 @@ impl Arg<'_> {
 }
 
 /// Prepares and binds a statement.
-pub fn stmt(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<D1PreparedStatement> {
+fn stmt(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<D1PreparedStatement> {
     let values: Vec<JsValue> = args.iter().map(Arg::to_js).collect();
     db.prepare(sql).bind(&values)
 }
 
-pub async fn first<T: DeserializeOwned>(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<Option<T>> {
+async fn first<T: DeserializeOwned>(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<Option<T>> {
     stmt(db, sql, args)?.first::<T>(None).await
 }
 
-pub async fn all<T: DeserializeOwned>(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>> {
+async fn all<T: DeserializeOwned>(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>> {
     stmt(db, sql, args)?.all().await?.results::<T>()
 }
 
-pub async fn run(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<()> {
+async fn run(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<()> {
     stmt(db, sql, args)?.run().await.map(|_| ())
+}
+
+/// Runs a compare-and-set (an `UPDATE`/`INSERT … RETURNING` something) and says whether it
+/// changed a row: the one way to ask "did this call win".
+async fn changed(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<bool> {
+    Ok(stmt(db, sql, args)?.first::<serde_json::Value>(None).await?.is_some())
+}
+
+/// Whether a query finds any row.
+async fn exists(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<bool> {
+    changed(db, sql, args).await
+}
+
+/// Whether D1 answers at all (`/healthz`).
+pub async fn ping(db: &D1Database) -> Result<bool> {
+    #[derive(serde::Deserialize)]
+    struct One {
+        ok: i64,
+    }
+    Ok(matches!(first::<One>(db, "SELECT 1 AS ok", &[]).await?, Some(One { ok: 1 })))
 }
 
 /// D1 reports constraint violations as text.

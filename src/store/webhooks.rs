@@ -5,6 +5,7 @@ use serde::Deserialize;
 use worker::{D1Database, D1PreparedStatement, Result};
 
 use crate::args;
+use crate::domain::webhooks::AttemptStatus;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct EndpointRow {
@@ -105,42 +106,33 @@ pub async fn active(db: &D1Database, account_id: &str, livemode: bool) -> Result
 }
 
 pub async fn soft_delete(db: &D1Database, account_id: &str, livemode: bool, id: &str, now: i64) -> Result<bool> {
-    let row: Option<IdOnly> = super::first(
+    super::changed(
         db,
         "UPDATE webhook_endpoints SET deleted_at = ?4 WHERE id = ?1 AND account_id = ?2 AND livemode = ?3 AND deleted_at IS NULL RETURNING id",
         args![id, account_id, livemode, now],
     )
-    .await?;
-    Ok(row.is_some())
+    .await
 }
 
 /// The current secret becomes the previous one (signing until `previous_expires_at`).
 pub async fn rotate_secret(db: &D1Database, account_id: &str, livemode: bool, id: &str, secret: &str, previous_expires_at: i64) -> Result<bool> {
-    let row: Option<IdOnly> = super::first(
+    super::changed(
         db,
         "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = ?5, secret = ?4
          WHERE id = ?1 AND account_id = ?2 AND livemode = ?3 AND deleted_at IS NULL AND secret IS NOT NULL RETURNING id",
         args![id, account_id, livemode, secret, previous_expires_at],
     )
-    .await?;
-    Ok(row.is_some())
+    .await
 }
 
 /// True when this call disabled it (it was enabled).
 pub async fn disable(db: &D1Database, id: &str, reason: &str, now: i64) -> Result<bool> {
-    let row: Option<IdOnly> = super::first(
+    super::changed(
         db,
         "UPDATE webhook_endpoints SET disabled_at = ?2, disabled_reason = ?3 WHERE id = ?1 AND disabled_at IS NULL RETURNING id",
         args![id, now, reason],
     )
-    .await?;
-    Ok(row.is_some())
-}
-
-#[derive(Deserialize)]
-struct IdOnly {
-    #[allow(dead_code)]
-    id: String,
+    .await
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,7 +141,7 @@ pub struct DeliveryRow {
     pub endpoint_id: String,
     pub event_id: String,
     pub attempt: i64,
-    pub status: String,
+    pub status: AttemptStatus,
     pub response_code: Option<i64>,
     pub latency_ms: Option<i64>,
     pub error: Option<String>,
@@ -162,14 +154,13 @@ pub struct DeliveryRow {
 
 /// Claims one attempt by creating its `pending` row; `false` when that attempt already has one.
 pub async fn claim_attempt(db: &D1Database, id: &str, endpoint_id: &str, event_id: &str, attempt: u32, now: i64) -> Result<bool> {
-    let row: Option<IdOnly> = super::first(
+    super::changed(
         db,
         "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, attempt, status, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5) ON CONFLICT DO NOTHING RETURNING id",
         args![id, endpoint_id, event_id, i64::from(attempt), now],
     )
-    .await?;
-    Ok(row.is_some())
+    .await
 }
 
 pub async fn attempt(db: &D1Database, endpoint_id: &str, event_id: &str, attempt: u32) -> Result<Option<DeliveryRow>> {
@@ -183,27 +174,25 @@ pub async fn attempt(db: &D1Database, endpoint_id: &str, event_id: &str, attempt
 
 /// Takes over a `pending` attempt whose worker went quiet before `stale_before` (it died mid-call).
 pub async fn take_over(db: &D1Database, id: &str, stale_before: i64, now: i64) -> Result<bool> {
-    let row: Option<IdOnly> = super::first(
+    super::changed(
         db,
         "UPDATE webhook_deliveries SET updated_at = ?3 WHERE id = ?1 AND status = 'pending' AND updated_at < ?2 RETURNING id",
         args![id, stale_before, now],
     )
-    .await?;
-    Ok(row.is_some())
+    .await
 }
 
 pub async fn has_succeeded(db: &D1Database, endpoint_id: &str, event_id: &str) -> Result<bool> {
-    let row: Option<IdOnly> = super::first(
+    super::exists(
         db,
         "SELECT id FROM webhook_deliveries WHERE endpoint_id = ?1 AND event_id = ?2 AND status = 'succeeded'",
         args![endpoint_id, event_id],
     )
-    .await?;
-    Ok(row.is_some())
+    .await
 }
 
 pub struct Finish<'a> {
-    pub status: &'a str,
+    pub status: AttemptStatus,
     pub response_code: Option<i64>,
     pub latency_ms: Option<i64>,
     pub error: Option<&'a str>,
@@ -213,14 +202,13 @@ pub struct Finish<'a> {
 /// Records how a claimed attempt ended. Fails with a UNIQUE violation if another attempt of the
 /// same delivery already succeeded.
 pub async fn finish(db: &D1Database, id: &str, f: &Finish<'_>, now: i64) -> Result<bool> {
-    let row: Option<IdOnly> = super::first(
+    super::changed(
         db,
         "UPDATE webhook_deliveries SET status = ?2, response_code = ?3, latency_ms = ?4, error = ?5, next_retry_at = ?6, updated_at = ?7
          WHERE id = ?1 AND status = 'pending' RETURNING id",
-        args![id, f.status, f.response_code, f.latency_ms, f.error, f.next_retry_at, now],
+        args![id, f.status.as_str(), f.response_code, f.latency_ms, f.error, f.next_retry_at, now],
     )
-    .await?;
-    Ok(row.is_some())
+    .await
 }
 
 pub struct DeliveryFilter<'a> {
@@ -228,7 +216,7 @@ pub struct DeliveryFilter<'a> {
     pub livemode: bool,
     pub endpoint_id: Option<&'a str>,
     pub event_id: Option<&'a str>,
-    pub status: Option<&'a str>,
+    pub status: Option<AttemptStatus>,
     /// JSON array of the mailbox ids a limited key may see.
     pub allowed: Option<&'a str>,
 }
@@ -244,7 +232,7 @@ pub async fn list_deliveries(db: &D1Database, f: &DeliveryFilter<'_>, after: Opt
            AND (?6 IS NULL OR w.mailbox_id IN (SELECT value FROM json_each(?6)))
            AND d.id > ?7
          ORDER BY d.id LIMIT ?8",
-        args![f.account_id, f.livemode, f.endpoint_id, f.event_id, f.status, f.allowed, after.unwrap_or(""), i64::from(limit)],
+        args![f.account_id, f.livemode, f.endpoint_id, f.event_id, f.status.map(AttemptStatus::as_str), f.allowed, after.unwrap_or(""), i64::from(limit)],
     )
     .await
 }

@@ -1,11 +1,12 @@
 //! The Worker's entry points: fetch (the API), queue (delivery, and events by queue name),
-//! scheduled (housekeeping).
+//! scheduled (the hourly housekeeping in `cron`), email (Email Routing's inbound mail).
 
 use serde_json::Value;
 use worker::{event, Context, Env, MessageBatch, Request, Response, Result, ScheduleContext, ScheduledEvent};
 
-use crate::domain::{idempotency, ratelimit};
-use crate::{delivery, platform, routes, store};
+use crate::consumers;
+use crate::domain::inbound::{self, ParseError};
+use crate::{app, cron, routes};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
@@ -16,36 +17,16 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
 async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()> {
     // Errors are handled per message (ack or retry); returning Err here would fail the batch.
     if batch.queue().starts_with("multimail-events") {
-        crate::events::consume(batch, env).await;
+        consumers::events::consume(batch, env).await;
     } else {
-        delivery::consume(batch, env).await;
+        consumers::delivery::consume(batch, env).await;
     }
     Ok(())
 }
 
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
-    let now = platform::now_ms();
-    let Ok(db) = store::db(&env) else { return };
-    if let Err(e) = store::idempotency::prune(&db, now - idempotency::TTL_MS).await {
-        worker::console_error!("cron: pruning idempotency records: {e}");
-    }
-    if let Err(e) = store::keys::prune_rate_windows(&db, ratelimit::window_start(now) - ratelimit::WINDOW_MS).await {
-        worker::console_error!("cron: pruning rate windows: {e}");
-    }
-    match delivery::sweep(&env, now).await {
-        Ok(n) if n > 0 => worker::console_log!("cron: re-enqueued {n} messages"),
-        Ok(_) => {}
-        Err(e) => worker::console_error!("cron: delivery sweep: {e}"),
-    }
-    match crate::events::sweep(&env).await {
-        Ok(n) if n > 0 => worker::console_log!("cron: events fan-out handled {n} events and stalled attempts"),
-        Ok(_) => {}
-        Err(e) => worker::console_error!("cron: events sweep: {e}"),
-    }
-    if let Err(e) = crate::domains::recheck_due(&env, now).await {
-        worker::console_error!("cron: re-verifying domains: {e}");
-    }
+    cron::run(&env).await;
 }
 
 /// Cloudflare Email Routing hands inbound mail here. Unknown recipients are rejected (the
@@ -61,9 +42,9 @@ async fn email(message: worker::ForwardableEmailMessage, env: Env, _ctx: Context
             return Ok(());
         }
     };
-    let parsed = match crate::domain::inbound::parse(&raw) {
+    let parsed = match inbound::parse(&raw) {
         Ok(p) => p,
-        Err(crate::domain::inbound::ParseError::TooLarge { limit }) => {
+        Err(ParseError::TooLarge { limit }) => {
             message.set_reject(&format!("message larger than {limit} bytes"));
             return Ok(());
         }
@@ -72,7 +53,7 @@ async fn email(message: worker::ForwardableEmailMessage, env: Env, _ctx: Context
             return Ok(());
         }
     };
-    match crate::inbound::ingest(&env, &parsed, Some(&raw), &[to.clone()], true, None).await {
+    match app::inbound::ingest(&env, &parsed, Some(&raw), &[to.clone()], true, None).await {
         Ok(Some(_)) => {}
         Ok(None) => message.set_reject(&format!("no such mailbox: {to}")),
         Err(e) => {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, ScheduledTime, State, Storage};
 
-use crate::domain::approval::{apply, Approval as ApprovalState, Command, Outcome};
-use crate::oversight::{apply_decision_effects, DoRequest, DoResponse, Hold};
+use crate::app::oversight::{apply_decision_effects, DoRequest, DoResponse, Hold, HoldOutcome};
+use crate::domain::approval::{apply, Approval as ApprovalState, Command, Outcome, Status};
 use crate::platform;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ async fn run(storage: Storage, env: Env, req: DoRequest) -> Result<DoResponse> {
         }
     }
     let Some(cmd) = req.command else {
-        return Ok(DoResponse { outcome: "held".into(), approval: rec.approval });
+        return Ok(DoResponse { outcome: HoldOutcome::Held, approval: rec.approval });
     };
     let audit_here = matches!(cmd, Command::Expire { .. }) || req.audit_here;
     match apply(&rec.approval, cmd) {
@@ -63,16 +63,16 @@ async fn run(storage: Storage, env: Env, req: DoRequest) -> Result<DoResponse> {
             if let Err(e) = finish(&storage, &env, &mut rec, enqueue_delivery).await {
                 worker::console_error!("approval {}: mirroring the decision failed, will retry: {e}", rec.hold.message_id);
             }
-            Ok(DoResponse { outcome: "decided".into(), approval: rec.approval })
+            Ok(DoResponse { outcome: HoldOutcome::Decided, approval: rec.approval })
         }
-        Outcome::AlreadyDecided(a) => Ok(DoResponse { outcome: "already_decided".into(), approval: a }),
-        Outcome::Ignored => Ok(DoResponse { outcome: "ignored".into(), approval: rec.approval }),
+        Outcome::AlreadyDecided(a) => Ok(DoResponse { outcome: HoldOutcome::AlreadyDecided, approval: a }),
+        Outcome::Ignored => Ok(DoResponse { outcome: HoldOutcome::Ignored, approval: rec.approval }),
     }
 }
 
 /// Mirrors the decision to D1 and enqueues delivery; marks the record done only once that worked.
 async fn finish(storage: &Storage, env: &Env, rec: &mut Record, enqueue: bool) -> Result<()> {
-    let enqueue = enqueue || rec.approval.status == crate::domain::approval::Status::Approved;
+    let enqueue = enqueue || rec.approval.status == Status::Approved;
     match apply_decision_effects(env, &rec.hold, &rec.approval, enqueue, rec.audit_here).await {
         Ok(()) => {
             rec.effects_applied = true;

@@ -7,6 +7,7 @@ use worker::{Env, Headers, Method, Request, RequestInit};
 use crate::domain::audit::AuditEntry;
 use crate::domain::{ids, time::to_rfc3339};
 use crate::platform;
+use crate::store::messages::MessageRow;
 
 pub const PREFIX: &str = "aud";
 
@@ -15,6 +16,23 @@ pub type Facts = AuditEntry;
 
 fn stub(env: &Env, account_id: &str, livemode: bool) -> worker::Result<worker::Stub> {
     env.durable_object("AUDIT")?.id_from_name(&format!("{account_id}:{}", if livemode { "live" } else { "test" }))?.get_stub()
+}
+
+/// The facts of something that happened to one message, done by `actor` (the system, a
+/// provider or a human) rather than by an API call.
+pub fn about_message(m: &MessageRow, actor: impl Into<String>, action: impl Into<String>, outcome: impl Into<String>, detail: Option<String>) -> Facts {
+    Facts {
+        account_id: m.account_id.clone(),
+        livemode: m.is_live(),
+        actor: actor.into(),
+        action: action.into(),
+        mailbox: Some(m.mailbox_id.clone()),
+        message_id: Some(m.id.clone()),
+        oversight_mode: Some(m.oversight_mode.as_str().into()),
+        outcome: outcome.into(),
+        detail,
+        ..Default::default()
+    }
 }
 
 /// Appends one entry. A failure is logged, never shown to the caller: the change it records has

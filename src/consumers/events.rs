@@ -9,33 +9,19 @@ use std::time::Duration;
 
 use futures_util::future::{self, Either};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
 use worker::{
-    AbortController, Env, Fetch, Headers, Method, MessageBatch, MessageBuilder, MessageExt, QueueRetryOptionsBuilder, RawMessage, Request, RequestInit,
+    AbortController, Env, Fetch, Headers, Method, MessageBatch, MessageExt, QueueRetryOptionsBuilder, Request, RequestInit,
     RequestRedirect,
 };
 
-use crate::domain::webhooks::{self as rules, Answer, EventFacts, Format, Subscription, Verdict};
+use crate::app::audit;
+use crate::app::queues::{enqueue_events as enqueue, kick_events as kick, parse_job, EventsJob};
+use crate::domain::time::hop_delay_secs;
+use crate::domain::webhooks::{self as rules, Answer, AttemptStatus, EventFacts, Format, Subscription, Verdict};
 use crate::platform::{self, Config};
 use crate::store::{self, events, webhooks};
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum EventsJob {
-    /// Fan out whatever the outbox holds.
-    Drain,
-    /// One attempt to deliver one event to one endpoint. `due_at`: not before then (a wait
-    /// longer than one queue hop arrives early and hops again).
-    Deliver {
-        event_id: String,
-        endpoint_id: String,
-        attempt: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        due_at: Option<i64>,
-    },
-}
 
 /// Events claimed per round of a drain, and rounds per drain (the rest goes to the next kick).
 const DRAIN_PAGE: u32 = 50;
@@ -48,23 +34,6 @@ const STALE_ATTEMPT_MS: i64 = 2 * 60_000;
 const SWEEP_AFTER_MS: i64 = 15 * 60_000;
 /// How much of a failed answer's body is read (its start goes into the attempt's `error`).
 const MAX_ERROR_BODY: usize = 16 * 1024;
-
-/// Wakes the fan-out after events were written. Fire-and-forget: a lost kick only delays the
-/// events until the hourly cron drains them.
-pub async fn kick(env: &Env) {
-    let sent = match env.queue("EVENTS") {
-        Ok(q) => q.send(EventsJob::Drain).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = sent {
-        worker::console_error!("events: could not kick the fan-out (the hourly cron will drain): {e}");
-    }
-}
-
-fn parse_job(raw: &RawMessage) -> Option<EventsJob> {
-    let text = worker::js_sys::JSON::stringify(&raw.body()).ok()?.as_string()?;
-    serde_json::from_str(&text).ok()
-}
 
 enum Step {
     Done,
@@ -81,7 +50,7 @@ pub async fn consume(batch: MessageBatch<Value>, env: Env) {
     let mut drains = vec![];
     let mut deliveries = vec![];
     for raw in batch.raw_iter() {
-        match parse_job(&raw) {
+        match parse_job::<EventsJob>(&raw) {
             None => {
                 worker::console_error!("events: dropping a malformed queue message");
                 raw.ack();
@@ -174,10 +143,6 @@ pub async fn drain(env: &Env) -> worker::Result<usize> {
     Ok(total)
 }
 
-async fn enqueue(env: &Env, job: EventsJob, delay_secs: u32) -> worker::Result<()> {
-    env.queue("EVENTS")?.send(MessageBuilder::new(job).delay_seconds(delay_secs).build()).await
-}
-
 /// One attempt of one delivery: claim it, call the endpoint, record the answer, schedule what
 /// comes next.
 async fn deliver(env: &Env, config: &Config, job: &EventsJob) -> worker::Result<Step> {
@@ -185,7 +150,7 @@ async fn deliver(env: &Env, config: &Config, job: &EventsJob) -> worker::Result<
     let attempt = *attempt;
     let now = platform::now_ms();
     if let Some(due) = due_at.filter(|d| *d > now + 1000) {
-        enqueue(env, job.clone(), rules::hop_delay_secs(due, now)).await?;
+        enqueue(env, job.clone(), hop_delay_secs(due, now)).await?;
         return Ok(Step::Done);
     }
     let db = store::db(env)?;
@@ -201,7 +166,7 @@ async fn deliver(env: &Env, config: &Config, job: &EventsJob) -> worker::Result<
     } else {
         // This attempt has a row: it ran, or it is running, or its worker died mid-call.
         match webhooks::attempt(&db, &ep.id, &ev.id, attempt).await? {
-            Some(d) if d.status == "pending" => {
+            Some(d) if d.status == AttemptStatus::Pending => {
                 if !webhooks::take_over(&db, &d.id, now - STALE_ATTEMPT_MS, now).await? {
                     return Ok(Step::Later(60));
                 }
@@ -212,7 +177,7 @@ async fn deliver(env: &Env, config: &Config, job: &EventsJob) -> worker::Result<
     };
     if ep.deleted_at.is_some() || ep.disabled_at.is_some() {
         let why = if ep.deleted_at.is_some() { "not attempted: the endpoint was deleted" } else { "not attempted: the endpoint is disabled" };
-        let f = webhooks::Finish { status: "failed", response_code: None, latency_ms: None, error: Some(why), next_retry_at: None };
+        let f = webhooks::Finish { status: AttemptStatus::Failed, response_code: None, latency_ms: None, error: Some(why), next_retry_at: None };
         webhooks::finish(&db, &row_id, &f, now).await?;
         return Ok(Step::Done);
     }
@@ -235,17 +200,17 @@ async fn deliver(env: &Env, config: &Config, job: &EventsJob) -> worker::Result<
         _ => None,
     };
     let what = called.describe();
-    let mut f = webhooks::Finish { status: "failed", response_code: code, latency_ms: Some(latency), error: None, next_retry_at: None };
+    let mut f = webhooks::Finish { status: AttemptStatus::Failed, response_code: code, latency_ms: Some(latency), error: None, next_retry_at: None };
     let gave_up;
     match verdict {
         Verdict::Succeeded => {
-            f.status = "succeeded";
+            f.status = AttemptStatus::Succeeded;
             match webhooks::finish(&db, &row_id, &f, now).await {
                 Ok(_) => {}
                 Err(e) if store::is_unique_violation(&e) => {
                     // Another attempt of this delivery succeeded first (a taken-over attempt
                     // raced its original): record this one without a second success.
-                    f.status = "failed";
+                    f.status = AttemptStatus::Failed;
                     f.error = Some("a concurrent attempt of this delivery had already succeeded");
                     webhooks::finish(&db, &row_id, &f, now).await?;
                 }
@@ -255,13 +220,13 @@ async fn deliver(env: &Env, config: &Config, job: &EventsJob) -> worker::Result<
         }
         Verdict::Retry { delay_secs } => {
             let next = now + i64::from(delay_secs) * 1000;
-            f.status = "retrying";
+            f.status = AttemptStatus::Retrying;
             f.error = what.as_deref();
             f.next_retry_at = Some(next);
             webhooks::finish(&db, &row_id, &f, now).await?;
             let job = EventsJob::Deliver { event_id: ev.id.clone(), endpoint_id: ep.id.clone(), attempt: attempt + 1, due_at: Some(next) };
             // If this send is lost the cron's sweep finds the overdue retry and sends it.
-            enqueue(env, job, rules::hop_delay_secs(next, now)).await?;
+            enqueue(env, job, hop_delay_secs(next, now)).await?;
             return Ok(Step::Done);
         }
         Verdict::GiveUp => {
@@ -274,7 +239,7 @@ async fn deliver(env: &Env, config: &Config, job: &EventsJob) -> worker::Result<
             f.error = Some("410 Gone: the endpoint is now disabled");
             webhooks::finish(&db, &row_id, &f, now).await?;
             if webhooks::disable(&db, &ep.id, reason, now).await? {
-                crate::audit::record(env, crate::audit::Facts {
+                audit::record(env, audit::Facts {
                     account_id: ep.account_id.clone(),
                     livemode: ep.livemode == 1,
                     actor: "system:webhooks".into(),
@@ -376,10 +341,10 @@ async fn give_up(env: &Env, job: &EventsJob) -> worker::Result<Step> {
     let now = platform::now_ms();
     let row_id = platform::new_id("whd");
     let error = "gave up: this attempt could not be processed (see the worker's logs)";
-    let f = webhooks::Finish { status: "failed", response_code: None, latency_ms: None, error: Some(error), next_retry_at: None };
+    let f = webhooks::Finish { status: AttemptStatus::Failed, response_code: None, latency_ms: None, error: Some(error), next_retry_at: None };
     if webhooks::claim_attempt(&db, &row_id, endpoint_id, event_id, *attempt, now).await? {
         webhooks::finish(&db, &row_id, &f, now).await?;
-    } else if let Some(d) = webhooks::attempt(&db, endpoint_id, event_id, *attempt).await?.filter(|d| d.status == "pending") {
+    } else if let Some(d) = webhooks::attempt(&db, endpoint_id, event_id, *attempt).await?.filter(|d| d.status == AttemptStatus::Pending) {
         webhooks::finish(&db, &d.id, &f, now).await?;
     }
     Ok(Step::Done)
@@ -393,7 +358,7 @@ pub async fn sweep(env: &Env) -> worker::Result<usize> {
     let now = platform::now_ms();
     let stalled = webhooks::stalled(&db, now - SWEEP_AFTER_MS, 500).await?;
     for d in &stalled {
-        let attempt = if d.status == "pending" { d.attempt } else { d.attempt + 1 } as u32;
+        let attempt = if d.status == AttemptStatus::Pending { d.attempt } else { d.attempt + 1 } as u32;
         enqueue(env, EventsJob::Deliver { event_id: d.event_id.clone(), endpoint_id: d.endpoint_id.clone(), attempt, due_at: None }, 0).await?;
     }
     Ok(drained + stalled.len())

@@ -6,6 +6,8 @@
 use serde_json::{json, Value};
 use worker::Env;
 
+use crate::domain::address::Recipient;
+use crate::domain::approval::Status;
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::identity::{body_sha256, IdentityClaims, IdentityKey};
 use crate::platform;
@@ -39,15 +41,15 @@ pub fn issuer(env: &Env) -> String {
 
 /// Signs the identity of one message as it leaves.
 pub fn sign_for(env: &Env, m: &MessageWithMailbox, email: &OutboundEmail, now_ms: i64) -> worker::Result<String> {
-    let sender = crate::domain::address::Recipient::parse(&email.from).map(|r| r.address.to_string()).unwrap_or_else(|_| email.from.clone());
-    let approved = m.msg.decision.as_deref() == Some("approved");
+    let sender = Recipient::parse(&email.from).map(|r| r.address.to_string()).unwrap_or_else(|_| email.from.clone());
+    let approved = m.msg.decision.as_deref() == Some(Status::Approved.as_str());
     let claims = IdentityClaims {
         iss: issuer(env),
         sub: sender,
         mailbox: m.mailbox_address.clone(),
         account: m.msg.account_id.clone(),
-        oversight_mode: m.msg.oversight_mode.clone(),
-        decision: if approved { "approved".into() } else { "not_required".into() },
+        oversight_mode: m.msg.oversight_mode.as_str().to_string(),
+        decision: if approved { Status::Approved.as_str().into() } else { "not_required".into() },
         approved_by: if approved { m.msg.decided_by.clone() } else { None },
         message_id: m.msg.id.clone(),
         body_sha256: body_sha256(email.text.as_deref(), email.html.as_deref()),

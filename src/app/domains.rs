@@ -124,7 +124,7 @@ pub async fn new_domain(env: &Env, id: String, account_id: &str, domain: &str, n
         id,
         account_id: account_id.to_string(),
         domain: domain.to_string(),
-        status: DomainStatus::Pending.as_str().into(),
+        status: DomainStatus::Pending,
         records: serde_json::to_string(&records).map_err(|e| e.to_string())?,
         created_at: now,
         verified_at: None,
@@ -172,10 +172,10 @@ pub async fn check(env: &Env, db: &D1Database, row: &DomainRow, now: i64) -> wor
     let settings = Settings::from_env(env);
     let mut records = records_of(row);
     let answers = futures_util::future::join_all(records.iter().map(|r| lookup(&settings, &r.name, r.rr_type()))).await;
-    let previous = DomainStatus::parse(&row.status).unwrap_or(DomainStatus::Pending);
+    let previous = row.status;
     let status = domains::apply_answers(&mut records, &answers, previous, row.created_at, now);
     let mut updated = row.clone();
-    updated.status = status.as_str().into();
+    updated.status = status;
     updated.records = serde_json::to_string(&records).map_err(|e| e.to_string())?;
     let became_verified = status == DomainStatus::Verified && previous != DomainStatus::Verified;
     Ok(store::record_check(db, &updated, became_verified, now).await?.unwrap_or(updated))
@@ -198,7 +198,7 @@ pub async fn recheck_due(env: &Env, now: i64) -> worker::Result<usize> {
 /// send and what happened, for the message's timeline (`None`: not a custom domain).
 pub async fn dkim_sign(env: &Env, db: &D1Database, account_id: &str, from_domain: &str, mime: String, now: i64) -> (String, Option<String>) {
     let row = match store::by_name(db, account_id, from_domain).await {
-        Ok(Some(r)) if r.status == DomainStatus::Verified.as_str() => r,
+        Ok(Some(r)) if r.status == DomainStatus::Verified => r,
         Ok(_) => return (mime, None),
         Err(e) => return (mime, Some(format!("not signed: the domain could not be read: {e}"))),
     };

@@ -1,47 +1,30 @@
 //! The delivery queue's consumer: claim the message in D1, hand it to the provider, record the
 //! outcome. Decisions (which provider, what the answer means, how long to back off) come from
-//! `domain::delivery`; this file only does the I/O around them.
+//! `domain::delivery`; this file only does the I/O around them. Jobs are written by
+//! `app::queues`.
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use wasm_bindgen::JsValue;
-use worker::{AbortController, Env, Fetch, Headers, Method, MessageBatch, MessageBuilder, MessageExt, QueueRetryOptionsBuilder, RawMessage, Request, RequestInit};
+use worker::{AbortController, Env, Fetch, Headers, Method, MessageBatch, MessageExt, QueueRetryOptionsBuilder, Request, RequestInit};
 
+use crate::app::queues::{self, parse_job, DeliveryJob};
+use crate::app::{audit, domains, identity, payloads};
+use crate::domain::address::Recipient;
 use crate::domain::delivery::{self, classify_response, OutboundEmail, ProviderOutcome, Provider};
-use crate::domain::ids;
+use crate::domain::message::{MessageKind, MessageStatus};
 use crate::platform::{self, Config};
-use crate::store::{self, events, messages};
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DeliveryJob {
-    pub message_id: String,
-    /// Why it is on the dead-letter queue, when it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+use crate::store::{self, events, messages::{self, Blob}};
 
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
 /// A claim this old on a provider that deduplicates may be taken over (the isolate died mid-call).
 const RECLAIM_AFTER_MS: i64 = 5 * 60 * 1000;
 
-/// Puts a message on the delivery queue, delayed until `send_at` (in hops of at most 12 h).
-pub async fn enqueue(env: &Env, message_id: &str, send_at: Option<i64>, now: i64) -> worker::Result<()> {
-    let job = DeliveryJob { message_id: message_id.to_string(), reason: None };
-    let delay = send_at.map_or(0, |at| delivery::hop_delay_secs(at, now));
-    env.queue("DELIVERY")?.send(MessageBuilder::new(job).delay_seconds(delay).build()).await
-}
-
-fn parse_job(raw: &RawMessage) -> Option<DeliveryJob> {
-    let text = worker::js_sys::JSON::stringify(&raw.body()).ok()?.as_string()?;
-    serde_json::from_str(&text).ok()
-}
-
 pub async fn consume(batch: MessageBatch<Value>, env: Env) {
     let queue = batch.queue();
     if !queue.contains("delivery") {
-        // `wasm_entry` sends the events queues to `crate::events`; never mistake another
+        // `entry` sends the events queues to `consumers::events`; never mistake another
         // queue's messages for deliveries.
         worker::console_warn!("queue {queue}: not a delivery queue; retrying later");
         batch.retry_all_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(3600).build());
@@ -50,12 +33,12 @@ pub async fn consume(batch: MessageBatch<Value>, env: Env) {
     let dead_letters = queue.ends_with("-dlq");
     let config = Config::from_env(&env);
     for raw in batch.raw_iter() {
-        let Some(job) = parse_job(&raw) else {
+        let Some(job) = parse_job::<DeliveryJob>(&raw) else {
             worker::console_error!("delivery: dropping a malformed queue message");
             raw.ack();
             continue;
         };
-        let result = if dead_letters { give_up(&env, &job).await } else { deliver(&env, &config, &job, &raw).await };
+        let result = if dead_letters { give_up(&env, &job).await } else { deliver(&env, &config, &job).await };
         if let Err(e) = result {
             // Storage trouble: let the queue try again (after max_retries it reaches the DLQ).
             worker::console_error!("delivery of {}: {e}", job.message_id);
@@ -66,19 +49,19 @@ pub async fn consume(batch: MessageBatch<Value>, env: Env) {
     }
 }
 
-async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage) -> worker::Result<()> {
+async fn deliver(env: &Env, config: &Config, job: &DeliveryJob) -> worker::Result<()> {
     let db = store::db(env)?;
     let Some(m) = messages::get(&db, &job.message_id).await? else {
         worker::console_error!("delivery: no message {}", job.message_id);
         return Ok(());
     };
     let now = platform::now_ms();
-    if m.msg.status == "scheduled" {
+    if m.msg.status == MessageStatus::Scheduled {
         if let Some(at) = m.msg.send_at.filter(|at| *at > now + 1000) {
-            return enqueue(env, &m.msg.id, Some(at), now).await;
+            return queues::enqueue_delivery(env, &m.msg.id, Some(at), now).await;
         }
     }
-    let provider = Provider::for_mode(config.provider, m.msg.livemode == 1);
+    let provider = Provider::for_mode(config.provider, m.msg.is_live());
     let reclaim = provider.deduplicates().then_some(now - RECLAIM_AFTER_MS);
     let Some(attempt) = messages::claim(&db, &m.msg.id, now, reclaim).await? else {
         return Ok(()); // someone else has it, or it is already done or cancelled
@@ -94,22 +77,18 @@ async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage
     let now = platform::now_ms();
     match outcome {
         ProviderOutcome::Sent { provider_message_id } => {
-            let payload = event_payload(&m, "email.sent", now, json!({
-                "provider": provider.as_str(),
-                "provider_message_id": provider_message_id,
-                "oversight_mode": m.msg.oversight_mode,
-            }));
+            let payload = payloads::sent(&m.msg, &m.mailbox_address, provider.as_str(), &provider_message_id, now);
             let mut batch = vec![
                 messages::mark_sent(&db, &m.msg.id, provider.as_str(), &provider_message_id, now)?,
                 messages::timeline(&db, &m.msg.id, now, "attempt", Some(&format!("#{attempt} {}: accepted", provider.as_str())))?,
                 messages::timeline(&db, &m.msg.id, now, "sent", Some(&format!("{} id {provider_message_id}", provider.as_str())))?,
             ];
             // Approval requests to oversight addresses are ours, not the user's: no events.
-            if m.msg.kind == "message" {
+            if m.msg.kind == MessageKind::Message {
                 batch.push(events::about_message(&db, &m.msg, &payload)?);
             }
             db.batch(batch).await?;
-            crate::events::kick(env).await;
+            queues::kick_events(env).await;
             audit_outcome(env, &m, "delivery.sent", "ok", Some(format!("{} id {provider_message_id}", provider.as_str()))).await;
         }
         ProviderOutcome::Retry { delay_secs, reason } => {
@@ -120,12 +99,11 @@ async fn deliver(env: &Env, config: &Config, job: &DeliveryJob, raw: &RawMessage
             .await?;
             if attempt >= config.delivery_max_attempts {
                 let reason = format!("gave up after {attempt} attempts; last: {reason}");
-                env.queue("DELIVERY_DLQ")?.send(DeliveryJob { message_id: m.msg.id.clone(), reason: Some(reason) }).await?;
+                queues::dead_letter_delivery(env, &m.msg.id, reason).await?;
             } else {
-                let _ = raw; // acked by the caller; the retry is a fresh, delayed queue message
-                env.queue("DELIVERY")?
-                    .send(MessageBuilder::new(DeliveryJob { message_id: m.msg.id.clone(), reason: None }).delay_seconds(delay_secs).build())
-                    .await?;
+                // The queue message in hand is acked by the caller; the retry is a fresh,
+                // delayed one.
+                queues::retry_delivery(env, &m.msg.id, delay_secs).await?;
             }
         }
         ProviderOutcome::Fail { reason } => {
@@ -146,13 +124,13 @@ async fn give_up(env: &Env, job: &DeliveryJob) -> worker::Result<()> {
 
 async fn fail(env: &Env, db: &worker::D1Database, m: &messages::MessageWithMailbox, reason: &str, now: i64) -> worker::Result<()> {
     if messages::mark_failed(db, &m.msg.id, reason, now).await? {
-        let payload = event_payload(m, "email.failed", now, json!({"reason": reason}));
+        let payload = payloads::failed(&m.msg, &m.mailbox_address, reason, now);
         let mut batch = vec![messages::timeline(db, &m.msg.id, now, "failed", Some(reason))?];
-        if m.msg.kind == "message" {
+        if m.msg.kind == MessageKind::Message {
             batch.push(events::about_message(db, &m.msg, &payload)?);
         }
         db.batch(batch).await?;
-        crate::events::kick(env).await;
+        queues::kick_events(env).await;
         audit_outcome(env, m, "delivery.failed", "failed", Some(reason.to_string())).await;
     }
     Ok(())
@@ -160,35 +138,18 @@ async fn fail(env: &Env, db: &worker::D1Database, m: &messages::MessageWithMailb
 
 /// Delivery outcomes go into the account's audit trail like API calls do.
 async fn audit_outcome(env: &Env, m: &messages::MessageWithMailbox, action: &str, outcome: &str, detail: Option<String>) {
-    crate::audit::record(env, crate::audit::Facts {
-        account_id: m.msg.account_id.clone(),
-        livemode: m.msg.livemode == 1,
-        actor: "system:delivery".into(),
-        action: action.into(),
-        mailbox: Some(m.msg.mailbox_id.clone()),
-        message_id: Some(m.msg.id.clone()),
-        oversight_mode: Some(m.msg.oversight_mode.clone()),
-        outcome: outcome.into(),
-        detail,
-        ..Default::default()
-    })
-    .await;
+    audit::record(env, audit::about_message(&m.msg, "system:delivery", action, outcome, detail)).await;
 }
-
-fn event_payload(m: &messages::MessageWithMailbox, ty: &str, now: i64, extra: Value) -> Value {
-    events::message_payload(&m.msg, &m.mailbox_address, ty, platform::new_id(ids::EVENT), now, extra)
-}
-
 
 async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messages::MessageWithMailbox) -> worker::Result<ProviderOutcome> {
     let db = store::db(env)?;
     let message_id = m.msg.id.as_str();
-    let json = messages::blob(&db, message_id, "outbound").await?.ok_or("the stored message body is missing")?;
+    let json = messages::blob(&db, message_id, Blob::Outbound).await?.ok_or("the stored message body is missing")?;
     let mut email: OutboundEmail = serde_json::from_str(&json).map_err(|e| e.to_string())?;
     // Every message leaves with its signed identity; the sandbox records it like the rest.
-    let jws = crate::identity::sign_for(env, m, &email, platform::now_ms())?;
+    let jws = identity::sign_for(env, m, &email, platform::now_ms())?;
     messages::timeline(&db, message_id, platform::now_ms(), "identity", Some(&jws))?.run().await?;
-    email.headers.push((crate::identity::HEADER.into(), jws.clone()));
+    email.headers.push((identity::HEADER.into(), jws.clone()));
     match provider {
         Provider::Sandbox => Ok(ProviderOutcome::Sent { provider_message_id: format!("sandbox_{message_id}") }),
         Provider::Cloudflare => send_with_binding(env, &db, &m.msg.account_id, &email, &jws).await,
@@ -226,12 +187,12 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messa
 /// Cloudflare Email Service: the stored MIME through the `EMAIL` binding, one envelope per
 /// recipient.
 async fn send_with_binding(env: &Env, db: &worker::D1Database, account_id: &str, email: &OutboundEmail, jws: &str) -> worker::Result<ProviderOutcome> {
-    let stored = messages::blob(db, &email.message_id, "mime").await?.ok_or("the stored MIME is missing")?;
+    let stored = messages::blob(db, &email.message_id, Blob::Mime).await?.ok_or("the stored MIME is missing")?;
     // The identity header goes on top of the stored message (a JWS is one line, under 998 octets).
-    let mime = format!("{}: {jws}\r\n{stored}", crate::identity::HEADER);
-    let sender = crate::domain::address::Recipient::parse(&email.from).map_err(|e| e.0)?.address;
+    let mime = format!("{}: {jws}\r\n{stored}", identity::HEADER);
+    let sender = Recipient::parse(&email.from).map_err(|e| e.0)?.address;
     // From a verified custom domain, DKIM-signed with its keys (identity header included).
-    let (mime, dkim) = crate::domains::dkim_sign(env, db, account_id, sender.domain(), mime, platform::now_ms()).await;
+    let (mime, dkim) = domains::dkim_sign(env, db, account_id, sender.domain(), mime, platform::now_ms()).await;
     if let Some(outcome) = dkim {
         messages::timeline(db, &email.message_id, platform::now_ms(), "dkim", Some(&outcome))?.run().await?;
     }
@@ -239,7 +200,7 @@ async fn send_with_binding(env: &Env, db: &worker::D1Database, account_id: &str,
     let binding = env.send_email("EMAIL")?;
     let mut last_id = String::new();
     for rcpt in email.to.iter().chain(&email.cc).chain(&email.bcc) {
-        let to = crate::domain::address::Recipient::parse(rcpt).map_err(|e| e.0)?.address.to_string();
+        let to = Recipient::parse(rcpt).map_err(|e| e.0)?.address.to_string();
         let msg = worker::EmailMessage::new(&sender, &to, &mime).map_err(|e| worker::Error::from(format!("{e:?}")))?;
         match binding.send(&msg).await {
             Ok(r) => last_id = r.message_id(),
@@ -249,25 +210,4 @@ async fn send_with_binding(env: &Env, db: &worker::D1Database, account_id: &str,
         }
     }
     Ok(ProviderOutcome::Sent { provider_message_id: last_id })
-}
-
-/// Housekeeping for the hourly cron: expire held messages whose alarm was lost, and re-enqueue
-/// messages whose queue message may be lost.
-pub async fn sweep(env: &Env, now: i64) -> worker::Result<usize> {
-    let db = store::db(env)?;
-    for m in messages::overdue_pending(&db, now).await? {
-        let req = crate::oversight::DoRequest {
-            hold: crate::oversight::hold_of(&m),
-            command: Some(crate::domain::approval::Command::Expire { at: now }),
-            audit_here: true,
-        };
-        if let Err(e) = crate::oversight::call(env, &req).await {
-            worker::console_error!("sweep: expiring {}: {e}", m.id);
-        }
-    }
-    let due = messages::needing_enqueue(&db, now - 10 * 60 * 1000, now + 60 * 60 * 1000).await?;
-    for (id, send_at) in &due {
-        enqueue(env, id, *send_at, now).await?;
-    }
-    Ok(due.len())
 }

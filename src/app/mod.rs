@@ -1,0 +1,93 @@
+//! The workflows shared by routes, queue consumers, the cron and the Durable Objects: sending
+//! (`outbound`), holding and deciding (`oversight`), mode changes (`mode_changes`), inbound mail
+//! (`inbound`), what events say (`payloads`), putting work on the queues (`queues`), the audit
+//! trail (`audit`), the sender identity (`identity`), custom domains (`domains`) and what a key
+//! may see (`access`). Nothing here imports `routes`, `consumers` or `durable`.
+
+pub mod access;
+pub mod audit;
+pub mod domains;
+pub mod identity;
+pub mod inbound;
+pub mod keys;
+pub mod mode_changes;
+pub mod outbound;
+pub mod oversight;
+pub mod payloads;
+pub mod queues;
+
+use std::cell::Cell;
+
+use worker::{D1Database, D1PreparedStatement, Env};
+
+use crate::domain::idempotency;
+use crate::http::auth::Principal;
+use crate::http::{ApiResult, Reply};
+use crate::platform::Config;
+use crate::store::idempotency as idem_store;
+
+/// Everything a workflow run on behalf of one request may use.
+pub struct Ctx {
+    pub env: Env,
+    pub db: D1Database,
+    pub config: Config,
+    pub request_id: String,
+    pub now: i64,
+    /// `https://host` of this request, for links the API hands out.
+    pub origin: String,
+    principal: Option<Principal>,
+    idem: Option<IdemSlot>,
+}
+
+/// The idempotency key this request holds, and whether its answer is already stored.
+struct IdemSlot {
+    key: String,
+    completed: Cell<bool>,
+}
+
+impl Ctx {
+    pub fn new(env: Env, db: D1Database, config: Config, request_id: &str, now: i64, origin: String, principal: Option<Principal>) -> Ctx {
+        Ctx { env, db, config, request_id: request_id.to_string(), now, origin, principal, idem: None }
+    }
+
+    /// The caller's key; only routes with `Access::Key` reach handlers that call this.
+    pub fn principal(&self) -> &Principal {
+        self.principal.as_ref().expect("keyed route has a principal")
+    }
+
+    pub fn has_principal(&self) -> bool {
+        self.principal.is_some()
+    }
+
+    /// From here on this request owns `key`: its answer is stored under it.
+    pub fn hold_idempotency_key(&mut self, key: &str) {
+        self.idem = Some(IdemSlot { key: key.to_string(), completed: Cell::new(false) });
+    }
+
+    /// The scope of an idempotency key of this caller.
+    pub fn idem_scope<'a>(&'a self, key: &'a str) -> idem_store::Scope<'a> {
+        let p = self.principal();
+        idem_store::Scope { account_id: &p.account_id, livemode: p.livemode, key }
+    }
+
+    /// The statement that stores this answer for replay, for a handler to put in its own write
+    /// batch (so the answer and the change commit together). `None` without an idempotency key.
+    pub fn idempotency_completion(&self, reply: &Reply) -> ApiResult<Option<D1PreparedStatement>> {
+        let Some(slot) = &self.idem else { return Ok(None) };
+        if !idempotency::is_stored(reply.status) {
+            return Ok(None);
+        }
+        let stmt = idem_store::complete(&self.db, &self.idem_scope(&slot.key), reply.status, &reply.body.to_string())?;
+        slot.completed.set(true);
+        Ok(Some(stmt))
+    }
+
+    /// Whether a handler already stored the answer with its own batch.
+    pub fn idempotency_completed(&self) -> bool {
+        self.idem.as_ref().is_some_and(|s| s.completed.get())
+    }
+
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idem.as_ref().map(|s| s.key.as_str())
+    }
+}

@@ -1,0 +1,248 @@
+//! The path every outbound message takes (`send_email`, `reply_email`): the sender and its
+//! domain, suppressions, the oversight decision (`domain::oversight::effective_mode`), the MIME
+//! built once, one D1 batch (message, bodies, timeline, event, the idempotent answer), then the
+//! delivery queue or a hold (the Approval Durable Object, `email.pending` and a notification
+//! to the oversight address).
+
+use serde_json::json;
+use worker::D1PreparedStatement;
+
+use crate::app::{access, oversight, payloads, queues, Ctx};
+use crate::domain::address::{EmailAddress, Recipient};
+use crate::domain::delivery::OutboundEmail;
+use crate::domain::message::{Direction, MessageKind, MessageStatus};
+use crate::domain::oversight::{effective_mode, OversightMode};
+use crate::domain::send::ValidatedSend;
+use crate::domain::suppression;
+use crate::domain::{ids, mime, time::to_rfc3339};
+use crate::http::{ApiError, ApiResult, Reply};
+use crate::platform;
+use crate::store::mailboxes::{self, MailboxRow};
+use crate::store::{events, messages::{self, Blob, MessageRow, NewMessage}};
+
+fn addresses(rs: &[Recipient]) -> String {
+    serde_json::to_string(&rs.iter().map(ToString::to_string).collect::<Vec<_>>()).expect("strings serialize")
+}
+
+/// A message ready to store: its row and the statements that store it with its bodies.
+pub struct Staged {
+    pub row: MessageRow,
+    pub statements: Vec<D1PreparedStatement>,
+}
+
+/// Builds the MIME once and stages the message row, its two bodies and its first timeline entry.
+/// `monitor_copy` is added as an envelope-only Bcc (the `monitored` mode's copy).
+#[allow(clippy::too_many_arguments)]
+pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, mailbox: &MailboxRow, mode: OversightMode, status: MessageStatus, kind: MessageKind, thread_id: &str, monitor_copy: Option<&str>) -> ApiResult<Staged> {
+    let p = ctx.principal();
+    let mime_bytes = mime::build(v, &id, ctx.now)?;
+    let mime_text = String::from_utf8(mime_bytes).map_err(|_| ApiError::internal())?;
+    let mut outbound = OutboundEmail::from_validated(v, &id, &mime::message_id_header(&id, v.from.address.domain()));
+    if let Some(copy) = monitor_copy {
+        outbound.bcc.push(copy.to_string());
+    }
+    let expires_at = (status == MessageStatus::PendingApproval)
+        .then(|| ctx.now + 1000 * v.approval_ttl_secs.unwrap_or(mailbox.approval_ttl_secs));
+    let mut row = MessageRow::new(NewMessage {
+        id: id.clone(),
+        account_id: p.account_id.clone(),
+        livemode: p.livemode,
+        mailbox_id: mailbox.id.clone(),
+        direction: Direction::Outbound,
+        kind,
+        thread_id: thread_id.to_string(),
+        from_addr: v.from.to_string(),
+        subject: v.subject.clone(),
+        oversight_mode: mode,
+        status,
+        now: ctx.now,
+    });
+    row.to_json = addresses(&v.to);
+    row.cc_json = addresses(&v.cc);
+    row.bcc_json = addresses(&v.bcc);
+    row.metadata = v.metadata.to_string();
+    row.send_at = v.send_at;
+    row.idempotency_key = if kind == MessageKind::Message { ctx.idempotency_key().map(str::to_string) } else { None };
+    row.expires_at = expires_at;
+    row.message_id_header = Some(mime::message_id_header(&id, v.from.address.domain()));
+    row.read = 1;
+    row.snippet = Some(v.text.as_deref().or(v.html.as_deref()).unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect());
+    row.category = v.marketing.then(|| "marketing".to_string());
+    let mut statements = vec![
+        messages::insert(&ctx.db, &row)?,
+        messages::insert_blob(&ctx.db, &id, Blob::Mime, &mime_text)?,
+        messages::insert_blob(&ctx.db, &id, Blob::Outbound, &serde_json::to_string(&outbound).map_err(|_| ApiError::internal())?)?,
+        messages::timeline(&ctx.db, &id, ctx.now, "created", Some(&format!("oversight_mode {}", mode.as_str())))?,
+    ];
+    if let Some(at) = v.send_at {
+        statements.push(messages::timeline(&ctx.db, &id, ctx.now, "scheduled", Some(&to_rfc3339(at)))?);
+    }
+    if let Some(exp) = expires_at {
+        statements.push(messages::timeline(&ctx.db, &id, ctx.now, "held", Some(&format!("pending_approval until {}", to_rfc3339(exp))))?);
+    }
+    Ok(Staged { row, statements })
+}
+
+/// The email that asks the oversight address to decide, with signed approve/reject links.
+fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &MailboxRow, to: &str) -> ApiResult<Option<Staged>> {
+    let exp = held.expires_at.unwrap_or(ctx.now);
+    let Some((approve, reject)) = oversight::review_links(&ctx.env, &ctx.origin, &held.id, to, exp) else {
+        worker::console_warn!("no link secret: no approval request email is sent for {}", held.id);
+        return Ok(None);
+    };
+    let preview: String = v.text.as_deref().or(v.html.as_deref()).unwrap_or("").chars().take(2000).collect();
+    let text = format!(
+        "A message from {from} is waiting for your approval.\n\nTo: {to_list}\nSubject: {subject}\nExpires: {exp}\n\n---\n{preview}\n---\n\nApprove: {approve}\nReject:  {reject}\n\nEach link opens a page that asks you to confirm. Message id: {id}\n",
+        from = held.from_addr,
+        to_list = v.to.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        subject = v.subject,
+        exp = to_rfc3339(exp),
+        id = held.id,
+    );
+    let mut subject: String = format!("Approval needed: {}", v.subject).chars().take(990).collect();
+    subject.retain(|c| !c.is_control());
+    let note = ValidatedSend {
+        from: Recipient { name: Some("MultiMail oversight".into()), address: EmailAddress::parse(&mailbox.address).map_err(|_| ApiError::internal())? },
+        to: vec![Recipient::parse(to).map_err(|_| ApiError::internal())?],
+        cc: vec![],
+        bcc: vec![],
+        reply_to: vec![],
+        subject,
+        text: Some(text),
+        html: None,
+        headers: vec![("Auto-Submitted".into(), "auto-generated".into())],
+        attachments: vec![],
+        oversight_mode: None,
+        metadata: json!({"approval_for": held.id}),
+        send_at: None,
+        approval_ttl_secs: None,
+        marketing: false,
+    };
+    let thread = platform::new_id(ids::THREAD);
+    stage_outbound(ctx, platform::new_id(ids::MESSAGE), &note, mailbox, OversightMode::Autonomous, MessageStatus::Queued, MessageKind::Notification, &thread, None).map(Some)
+}
+
+/// The key's mailbox for this address (404 on `from` otherwise), and the recipients on the
+/// account's suppression list.
+async fn sender_and_suppressions(ctx: &Ctx, address: &str, recipients: &[String]) -> ApiResult<(MailboxRow, Vec<String>)> {
+    let p = ctx.principal();
+    mailboxes::sender_and_suppressed(&ctx.db, &p.account_id, address, recipients)
+        .await?
+        .filter(|(mb, _)| p.can_use_mailbox(&mb.id))
+        .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{address}` in this account")).with_field("from"))
+}
+
+/// The path every outbound message takes (`send_email`, `reply_email`): sender and oversight
+/// checks, one D1 batch, then the queue or a hold. `thread_id`: the thread a reply joins.
+pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str>) -> ApiResult<Reply> {
+    let p = ctx.principal();
+
+    if !access::is_sending_domain(ctx, v.from.address.domain()).await? {
+        return Err(ApiError::unprocessable(
+            "domain_not_verified",
+            format!("`{}` is not a verified sending domain of this account; use {}", v.from.address.domain(), p.default_domain),
+        )
+        .with_field("from"));
+    }
+    // The sending mailbox and which recipients are suppressed, in one round trip.
+    let recipients: Vec<String> = v.all_recipients().map(|r| r.address.to_string().to_ascii_lowercase()).collect();
+    let (mailbox, suppressed) = sender_and_suppressions(ctx, &v.from.address.to_string().to_ascii_lowercase(), &recipients).await?;
+    let mode = effective_mode(mailbox.oversight_mode, v.oversight_mode)?;
+
+    // Suppressed recipients are skipped; with none left there is nothing to send.
+    let mut v = v.clone();
+    if !suppressed.is_empty() {
+        let keep = |r: &Recipient| !suppressed.contains(&r.address.to_string().to_ascii_lowercase());
+        v.to.retain(keep);
+        v.cc.retain(keep);
+        v.bcc.retain(keep);
+        if v.to.is_empty() && v.cc.is_empty() && v.bcc.is_empty() {
+            return Err(ApiError::unprocessable("recipient_suppressed", format!("every recipient is on this account's suppression list: {}", suppressed.join(", ")))
+                .with_field("to")
+                .with_extra(json!({"suppressed": suppressed})));
+        }
+        if v.to.is_empty() {
+            // Keep a To header: promote the first remaining recipient.
+            let first = if v.cc.is_empty() { v.bcc.remove(0) } else { v.cc.remove(0) };
+            v.to.push(first);
+        }
+    }
+    let v = &v;
+    let id = platform::new_id(ids::MESSAGE);
+    let mut v_owned;
+    let v = if v.marketing {
+        v_owned = v.clone();
+        let secret = oversight::link_secret(&ctx.env).ok_or_else(ApiError::internal)?;
+        let rcpt = v.all_recipients().next().map(|r| r.address.to_string().to_ascii_lowercase()).unwrap_or_default();
+        let tok = suppression::token(&secret, &suppression::UnsubscribeClaims { account: p.account_id.clone(), address: rcpt, message_id: id.clone(), live: p.livemode });
+        v_owned.headers.extend(suppression::list_unsubscribe_headers(&ctx.origin, v.from.address.domain(), &tok));
+        &v_owned
+    } else {
+        v
+    };
+    let held = mode.holds_outbound();
+    let status = if held {
+        MessageStatus::PendingApproval
+    } else if v.send_at.is_some() {
+        MessageStatus::Scheduled
+    } else {
+        MessageStatus::Queued
+    };
+    let monitor_copy = (mode == OversightMode::Monitored).then_some(mailbox.oversight_email.as_deref()).flatten();
+    let thread_id = thread_id.map_or_else(|| platform::new_id(ids::THREAD), str::to_string);
+    let Staged { row, mut statements } = stage_outbound(ctx, id, v, &mailbox, mode, status, MessageKind::Message, &thread_id, monitor_copy)?;
+    let to_list: Vec<String> = v.to.iter().map(ToString::to_string).collect();
+
+    let mut note = None;
+    if held {
+        let payload = payloads::pending(&row, &mailbox.address, &to_list, ctx.now);
+        statements.push(events::about_message(&ctx.db, &row, &payload)?);
+        if let Some(to) = mailbox.oversight_email.as_deref() {
+            if let Some(n) = notification(ctx, &row, v, &mailbox, to)? {
+                statements.extend(n.statements);
+                note = Some(n.row);
+            }
+        }
+    }
+
+    let reply = Reply::accepted(json!({
+        "id": row.id,
+        "status": status,
+        "oversight_mode": mode.as_str(),
+        "mailbox": mailbox.address,
+        "mailbox_id": mailbox.id,
+        "from": row.from_addr,
+        "to": to_list,
+        "cc": v.cc.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "subject": v.subject,
+        "thread_id": thread_id,
+        "created_at": to_rfc3339(ctx.now),
+        "send_at": v.send_at.map(to_rfc3339),
+        "expires_at": row.expires_at.map(to_rfc3339),
+        "metadata": v.metadata,
+        "category": row.category,
+        "suppressed": suppressed,
+    }));
+    if let Some(s) = ctx.idempotency_completion(&reply)? {
+        statements.push(s);
+    }
+    ctx.db.batch(statements).await?;
+    if held {
+        queues::kick_events(&ctx.env).await;
+    }
+
+    // Stored: from here on a failure is repaired by the hourly sweep, so the caller gets its 202.
+    if held {
+        if let Err(e) = oversight::hold(&ctx.env, &row).await {
+            worker::console_error!("{}: holding {} failed (the sweep expires it on time): {e}", ctx.request_id, row.id);
+        }
+        if let Some(n) = note {
+            if let Err(e) = queues::enqueue_delivery(&ctx.env, &n.id, None, ctx.now).await {
+                worker::console_error!("{}: enqueue of notification {} failed, the sweep will retry: {e}", ctx.request_id, n.id);
+            }
+        }
+    } else if let Err(e) = queues::enqueue_delivery(&ctx.env, &row.id, v.send_at, ctx.now).await {
+        worker::console_error!("{}: enqueue of {} failed, the sweep will retry: {e}", ctx.request_id, row.id);
+    }
+    Ok(reply)
+}

@@ -1,0 +1,52 @@
+//! The hourly housekeeping (`[triggers] crons` in wrangler.toml): prune what expires, expire
+//! held messages whose alarm was lost, re-enqueue deliveries and events whose queue message may
+//! be lost, and re-verify custom domains. Each job logs its own failure and the rest still run.
+
+use worker::Env;
+
+use crate::app::{self, oversight};
+use crate::consumers;
+use crate::domain::approval::Command;
+use crate::domain::{idempotency, ratelimit};
+use crate::platform;
+use crate::store::{self, messages};
+
+pub async fn run(env: &Env) {
+    let now = platform::now_ms();
+    let Ok(db) = store::db(env) else { return };
+    if let Err(e) = store::idempotency::prune(&db, now - idempotency::TTL_MS).await {
+        worker::console_error!("cron: pruning idempotency records: {e}");
+    }
+    if let Err(e) = store::keys::prune_rate_windows(&db, ratelimit::window_start(now) - ratelimit::WINDOW_MS).await {
+        worker::console_error!("cron: pruning rate windows: {e}");
+    }
+    match sweep_deliveries(env, now).await {
+        Ok(n) if n > 0 => worker::console_log!("cron: re-enqueued {n} messages"),
+        Ok(_) => {}
+        Err(e) => worker::console_error!("cron: delivery sweep: {e}"),
+    }
+    match consumers::events::sweep(env).await {
+        Ok(n) if n > 0 => worker::console_log!("cron: events fan-out handled {n} events and stalled attempts"),
+        Ok(_) => {}
+        Err(e) => worker::console_error!("cron: events sweep: {e}"),
+    }
+    if let Err(e) = app::domains::recheck_due(env, now).await {
+        worker::console_error!("cron: re-verifying domains: {e}");
+    }
+}
+
+/// Expire held messages whose alarm was lost, and re-enqueue messages whose queue message may
+/// be lost.
+async fn sweep_deliveries(env: &Env, now: i64) -> worker::Result<usize> {
+    let db = store::db(env)?;
+    for m in messages::overdue_pending(&db, now).await? {
+        if let Err(e) = oversight::command(env, &m, Command::Expire { at: now }, true).await {
+            worker::console_error!("sweep: expiring {}: {e}", m.id);
+        }
+    }
+    let due = messages::needing_enqueue(&db, now - 10 * 60 * 1000, now + 60 * 60 * 1000).await?;
+    for (id, send_at) in &due {
+        app::queues::enqueue_delivery(env, id, *send_at, now).await?;
+    }
+    Ok(due.len())
+}
