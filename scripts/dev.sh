@@ -13,7 +13,9 @@ fi
 CI=true wrangler d1 migrations apply multimail --local >/dev/null
 echo "[dev] local D1 migrated"
 
-wrangler dev --ip 127.0.0.1 --port "$PORT" --inspector-port 0 --show-interactive-dev-session=false &
+# Every link the worker emails or hands out starts with PUBLIC_BASE_URL: this port's URL.
+wrangler dev --ip 127.0.0.1 --port "$PORT" --inspector-port 0 --show-interactive-dev-session=false \
+  --var "PUBLIC_BASE_URL:http://127.0.0.1:$PORT" &
 WRANGLER=$!
 trap 'kill $WRANGLER 2>/dev/null || true' EXIT INT TERM
 

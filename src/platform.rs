@@ -33,6 +33,9 @@ fn num(env: &Env, name: &str, default: i64) -> i64 {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This deployment's own URL (`PUBLIC_BASE_URL`): every link we email or hand out starts
+    /// with it, never with the request's `Host`.
+    pub public_base_url: String,
     pub mail_domain: String,
     pub provider: Provider,
     pub postmark_base_url: String,
@@ -51,6 +54,7 @@ pub struct Config {
 impl Config {
     pub fn from_env(env: &Env) -> Config {
         Config {
+            public_base_url: var(env, "PUBLIC_BASE_URL").unwrap_or_else(|| "http://127.0.0.1:8787".into()).trim_end_matches('/').to_string(),
             mail_domain: var(env, "MAIL_DOMAIN").unwrap_or_else(|| "multimail.test".into()),
             provider: var(env, "EMAIL_PROVIDER").and_then(|p| Provider::parse(&p)).unwrap_or(Provider::Sandbox),
             postmark_base_url: var(env, "POSTMARK_BASE_URL").unwrap_or_else(|| "https://api.postmarkapp.com".into()),

@@ -16,12 +16,13 @@ pub async fn visible_mailbox(ctx: &Ctx, id_or_address: &str) -> ApiResult<Mailbo
         .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{id_or_address}` in this account")))
 }
 
-/// The caller's message (same account, same mode, a mailbox this key may use); 404 otherwise.
+/// The caller's message (same account, same mode, a mailbox this key may use, not a sign-in
+/// link); 404 otherwise.
 pub async fn visible_message(ctx: &Ctx, id: &str) -> ApiResult<MessageWithMailbox> {
     let p = ctx.principal();
     messages::get_scoped(&ctx.db, &p.account_id, p.livemode, id)
         .await?
-        .filter(|m| p.can_use_mailbox(&m.msg.mailbox_id))
+        .filter(|m| m.msg.kind != MessageKind::SignIn && p.can_use_mailbox(&m.msg.mailbox_id))
         .ok_or_else(|| ApiError::not_found("email").with_field("id"))
 }
 

@@ -6,11 +6,13 @@
 
 pub mod access;
 pub mod audit;
+pub mod changes;
 pub mod domains;
 pub mod identity;
 pub mod inbound;
 pub mod keys;
 pub mod mode_changes;
+pub mod operators;
 pub mod outbound;
 pub mod oversight;
 pub mod payloads;
@@ -33,8 +35,6 @@ pub struct Ctx {
     pub config: Config,
     pub request_id: String,
     pub now: i64,
-    /// `https://host` of this request, for links the API hands out.
-    pub origin: String,
     principal: Option<Principal>,
     idem: Option<IdemSlot>,
 }
@@ -46,8 +46,8 @@ struct IdemSlot {
 }
 
 impl Ctx {
-    pub fn new(env: Env, db: D1Database, config: Config, request_id: &str, now: i64, origin: String, principal: Option<Principal>) -> Ctx {
-        Ctx { env, db, config, request_id: request_id.to_string(), now, origin, principal, idem: None }
+    pub fn new(env: Env, db: D1Database, config: Config, request_id: &str, now: i64, principal: Option<Principal>) -> Ctx {
+        Ctx { env, db, config, request_id: request_id.to_string(), now, principal, idem: None }
     }
 
     /// The caller's key; only routes with `Access::Key` reach handlers that call this.

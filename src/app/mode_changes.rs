@@ -1,11 +1,15 @@
-//! Mode changes: a stricter mode applies at once; a looser one opens a change that waits for a
-//! human (`decide_email` with its `chg_…` id), decided by compare-and-set on its row. The rule
-//! itself (same / tighter / looser / supersede) is `domain::oversight::request_mode`.
+//! Mode changes: a stricter mode applies at once; a looser one asked for by a key opens a change
+//! that waits for a human (`decide_email` with its `chg_…` id, or the console), decided by
+//! compare-and-set on its row; a human's applies at once. The rules are
+//! `domain::oversight::request_mode` (same / tighter / looser / supersede) and
+//! `domain::authority` (who decides). A mailbox serves both modes, so every mode change is
+//! recorded in the account's live audit chain.
 
 use serde_json::json;
 use worker::D1PreparedStatement;
 
-use crate::app::{queues, payloads, Ctx};
+use crate::app::{audit, payloads, queues, Ctx};
+use crate::domain::authority::{self, Weakening};
 use crate::domain::ids;
 use crate::domain::oversight::{request_mode, ChangeStatus, ModeRequest, OversightMode};
 use crate::domain::time::to_rfc3339;
@@ -39,29 +43,31 @@ pub fn new_change(ctx: &Ctx, mailbox: &MailboxRow, to: OversightMode) -> ModeCha
 
 /// What asking an existing mailbox for a mode does: the statements to add to the caller's
 /// write batch, the change that now waits (to show), and the mode to apply at once after the
-/// batch (`apply_mode`) when it tightens.
+/// batch (`apply_mode`): a tightening, or a human's loosening.
 pub struct ModePlan {
     pub statements: Vec<D1PreparedStatement>,
     pub pending: Option<ModeChangeRow>,
-    pub tighten_to: Option<OversightMode>,
+    pub apply_now: Option<OversightMode>,
 }
 
 pub async fn plan(ctx: &Ctx, mailbox: &MailboxRow, requested: Option<OversightMode>) -> ApiResult<ModePlan> {
     let rule = requested.map(|to| request_mode(mailbox.oversight_mode, to));
     Ok(match rule {
-        Some(ModeRequest::Loosen { to, .. }) => {
+        Some(ModeRequest::Loosen { to, .. }) if authority::weakening(ctx.principal().actor())? == Weakening::WaitForHuman => {
             // A newer request replaces one still waiting.
             let change = new_change(ctx, mailbox, to);
             let statements = vec![mode_changes::supersede_pending(&ctx.db, &mailbox.id, ctx.now)?, mode_changes::insert(&ctx.db, &change)?];
-            ModePlan { statements, pending: Some(change), tighten_to: None }
+            record(ctx, &mailbox.id, "mode_change.requested", format!("{}: {} → {}", change.id, mailbox.oversight_mode, to)).await;
+            ModePlan { statements, pending: Some(change), apply_now: None }
         }
-        Some(ModeRequest::Tighten { to, .. }) => {
-            // A stricter mode retires any looser change still waiting.
+        Some(ModeRequest::Loosen { to, .. } | ModeRequest::Tighten { to, .. }) => {
+            // A stricter mode (or a human's looser one) applies at once and retires any change
+            // still waiting.
             let statements = vec![mode_changes::supersede_pending(&ctx.db, &mailbox.id, ctx.now)?];
-            ModePlan { statements, pending: None, tighten_to: Some(to) }
+            ModePlan { statements, pending: None, apply_now: Some(to) }
         }
         Some(ModeRequest::Same) | None => {
-            ModePlan { statements: vec![], pending: mode_changes::pending_for(&ctx.db, &mailbox.id).await?, tighten_to: None }
+            ModePlan { statements: vec![], pending: mode_changes::pending_for(&ctx.db, &mailbox.id).await?, apply_now: None }
         }
     })
 }
@@ -87,13 +93,33 @@ pub async fn apply_mode(ctx: &Ctx, mailbox_id: &str, new: OversightMode, approve
         ])
         .await?;
     queues::kick_events(&ctx.env).await;
+    record(ctx, mailbox_id, "mailbox.mode_changed", format!("{} → {new} (approved by {approved_by})", mb.oversight_mode)).await;
     Ok(())
+}
+
+/// Mode changes go into the live chain, whichever mode's credential asked or decided.
+async fn record(ctx: &Ctx, mailbox_id: &str, action: &str, detail: String) {
+    let p = ctx.principal();
+    audit::record(&ctx.env, audit::Facts {
+        account_id: p.account_id.clone(),
+        livemode: true,
+        actor: p.actor_name(),
+        action: action.into(),
+        mailbox: Some(mailbox_id.to_string()),
+        outcome: "ok".into(),
+        request_id: Some(ctx.request_id.clone()),
+        detail: Some(detail),
+        ..Default::default()
+    })
+    .await;
 }
 
 /// A human decides a waiting change: one winner by compare-and-set; an approval applies the
 /// mode. The decided change, or 404 (not this key's) or 409 with the winner.
 pub async fn decide(ctx: &Ctx, id: &str, approve: bool, by: &str) -> ApiResult<ModeChangeRow> {
     let p = ctx.principal();
+    // A mailbox's mode governs its live mail too: only a live human credential decides.
+    authority::may_decide_change(p.actor())?;
     let status = if approve { ChangeStatus::Approved } else { ChangeStatus::Rejected };
     // Visibility first: a key limited to some mailboxes sees no other mailbox's changes.
     let existing = mode_changes::get(&ctx.db, &p.account_id, id).await?;

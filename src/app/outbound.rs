@@ -24,6 +24,22 @@ fn addresses(rs: &[Recipient]) -> String {
     serde_json::to_string(&rs.iter().map(ToString::to_string).collect::<Vec<_>>()).expect("strings serialize")
 }
 
+/// Whose message it is: the account and mode, and the mailbox (empty for our own system mail,
+/// such as a sign-in link).
+pub struct Owner<'a> {
+    pub account_id: &'a str,
+    pub livemode: bool,
+    pub mailbox_id: &'a str,
+    pub approval_ttl_secs: i64,
+}
+
+impl<'a> Owner<'a> {
+    pub fn of(ctx: &'a Ctx, mailbox: &'a MailboxRow) -> Owner<'a> {
+        let p = ctx.principal();
+        Owner { account_id: &p.account_id, livemode: p.livemode, mailbox_id: &mailbox.id, approval_ttl_secs: mailbox.approval_ttl_secs }
+    }
+}
+
 /// A message ready to store: its row and the statements that store it with its bodies.
 pub struct Staged {
     pub row: MessageRow,
@@ -33,8 +49,7 @@ pub struct Staged {
 /// Builds the MIME once and stages the message row, its two bodies and its first timeline entry.
 /// `monitor_copy` is added as an envelope-only Bcc (the `monitored` mode's copy).
 #[allow(clippy::too_many_arguments)]
-pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, mailbox: &MailboxRow, mode: OversightMode, status: MessageStatus, kind: MessageKind, thread_id: &str, monitor_copy: Option<&str>) -> ApiResult<Staged> {
-    let p = ctx.principal();
+pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, owner: &Owner<'_>, mode: OversightMode, status: MessageStatus, kind: MessageKind, thread_id: &str, monitor_copy: Option<&str>) -> ApiResult<Staged> {
     let mime_bytes = mime::build(v, &id, ctx.now)?;
     let mime_text = String::from_utf8(mime_bytes).map_err(|_| ApiError::internal())?;
     let mut outbound = OutboundEmail::from_validated(v, &id, &mime::message_id_header(&id, v.from.address.domain()));
@@ -42,12 +57,12 @@ pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, mailbox: &Mailbo
         outbound.bcc.push(copy.to_string());
     }
     let expires_at = (status == MessageStatus::PendingApproval)
-        .then(|| ctx.now + 1000 * v.approval_ttl_secs.unwrap_or(mailbox.approval_ttl_secs));
+        .then(|| ctx.now + 1000 * v.approval_ttl_secs.unwrap_or(owner.approval_ttl_secs));
     let mut row = MessageRow::new(NewMessage {
         id: id.clone(),
-        account_id: p.account_id.clone(),
-        livemode: p.livemode,
-        mailbox_id: mailbox.id.clone(),
+        account_id: owner.account_id.to_string(),
+        livemode: owner.livemode,
+        mailbox_id: owner.mailbox_id.to_string(),
         direction: Direction::Outbound,
         kind,
         thread_id: thread_id.to_string(),
@@ -86,7 +101,7 @@ pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, mailbox: &Mailbo
 /// The email that asks the oversight address to decide, with signed approve/reject links.
 fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &MailboxRow, to: &str) -> ApiResult<Option<Staged>> {
     let exp = held.expires_at.unwrap_or(ctx.now);
-    let Some((approve, reject)) = oversight::review_links(&ctx.env, &ctx.origin, &held.id, to, exp) else {
+    let Some((approve, reject)) = oversight::review_links(&ctx.env, &ctx.config.public_base_url, &held.id, to, exp) else {
         worker::console_warn!("no link secret: no approval request email is sent for {}", held.id);
         return Ok(None);
     };
@@ -119,16 +134,16 @@ fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &Mailb
         marketing: false,
     };
     let thread = platform::new_id(ids::THREAD);
-    stage_outbound(ctx, platform::new_id(ids::MESSAGE), &note, mailbox, OversightMode::Autonomous, MessageStatus::Queued, MessageKind::Notification, &thread, None).map(Some)
+    stage_outbound(ctx, platform::new_id(ids::MESSAGE), &note, &Owner::of(ctx, mailbox), OversightMode::Autonomous, MessageStatus::Queued, MessageKind::Notification, &thread, None).map(Some)
 }
 
 /// The key's mailbox for this address (404 on `from` otherwise), and the recipients on the
 /// account's suppression list.
-async fn sender_and_suppressions(ctx: &Ctx, address: &str, recipients: &[String]) -> ApiResult<(MailboxRow, Vec<String>)> {
+async fn sender(ctx: &Ctx, address: &str, recipients: &[String]) -> ApiResult<mailboxes::Sender> {
     let p = ctx.principal();
     mailboxes::sender_and_suppressed(&ctx.db, &p.account_id, address, recipients)
         .await?
-        .filter(|(mb, _)| p.can_use_mailbox(&mb.id))
+        .filter(|s| p.can_use_mailbox(&s.mailbox.id))
         .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{address}` in this account")).with_field("from"))
 }
 
@@ -146,7 +161,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     }
     // The sending mailbox and which recipients are suppressed, in one round trip.
     let recipients: Vec<String> = v.all_recipients().map(|r| r.address.to_string().to_ascii_lowercase()).collect();
-    let (mailbox, suppressed) = sender_and_suppressions(ctx, &v.from.address.to_string().to_ascii_lowercase(), &recipients).await?;
+    let mailboxes::Sender { mailbox, suppressed, oversight_email } = sender(ctx, &v.from.address.to_string().to_ascii_lowercase(), &recipients).await?;
     let mode = effective_mode(mailbox.oversight_mode, v.oversight_mode)?;
 
     // Suppressed recipients are skipped; with none left there is nothing to send.
@@ -175,7 +190,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
         let secret = oversight::link_secret(&ctx.env).ok_or_else(ApiError::internal)?;
         let rcpt = v.all_recipients().next().map(|r| r.address.to_string().to_ascii_lowercase()).unwrap_or_default();
         let tok = suppression::token(&secret, &suppression::UnsubscribeClaims { account: p.account_id.clone(), address: rcpt, message_id: id.clone(), live: p.livemode });
-        v_owned.headers.extend(suppression::list_unsubscribe_headers(&ctx.origin, v.from.address.domain(), &tok));
+        v_owned.headers.extend(suppression::list_unsubscribe_headers(&ctx.config.public_base_url, v.from.address.domain(), &tok));
         &v_owned
     } else {
         v
@@ -188,16 +203,16 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     } else {
         MessageStatus::Queued
     };
-    let monitor_copy = (mode == OversightMode::Monitored).then_some(mailbox.oversight_email.as_deref()).flatten();
+    let monitor_copy = (mode == OversightMode::Monitored).then_some(oversight_email.as_deref()).flatten();
     let thread_id = thread_id.map_or_else(|| platform::new_id(ids::THREAD), str::to_string);
-    let Staged { row, mut statements } = stage_outbound(ctx, id, v, &mailbox, mode, status, MessageKind::Message, &thread_id, monitor_copy)?;
+    let Staged { row, mut statements } = stage_outbound(ctx, id, v, &Owner::of(ctx, &mailbox), mode, status, MessageKind::Message, &thread_id, monitor_copy)?;
     let to_list: Vec<String> = v.to.iter().map(ToString::to_string).collect();
 
     let mut note = None;
     if held {
         let payload = payloads::pending(&row, &mailbox.address, &to_list, ctx.now);
         statements.push(events::about_message(&ctx.db, &row, &payload)?);
-        if let Some(to) = mailbox.oversight_email.as_deref() {
+        if let Some(to) = oversight_email.as_deref() {
             if let Some(n) = notification(ctx, &row, v, &mailbox, to)? {
                 statements.extend(n.statements);
                 note = Some(n.row);

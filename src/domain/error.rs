@@ -16,6 +16,14 @@ pub enum DomainError {
     OversightEscalation { mailbox: &'static str, requested: &'static str },
     /// The mailbox (or the request) is `read_only`: it cannot send.
     MailboxReadOnly,
+    /// A key asked for a key with a scope it does not hold itself.
+    ScopeEscalation { scope: &'static str },
+    /// Only a human may do this (an `oversight` key, for one).
+    OversightRequiresHuman,
+    /// The change weakens live oversight: a test credential may not decide it.
+    LiveOversightRequired,
+    /// The operator's role does not allow this.
+    RoleForbidden { needs: &'static str },
 }
 
 impl DomainError {
@@ -29,7 +37,8 @@ impl DomainError {
             DomainError::MessageTooLarge { .. } => None,
             DomainError::ConflictingScopes => Some("scopes"),
             DomainError::OversightEscalation { .. } => Some("oversight_mode"),
-            DomainError::MailboxReadOnly => None,
+            DomainError::MailboxReadOnly | DomainError::LiveOversightRequired | DomainError::RoleForbidden { .. } => None,
+            DomainError::ScopeEscalation { .. } | DomainError::OversightRequiresHuman => Some("scopes"),
         }
     }
 }
@@ -51,6 +60,16 @@ impl std::fmt::Display for DomainError {
                 "this mailbox is `{mailbox}`; a request may ask for that or stricter, not `{requested}`"
             ),
             DomainError::MailboxReadOnly => f.write_str("this mailbox is read_only: it cannot send"),
+            DomainError::ScopeEscalation { scope } => {
+                write!(f, "a key may only create keys with scopes it holds itself; this key does not hold `{scope}`")
+            }
+            DomainError::OversightRequiresHuman => f.write_str(
+                "oversight belongs to humans: an API key cannot create an oversight key; an operator creates one in the console, or the deployment operator with POST /admin/create_api_key",
+            ),
+            DomainError::LiveOversightRequired => f.write_str(
+                "this change weakens oversight of live mail too: it must be decided with a live oversight key or in the console",
+            ),
+            DomainError::RoleForbidden { needs } => write!(f, "this needs an operator with the `{needs}` role"),
         }
     }
 }

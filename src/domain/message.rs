@@ -2,11 +2,11 @@
 //! as strings; they become these enums at the store boundary and nowhere compares strings.
 
 macro_rules! string_enum {
-    ($(#[$doc:meta])* $name:ident { $($variant:ident = $s:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $s:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         pub enum $name {
-            $(#[serde(rename = $s)] $variant),+
+            $($(#[$vdoc])* #[serde(rename = $s)] $variant),+
         }
 
         impl $name {
@@ -63,10 +63,12 @@ string_enum! {
 
 string_enum! {
     /// `message`: the user's mail. `notification`: an approval request we send to an oversight
-    /// address (ours, not the user's: no events, not in the inbox).
+    /// address (ours, not the user's: no events, not in the inbox). `sign_in`: a console
+    /// sign-in link we send to an operator (never visible to any API key).
     MessageKind {
         Message = "message",
         Notification = "notification",
+        SignIn = "sign_in",
     }
 }
 

@@ -4,6 +4,8 @@
 pub mod address;
 pub mod approval;
 pub mod audit;
+pub mod authority;
+pub mod changes;
 pub mod delivery;
 pub mod dkim;
 pub mod doh;

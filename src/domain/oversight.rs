@@ -123,6 +123,12 @@ string_enum! {
     }
 }
 
+impl std::fmt::Display for OversightMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 const MIN_TTL_SECS: i64 = 1;
 const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
 

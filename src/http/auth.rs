@@ -1,9 +1,11 @@
 //! Who is calling: an API key (hashed, looked up with its account and counted for the rate
-//! limit in one D1 round trip) or the deployment operator's `ADMIN_TOKEN`.
+//! limit in one D1 round trip), an operator signed in to the console (a session cookie), or the
+//! deployment operator's `ADMIN_TOKEN`.
 
 use worker::{D1Database, Request};
 
 use super::{ApiError, ApiResult};
+use crate::domain::authority::{Actor, Role};
 use crate::domain::keys::{secrets_equal, ApiKeySecret, Scope, Scopes};
 use crate::domain::ratelimit::{self, RateDecision};
 use crate::store::keys as key_store;
@@ -17,9 +19,38 @@ pub struct Principal {
     /// `None`: every mailbox of the account.
     pub mailboxes: Option<Vec<String>>,
     pub default_domain: String,
+    /// Set when a human signed in to the console is acting (then `key_id` is the operator's
+    /// id, and `scopes` what the role allows).
+    pub human: Option<Human>,
+}
+
+/// An operator acting through the console.
+#[derive(Debug, Clone)]
+pub struct Human {
+    pub operator_id: String,
+    pub email: String,
+    pub role: Role,
+    pub session_id: String,
+    pub csrf: String,
 }
 
 impl Principal {
+    /// Who this is, for the rules of `domain::authority`.
+    pub fn actor(&self) -> Actor<'_> {
+        match &self.human {
+            Some(h) => Actor::Operator { role: h.role },
+            None => Actor::Key { scopes: &self.scopes, live: self.livemode },
+        }
+    }
+
+    /// What the audit trail records as the actor: the key id, or `human:<email>`.
+    pub fn actor_name(&self) -> String {
+        match &self.human {
+            Some(h) => format!("human:{}", h.email),
+            None => self.key_id.clone(),
+        }
+    }
+
     pub fn require(&self, scope: Scope) -> ApiResult<()> {
         if self.scopes.has(scope) { Ok(()) } else { Err(ApiError::forbidden_scope(scope.as_str())) }
     }
@@ -66,6 +97,7 @@ pub async fn authenticate(req: &Request, db: &D1Database, now: i64, default_limi
         scopes: Scopes::from_csv(&row.key.scopes),
         mailboxes,
         default_domain: row.default_domain,
+        human: None,
     })
 }
 

@@ -86,6 +86,10 @@ impl From<DomainError> for ApiError {
             DomainError::ConflictingScopes => ApiError::new(422, "conflicting_scopes", e.to_string()),
             DomainError::OversightEscalation { .. } => ApiError::new(403, "oversight_escalation", e.to_string()),
             DomainError::MailboxReadOnly => ApiError::new(403, "mailbox_read_only", e.to_string()),
+            DomainError::ScopeEscalation { .. } => ApiError::new(403, "scope_escalation", e.to_string()),
+            DomainError::OversightRequiresHuman => ApiError::new(403, "oversight_requires_human", e.to_string()),
+            DomainError::LiveOversightRequired => ApiError::new(403, "live_oversight_required", e.to_string()),
+            DomainError::RoleForbidden { .. } => ApiError::new(403, "role_forbidden", e.to_string()),
         };
         match field {
             Some(f) => err.with_field(f),

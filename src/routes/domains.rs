@@ -7,7 +7,10 @@ use serde_json::{json, Value};
 use worker::Request;
 
 use super::page;
+use crate::app::changes::{self, Asked};
 use crate::app::Ctx;
+use crate::domain::changes::ChangeKind;
+use crate::domain::domains::DomainStatus;
 use crate::domain::address::normalize_domain;
 use crate::domain::{ids, time::to_rfc3339};
 use crate::http::{self, ApiError, ApiResult, Reply};
@@ -95,6 +98,19 @@ pub async fn list_domains(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
 
 pub async fn delete_domain(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let row = owned_domain(ctx, body).await?;
+    if row.status == DomainStatus::Verified {
+        // Mailboxes on it stop sending and receiving: a key's request waits for a human.
+        if let Asked::Waiting(c) = changes::ask(ctx, ChangeKind::DeleteDomain, None, &row.id, Some(&row.domain)).await? {
+            let mut v = domain_json(&row);
+            v["deleted"] = json!(false);
+            v["change"] = changes::change_json(&c);
+            return Ok(Reply::accepted(v));
+        }
+        let mut v = domain_json(&row);
+        v["deleted"] = json!(true);
+        v["deleted_at"] = json!(to_rfc3339(ctx.now));
+        return Ok(Reply::ok(v));
+    }
     let deleted = store_domains::soft_delete(&ctx.db, &row.account_id, &row.id, ctx.now).await?.ok_or_else(|| ApiError::not_found("domain"))?;
     let mut v = domain_json(&deleted);
     v["deleted"] = json!(true);

@@ -6,11 +6,12 @@ use serde_json::{json, Value};
 use worker::Request;
 
 use super::page;
-use crate::app::keys::{key_json, mint_key};
+use crate::app::keys::{self, key_json, NewKey};
+use crate::domain::authority::may_mint_key;
 use crate::app::Ctx;
 use crate::domain::keys::Scopes;
 use crate::http::{self, ApiError, ApiResult, Reply};
-use crate::store::{self, mailboxes};
+use crate::store;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,49 +27,22 @@ struct CreateKey {
 pub async fn create_api_key(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let p = ctx.principal();
     let input: CreateKey = http::from_body(body)?;
-    let name = input.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid_field("name", "`name` must be 1 to 100 characters with no control characters"));
-    }
+    let name = keys::parse_name(&input.name)?;
     let scopes = Scopes::parse(&input.scopes)?;
+    // An agent holds keys: it may not mint one that can do more than it can, nor oversight.
+    may_mint_key(p.actor(), &scopes)?;
     let livemode = input.livemode.unwrap_or(p.livemode);
     if livemode && !p.livemode {
         return Err(ApiError::new(403, "livemode_mismatch", "a test key cannot create live keys").with_field("livemode"));
     }
     let mailbox_ids = match &input.mailboxes {
-        None => {
-            if p.mailboxes.is_some() {
-                return Err(ApiError::new(403, "mailbox_scope_escalation", "a key limited to some mailboxes can only create keys limited to those").with_field("mailboxes"));
-            }
-            None
+        None if p.mailboxes.is_some() => {
+            return Err(ApiError::new(403, "mailbox_scope_escalation", "a key limited to some mailboxes can only create keys limited to those").with_field("mailboxes"));
         }
-        Some(list) => {
-            if list.is_empty() || list.len() > 100 {
-                return Err(ApiError::invalid_field("mailboxes", "`mailboxes` lists 1 to 100 mailbox ids or addresses; leave it out for every mailbox"));
-            }
-            let mut ids = Vec::with_capacity(list.len());
-            for m in list {
-                let found = mailboxes::find(&ctx.db, &p.account_id, m).await?.filter(|mb| p.can_use_mailbox(&mb.id));
-                let mb = found.ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{m}` in this account")).with_field("mailboxes"))?;
-                if !ids.contains(&mb.id) {
-                    ids.push(mb.id);
-                }
-            }
-            Some(ids)
-        }
+        None => None,
+        Some(list) => Some(keys::resolve_mailboxes(&ctx.db, &p.account_id, list, |id| p.can_use_mailbox(id)).await?),
     };
-    let (row, secret) = mint_key(&p.account_id, livemode, name, &scopes, mailbox_ids.as_deref(), ctx.now);
-    let reply = Reply::created(key_json(&row, Some(secret.reveal())));
-    // The stored idempotent replay must not hold the secret: a replay gets the key without it.
-    let mut batch = vec![store::keys::insert(&ctx.db, &row)?];
-    let mut replay = reply.clone();
-    replay.body.as_object_mut().expect("object").remove("key");
-    replay.body["key_redacted"] = json!(true);
-    if let Some(s) = ctx.idempotency_completion(&replay)? {
-        batch.push(s);
-    }
-    ctx.db.batch(batch).await?;
-    Ok(reply)
+    keys::create(ctx, NewKey { account_id: &p.account_id, livemode, name, scopes, mailboxes: mailbox_ids }).await
 }
 
 pub async fn list_api_keys(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {

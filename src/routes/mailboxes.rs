@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use worker::Request;
 
 use super::page;
-use crate::app::{access, mode_changes, Ctx};
+use crate::app::{access, changes, mode_changes, Ctx};
+use crate::domain::changes::ChangeKind;
 use crate::domain::address::EmailAddress;
 use crate::domain::oversight::{initial_mode, parse_ttl};
 use crate::domain::{ids, oversight::OversightMode, time::to_rfc3339};
@@ -75,7 +76,10 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         .with_field("address"));
     }
     let requested = input.oversight_mode.as_deref().map(parse_mode).transpose()?.unwrap_or(OversightMode::GatedSend);
-    let (initial, waiting) = initial_mode(requested);
+    // A human sets any mode at once; a key's looser mode waits for one.
+    let human = p.actor().is_human();
+    let (initial, waiting) = if human { (requested, None) } else { initial_mode(requested) };
+    let oversight_email = input.oversight_email.as_deref().map(parse_oversight_email).transpose()?;
     let ttl = match &input.approval_ttl {
         None | Some(Value::Null) => ctx.config.default_approval_ttl_secs,
         Some(v) => parse_ttl(v).map_err(|m| ApiError::invalid_field("approval_ttl", m))?,
@@ -86,15 +90,26 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         address: address.to_string(),
         display_name: input.display_name.as_deref().map(parse_display_name).transpose()?,
         oversight_mode: initial,
-        oversight_email: input.oversight_email.as_deref().map(parse_oversight_email).transpose()?,
+        // A key's oversight address waits for a human; until then the owner's applies.
+        oversight_email: if human { oversight_email.clone() } else { None },
         approval_ttl_secs: ttl,
         created_at: ctx.now,
         updated_at: ctx.now,
         deleted_at: None,
     };
     let change = waiting.map(|to| mode_changes::new_change(ctx, &mailbox, to));
-    let reply = Reply::created(mailbox_json(&mailbox, change.as_ref()));
     let mut batch = vec![store_mb::insert(&ctx.db, &mailbox)?];
+    let email_change = match oversight_email.as_deref().filter(|_| !human) {
+        Some(e) => {
+            let (c, statements) = changes::open(ctx, ChangeKind::OversightEmail, Some(&mailbox.id), &mailbox.id, Some(e))?;
+            batch.extend(statements);
+            Some(c)
+        }
+        None => None,
+    };
+    let mut body = mailbox_json(&mailbox, change.as_ref());
+    body["oversight_email_change"] = json!(email_change.as_ref().map(changes::change_json));
+    let reply = Reply::created(body);
     if let Some(c) = &change {
         batch.push(store_changes::insert(&ctx.db, c)?);
     }
@@ -102,7 +117,12 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         batch.push(s);
     }
     match ctx.db.batch(batch).await {
-        Ok(_) => Ok(reply),
+        Ok(_) => {
+            if let Some(c) = &email_change {
+                changes::opened(ctx, c).await;
+            }
+            Ok(reply)
+        }
         Err(e) if store::is_unique_violation(&e) => {
             Err(ApiError::conflict("mailbox_exists", format!("a mailbox {} already exists", mailbox.address)).with_field("address"))
         }
@@ -148,9 +168,7 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     if let Some(d) = &input.display_name {
         mailbox.display_name = Some(parse_display_name(d)?);
     }
-    if let Some(e) = &input.oversight_email {
-        mailbox.oversight_email = Some(parse_oversight_email(e)?);
-    }
+    let new_email = input.oversight_email.as_deref().map(parse_oversight_email).transpose()?;
     if let Some(t) = &input.approval_ttl {
         mailbox.approval_ttl_secs = parse_ttl(t).map_err(|m| ApiError::invalid_field("approval_ttl", m))?;
     }
@@ -159,18 +177,35 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     mailbox.updated_at = ctx.now;
     let mut batch = vec![store_mb::update(&ctx.db, &mailbox)?];
     batch.extend(plan.statements);
+    // Where approval requests go is oversight: a key's new address waits for a human.
+    let mut email_change = None;
+    if let Some(e) = new_email.as_deref().filter(|e| mailbox.oversight_email.as_deref() != Some(*e)) {
+        if ctx.principal().actor().is_human() {
+            batch.push(store_mb::set_oversight_email_stmt(&ctx.db, &mailbox.account_id, &mailbox.id, Some(e), ctx.now)?);
+            mailbox.oversight_email = Some(e.to_string());
+        } else {
+            let (c, statements) = changes::open(ctx, ChangeKind::OversightEmail, Some(&mailbox.id), &mailbox.id, Some(e))?;
+            batch.extend(statements);
+            email_change = Some(c);
+        }
+    }
     let mut shown = mailbox.clone();
-    if let Some(to) = plan.tighten_to {
+    if let Some(to) = plan.apply_now {
         shown.oversight_mode = to;
     }
-    let reply = Reply::ok(mailbox_json(&shown, plan.pending.as_ref()));
+    let mut body = mailbox_json(&shown, plan.pending.as_ref());
+    body["oversight_email_change"] = json!(email_change.as_ref().map(changes::change_json));
+    let reply = Reply::ok(body);
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         batch.push(s);
     }
     ctx.db.batch(batch).await?;
+    if let Some(c) = &email_change {
+        changes::opened(ctx, c).await;
+    }
     // Stricter applies at once, and says so.
-    if let Some(to) = plan.tighten_to {
-        mode_changes::apply_mode(ctx, &mailbox.id, to, &ctx.principal().key_id).await?;
+    if let Some(to) = plan.apply_now {
+        mode_changes::apply_mode(ctx, &mailbox.id, to, &ctx.principal().actor_name()).await?;
     }
     Ok(reply)
 }

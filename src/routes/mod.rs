@@ -38,7 +38,7 @@ use crate::store::{self, idempotency as idem_store};
 pub enum Access {
     Public,
     /// The deployment operator's `ADMIN_TOKEN`.
-    Operator,
+    Deployment,
     /// An API key holding any one of these scopes.
     Key(&'static [Scope]),
 }
@@ -104,7 +104,7 @@ impl Route {
     }
 }
 
-use Access::{Key, Operator, Public};
+use Access::{Deployment, Key, Public};
 const READ: &[Scope] = &[Scope::Read];
 const SEND: &[Scope] = &[Scope::Send];
 const ADMIN: &[Scope] = &[Scope::Admin];
@@ -118,7 +118,9 @@ pub const ROUTES: &[Route] = &[
     get("/openapi.json", Public),
     get("/.well-known/jwks.json", Public),
     get("/verify_identity", Public),
-    post("/admin/create_account", Operator),
+    post("/admin/create_account", Deployment),
+    post("/admin/create_api_key", Deployment),
+    post("/admin/create_sign_in_link", Deployment),
     post("/create_api_key", Key(ADMIN)),
     get("/list_api_keys", Key(ADMIN)),
     post("/revoke_api_key", Key(ADMIN)),
@@ -294,7 +296,7 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
     let db = store::db(&env)?;
     let principal = match route.access {
         Public => None,
-        Operator => {
+        Deployment => {
             auth::require_operator(req, platform::secret(&env, "ADMIN_TOKEN").as_deref())?;
             None
         }
@@ -327,8 +329,7 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
         (f.mailbox, f.message_id, f.oversight_mode) = (mb, msg, mode);
     }
 
-    let origin = req.url().map(|u| u.origin().ascii_serialization()).unwrap_or_default();
-    let mut ctx = Ctx::new(env, db, config, request_id, now, origin, principal);
+    let mut ctx = Ctx::new(env, db, config, request_id, now, principal);
     let served = |reply: Reply| Served::from_reply(reply, route.answer);
 
     let idem_key = if route.idempotent && ctx.has_principal() { idempotency_key(req, input.json())? } else { None };
@@ -428,6 +429,8 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &mut Request, input: &Input) ->
         (_, "/.well-known/jwks.json") => identity::jwks(ctx).await,
         (_, "/verify_identity") => identity::verify_identity(ctx, req).await,
         (_, "/admin/create_account") => admin::create_account(ctx, body).await,
+        (_, "/admin/create_api_key") => admin::create_api_key(ctx, body).await,
+        (_, "/admin/create_sign_in_link") => admin::create_sign_in_link(ctx, body).await,
         (_, "/create_api_key") => keys::create_api_key(ctx, body).await,
         (_, "/list_api_keys") => keys::list_api_keys(ctx, req).await,
         (_, "/revoke_api_key") => keys::revoke_api_key(ctx, body).await,

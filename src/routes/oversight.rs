@@ -5,11 +5,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
-use crate::app::{access, mode_changes, oversight, Ctx};
+use crate::app::{access, changes, mode_changes, oversight, Ctx};
 use crate::domain::message::Direction;
 use crate::domain::time::to_rfc3339;
 use crate::http::{self, ApiError, ApiResult, Reply};
-use crate::store::{messages, mode_changes as store_changes};
+use crate::store::{changes as store_other, messages, mode_changes as store_changes};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,9 +39,16 @@ pub async fn decide_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         return Err(ApiError::invalid_field("reason", "`reason` may be at most 1000 characters"));
     }
     if mode_changes::is_mode_change_id(id) {
-        let change = mode_changes::decide(ctx, id, approve, &p.key_id).await?;
+        if store_changes::get(&ctx.db, &p.account_id, id).await?.is_none() && store_other::get(&ctx.db, &p.account_id, id).await?.is_some() {
+            let c = changes::decide(ctx, id, approve).await?;
+            let mut v = changes::change_json(&c);
+            v["decision"] = json!(c.status);
+            v["reason"] = json!(input.reason);
+            return Ok(Reply::ok(v));
+        }
+        let change = mode_changes::decide(ctx, id, approve, &p.actor_name()).await?;
         return Ok(Reply::ok(json!({
-            "id": change.id, "status": change.status, "decision": change.status, "decided_by": p.key_id,
+            "id": change.id, "status": change.status, "decision": change.status, "decided_by": p.actor_name(),
             "decided_at": to_rfc3339(ctx.now), "reason": input.reason, "mailbox_id": change.mailbox_id,
             "from": change.from_mode, "to": change.to_mode,
         })));
@@ -50,7 +57,7 @@ pub async fn decide_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     if m.msg.expires_at.is_none() {
         return Err(ApiError::conflict("not_pending", format!("{id} was not held for approval (status `{}`)", m.msg.status)));
     }
-    let (a, status) = oversight::decide_held(&ctx.env, &m.msg, approve, &p.key_id, input.reason.clone(), ctx.now).await?;
+    let (a, status) = oversight::decide_held(&ctx.env, &m.msg, approve, &p.actor_name(), input.reason.clone(), ctx.now).await?;
     Ok(Reply::ok(oversight::decision_json(id, status, &a)))
 }
 
@@ -69,7 +76,8 @@ pub async fn list_pending(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let allowed = p.mailboxes.as_ref().map(|m| serde_json::to_string(m).expect("strings serialize"));
     let rows = messages::list_pending(&ctx.db, &p.account_id, p.livemode, mailbox_id.as_deref(), direction, allowed.as_deref(), q.get("cursor").map(String::as_str), limit + 1).await?;
     let (rows, next) = super::page(rows, limit, |m| m.msg.id.clone());
-    let changes = store_changes::pending(&ctx.db, &p.account_id, mailbox_id.as_deref()).await?;
+    let mode_changes = store_changes::pending(&ctx.db, &p.account_id, mailbox_id.as_deref()).await?;
+    let other_changes = store_other::pending(&ctx.db, &p.account_id, mailbox_id.as_deref()).await?;
     Ok(Reply::ok(json!({
         "messages": rows.iter().map(|m| json!({
             "id": m.msg.id,
@@ -84,10 +92,13 @@ pub async fn list_pending(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
             "expires_at": m.msg.expires_at.map(to_rfc3339),
             "metadata": serde_json::from_str::<Value>(&m.msg.metadata).unwrap_or(json!({})),
         })).collect::<Vec<_>>(),
-        "mode_changes": changes.iter().filter(|c| p.can_use_mailbox(&c.mailbox_id)).map(|c| json!({
+        "mode_changes": mode_changes.iter().filter(|c| p.can_use_mailbox(&c.mailbox_id)).map(|c| json!({
             "id": c.id, "mailbox_id": c.mailbox_id, "from": c.from_mode, "to": c.to_mode,
             "status": c.status, "created_at": to_rfc3339(c.created_at),
         })).collect::<Vec<_>>(),
+        "changes": other_changes.iter()
+            .filter(|c| c.mailbox_id.as_deref().map_or(p.mailboxes.is_none(), |m| p.can_use_mailbox(m)))
+            .map(changes::change_json).collect::<Vec<_>>(),
         "next_cursor": next,
     })))
 }

@@ -6,7 +6,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
+use crate::app::changes::{self, Asked};
 use crate::app::{audit, oversight, Ctx};
+use crate::domain::changes::ChangeKind;
 use crate::domain::address::EmailAddress;
 use crate::domain::suppression::{self, REASONS};
 use crate::domain::time::to_rfc3339;
@@ -63,11 +65,21 @@ pub async fn remove_suppression(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         return Err(ApiError::new(400, "unknown_field", "`reason` is not a field of this call").with_field("reason"));
     }
     let address = parse_address(&input.address)?;
-    let r = store_supp::remove(&ctx.db, &p.account_id, &address)
-        .await?.ok_or_else(|| ApiError::not_found("suppression").with_field("address"))?;
+    let r = store_supp::get(&ctx.db, &p.account_id, &address).await?.ok_or_else(|| ApiError::not_found("suppression").with_field("address"))?;
+    // Sending to a suppressed address again weakens a protection: a key's request waits for
+    // a human (202 with the change); a human's applies at once.
     let mut v = row_json(&r);
-    v["removed"] = json!(true);
-    Ok(Reply::ok(v))
+    match changes::ask(ctx, ChangeKind::RemoveSuppression, None, &address, None).await? {
+        Asked::Applied => {
+            v["removed"] = json!(true);
+            Ok(Reply::ok(v))
+        }
+        Asked::Waiting(c) => {
+            v["removed"] = json!(false);
+            v["change"] = changes::change_json(&c);
+            Ok(Reply::accepted(v))
+        }
+    }
 }
 
 fn unsubscribe_html(status: u16, title: &str, body: &str) -> Reply {

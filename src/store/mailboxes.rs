@@ -87,23 +87,50 @@ pub async fn at_addresses(db: &D1Database, addresses: &[String], account_id: Opt
     .await
 }
 
-/// The account's live mailbox at `address` and which of `recipients` are on the account's
-/// suppression list, in one round trip (the send path).
-pub async fn sender_and_suppressed(db: &D1Database, account_id: &str, address: &str, recipients: &[String]) -> Result<Option<(MailboxRow, Vec<String>)>> {
+/// The sender of a send: its mailbox, which recipients are suppressed, and where approval
+/// requests go (the mailbox's oversight address, else the account owner's).
+pub struct Sender {
+    pub mailbox: MailboxRow,
+    pub suppressed: Vec<String>,
+    pub oversight_email: Option<String>,
+}
+
+/// The account's live mailbox at `address`, which of `recipients` are on the account's
+/// suppression list, and the owner's address, in one round trip (the send path).
+pub async fn sender_and_suppressed(db: &D1Database, account_id: &str, address: &str, recipients: &[String]) -> Result<Option<Sender>> {
     #[derive(Deserialize)]
     struct Row {
         #[serde(flatten)]
         mailbox: MailboxRow,
         suppressed_json: String,
+        owner_email: Option<String>,
     }
     let list = serde_json::to_string(recipients).expect("strings serialize");
     let row: Option<Row> = super::first(
         db,
         "SELECT m.*, (SELECT json_group_array(s.address) FROM suppressions s
-                       WHERE s.account_id = ?1 AND s.address IN (SELECT value FROM json_each(?3))) AS suppressed_json
+                       WHERE s.account_id = ?1 AND s.address IN (SELECT value FROM json_each(?3))) AS suppressed_json,
+                (SELECT a.owner_email FROM accounts a WHERE a.id = ?1) AS owner_email
          FROM mailboxes m WHERE m.account_id = ?1 AND m.address = ?2 AND m.deleted_at IS NULL",
         args![account_id, address, &list],
     )
     .await?;
-    Ok(row.map(|r| (r.mailbox, serde_json::from_str(&r.suppressed_json).unwrap_or_default())))
+    Ok(row.map(|r| Sender {
+        oversight_email: r.mailbox.oversight_email.clone().or(r.owner_email),
+        suppressed: serde_json::from_str(&r.suppressed_json).unwrap_or_default(),
+        mailbox: r.mailbox,
+    }))
+}
+
+/// Sets (or clears: the owner's address then applies) a mailbox's oversight address.
+pub fn set_oversight_email_stmt(db: &D1Database, account_id: &str, id: &str, email: Option<&str>, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "UPDATE mailboxes SET oversight_email = ?3, updated_at = ?4 WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+        args![account_id, id, email, now],
+    )
+}
+
+pub async fn set_oversight_email(db: &D1Database, account_id: &str, id: &str, email: Option<&str>, now: i64) -> Result<()> {
+    set_oversight_email_stmt(db, account_id, id, email, now)?.run().await.map(|_| ())
 }

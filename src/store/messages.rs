@@ -206,7 +206,9 @@ pub async fn timeline_of(db: &D1Database, message_id: &str) -> Result<Vec<Timeli
     super::all(db, "SELECT at, kind, detail FROM message_timeline WHERE message_id = ?1 ORDER BY seq", args![message_id]).await
 }
 
-const WITH_MAILBOX: &str = "SELECT m.*, b.address AS mailbox_address FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id";
+/// Our own system mail (a sign-in link) has no mailbox: its sender stands in for the address.
+const WITH_MAILBOX: &str =
+    "SELECT m.*, COALESCE(b.address, m.from_addr) AS mailbox_address FROM messages m LEFT JOIN mailboxes b ON b.id = m.mailbox_id";
 
 /// A message as its owner sees it: same account, same mode.
 pub async fn get_scoped(db: &D1Database, account_id: &str, livemode: bool, id: &str) -> Result<Option<MessageWithMailbox>> {

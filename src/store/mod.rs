@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod changes;
 pub mod domains;
 pub mod events;
 pub mod idempotency;
@@ -12,6 +13,7 @@ pub mod keys;
 pub mod mailboxes;
 pub mod messages;
 pub mod mode_changes;
+pub mod operators;
 pub mod suppressions;
 pub mod webhooks;
 

@@ -251,11 +251,16 @@ describe('custom sending domains', () => {
     assert.equal((await w.call('/verify_domain', { key: acct.live, body: { id: brand.id } })).body.status, 'verified');
   });
 
-  test('delete_domain removes it: sends answer 422 again and the name can be added anew', async () => {
-    const r = await w.call('/delete_domain', { key: acct.live, body: { id: brand.id } });
-    assert.equal(r.status, 200, r.text);
-    assert.equal(r.body.deleted, true);
-    assert.ok(r.body.deleted_at);
+  test('delete_domain of a verified domain waits for a human; then sends answer 422 again and the name can be added anew', async () => {
+    const asked = await w.call('/delete_domain', { key: acct.live, body: { id: brand.id } });
+    assert.equal(asked.status, 202, asked.text);
+    assert.equal(asked.body.deleted, false);
+    assert.equal(asked.body.change.kind, 'delete_domain');
+    // Until a human decides, the domain stays and still sends.
+    assert.equal((await w.call('/list_domains', { key: acct.live })).body.domains.some((d) => d.id === brand.id), true);
+    const d = await w.call('/decide_email', { key: acct.oversight, body: { id: asked.body.change.id, decision: 'approve' } });
+    assert.equal(d.status, 200, d.text);
+    assert.equal(d.body.status, 'approved');
     assert.equal((await w.call('/delete_domain', { key: acct.live, body: { id: brand.id } })).status, 404);
     const s = await w.call('/send_email', { key: acct.live, body: { from: 'agent@brand-one.test', to: 'ada@example.com', subject: 'Hi', text: 'x' } });
     assert.equal(s.status, 422);

@@ -64,6 +64,12 @@ const listMailboxes = (key, query = {}) => w.call('/list_mailboxes', { key, quer
 const listKeys = (key) => w.call('/list_api_keys', { key, query: { limit: '100' } });
 const fakeKey = (mode = 'live') => `mm_${mode}_${randomBytes(32).toString('base64url')}`;
 
+/** The account id behind a key (from its default mailbox-less key list). */
+async function accountOf(key) {
+  const rows = await w.sql(`SELECT account_id FROM api_keys WHERE id = '${(await listKeys(key)).body.api_keys[0].id}'`);
+  return rows[0].account_id;
+}
+
 /** Creates a key through the API and returns the 201 body (with `key`). */
 async function newKey(adminKey, body) {
   return assertOk(await mkKey(adminKey, { name: 'k', ...body }), 201);
@@ -82,7 +88,7 @@ async function counts() {
 // accounts
 
 test('create_account needs the operator token: missing or wrong → 401 invalid_admin_token', async () => {
-  const body = { name: uniq('Nope') };
+  const body = { name: uniq('Nope'), owner_email: 'owner@nope.example' };
   const { live } = await account('Keyholder');
   for (const headers of [
     {},
@@ -103,10 +109,14 @@ test('create_account needs the operator token: missing or wrong → 401 invalid_
 
 test('create_account answers 201 with the account, its default domain and one live + one test key', async () => {
   const name = uniq('Shape & Co.');
-  const r = await w.call('/admin/create_account', { key: w.adminToken, body: { name } });
+  const r = await w.call('/admin/create_account', { key: w.adminToken, body: { name, owner_email: 'Owner@Shape.Example' } });
   const b = assertOk(r, 201);
   assert.match(b.account.id, /^acct_/);
   assert.equal(b.account.name, name);
+  // Its first human: the owner, by a lower-cased address.
+  assert.equal(b.account.owner_email, 'owner@shape.example');
+  assert.equal(b.owner.role, 'owner');
+  assert.match(b.owner.id, /^op_/);
   const slug = name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
   assert.equal(b.account.default_domain, `${slug}.multimail.test`);
   assert.equal(b.api_keys.length, 2);
@@ -138,25 +148,30 @@ test('create_account answers 201 with the account, its default domain and one li
 });
 
 test('create_account refuses bad names with 400 and gives a repeated name its own domain', async () => {
+  const owner_email = 'owner@twin.example';
   const bad = [
     [{}, 'name'],
-    [{ name: '' }, 'name'],
-    [{ name: '   ' }, 'name'],
-    [{ name: 'x'.repeat(101) }, 'name'],
-    [{ name: 'a\u0000b' }, 'name'],
-    [{ name: 'line\nbreak' }, 'name'],
-    [{ name: 42 }, 'name'],
-    [{ name: null }, 'name'],
-    [{ name: ['Acme'] }, 'name'],
+    [{ name: '', owner_email }, 'name'],
+    [{ name: '   ', owner_email }, 'name'],
+    [{ name: 'x'.repeat(101), owner_email }, 'name'],
+    [{ name: 'a\u0000b', owner_email }, 'name'],
+    [{ name: 'line\nbreak', owner_email }, 'name'],
+    [{ name: 42, owner_email }, 'name'],
+    [{ name: null, owner_email }, 'name'],
+    [{ name: ['Acme'], owner_email }, 'name'],
+    // Every account has a human owner.
+    [{ name: 'No Owner' }, 'owner_email'],
+    [{ name: 'Bad Owner', owner_email: 'not an address' }, 'owner_email'],
+    [{ name: 'Bad Owner', owner_email: 42 }, 'owner_email'],
   ];
   for (const [body, field] of bad) {
     assertError(await w.call('/admin/create_account', { key: w.adminToken, body }), 400, undefined, field);
   }
-  assertError(await w.call('/admin/create_account', { key: w.adminToken, body: { name: 'Ok', plan: 'pro' } }), 400, 'unknown_field', 'plan');
+  assertError(await w.call('/admin/create_account', { key: w.adminToken, body: { name: 'Ok', owner_email, plan: 'pro' } }), 400, 'unknown_field', 'plan');
 
   const name = uniq('Twin');
-  const a = assertOk(await w.call('/admin/create_account', { key: w.adminToken, body: { name } }), 201);
-  const b = assertOk(await w.call('/admin/create_account', { key: w.adminToken, body: { name } }), 201);
+  const a = assertOk(await w.call('/admin/create_account', { key: w.adminToken, body: { name, owner_email } }), 201);
+  const b = assertOk(await w.call('/admin/create_account', { key: w.adminToken, body: { name, owner_email } }), 201);
   assert.notEqual(a.account.id, b.account.id);
   assert.notEqual(a.account.default_domain, b.account.default_domain);
   assert.match(b.account.default_domain, /\.multimail\.test$/);
@@ -215,7 +230,9 @@ test('create_api_key scope rules: send+oversight 422, unknown or empty scopes 40
   assert.equal(keys.length, 2, 'a refused create_api_key stored a key');
   // Both halves are fine on their own.
   assertOk(await mkKey(live, { name: 'sender', scopes: ['send'] }), 201);
-  assertOk(await mkKey(live, { name: 'human', scopes: ['oversight', 'read'] }), 201);
+  // Oversight belongs to humans: no API key mints an oversight key; the deployment operator can.
+  assertError(await mkKey(live, { name: 'human', scopes: ['oversight', 'read'] }), 403, 'oversight_requires_human', 'scopes');
+  assert.match(await w.adminKey(await accountOf(live), { scopes: ['oversight', 'read'] }), KEY_SHAPE.live);
 });
 
 test('a test key cannot create a live key (403); it creates test keys', async () => {
@@ -336,7 +353,7 @@ test('no scope implies another: missing scope → 403 insufficient_scope, nothin
   const { live, mbx } = await account('ScopeCheck');
   const m = assertOk(await mk(live, { address: mbx('agent') }), 201);
   const reader = await newKey(live, { scopes: ['read'] });
-  const overseer = await newKey(live, { scopes: ['oversight'] });
+  const overseer = { key: await w.adminKey(await accountOf(live), { scopes: ['oversight'] }) };
   const sender = await newKey(live, { scopes: ['send'] });
   const admin = await newKey(live, { scopes: ['admin'] });
 
@@ -407,7 +424,11 @@ test('create_mailbox answers 201 with the mailbox; default mode gated_send; stri
   }
   const ttl = assertOk(await mk(live, { address: mbx('ttl-h'), approval_ttl: '48h', oversight_email: 'Boss@Example.com' }), 201);
   assert.equal(ttl.approval_ttl, 48 * 3600);
-  assert.match(ttl.oversight_email, /^boss@example\.com$/i);
+  // Where approval requests go is oversight: a key's address waits for a human (the owner's
+  // address applies until then).
+  assert.equal(ttl.oversight_email, null);
+  assert.equal(ttl.oversight_email_change.status, 'pending');
+  assert.match(ttl.oversight_email_change.value, /^boss@example\.com$/i);
   assert.equal(assertOk(await mk(live, { address: mbx('ttl-s'), approval_ttl: 3600 }), 201).approval_ttl, 3600);
   assert.equal(assertOk(await mk(live, { address: mbx('ttl-d'), approval_ttl: '7d' }), 201).approval_ttl, 7 * 86400);
 
@@ -512,16 +533,21 @@ test('list_mailboxes pages with limit and next_cursor; next_cursor is null on th
 });
 
 test('update_mailbox: display name and oversight email; stricter mode at once, looser opens a mode change', async () => {
-  const { live, mbx } = await account('Update');
+  const acct = await account('Update');
+  const { live, mbx } = acct;
   const m = assertOk(await mk(live, { address: mbx('agent') }), 201);
   const u = (body) => w.call('/update_mailbox', { key: live, body });
 
   let x = assertOk(await u({ id: m.id, display_name: 'Agent Smith', oversight_email: 'boss@example.com' }));
   assert.equal(x.id, m.id);
   assert.equal(x.display_name, 'Agent Smith');
-  assert.equal(x.oversight_email, 'boss@example.com');
+  // The oversight address is a human's to change: the key's request waits; a human approves it.
+  assert.equal(x.oversight_email, null);
+  assert.equal(x.oversight_email_change.kind, 'oversight_email');
   assert.equal(x.oversight_mode, 'gated_send');
   assert.equal(x.mode_change, null);
+  const human = await w.adminKey(acct.account.id, { scopes: ['oversight'] });
+  assertOk(await w.call('/decide_email', { key: human, body: { id: x.oversight_email_change.id, decision: 'approve' } }));
 
   // By address, through `mailbox`.
   x = assertOk(await u({ mailbox: m.address, display_name: 'Agent J' }));
@@ -633,7 +659,7 @@ test('unknown paths → 404 not_found and wrong methods → 405 method_not_allow
     ['/', {}],
     ['/send_emails', { key: live, body: {} }],
     ['/admin', {}],
-    ['/admin/create_account/x', { key: w.adminToken, body: { name: 'x' } }],
+    ['/admin/create_account/x', { key: w.adminToken, body: { name: 'x', owner_email: 'o@x.example' } }],
     ['/CREATE_MAILBOX', { key: live, body: { address: 'a@b.c' } }],
     ['/list_mailboxes/', { key: live }],
     ['/%00', {}],
@@ -769,7 +795,7 @@ test('no input gives a 500 or a non-JSON answer (nasty values over every POST ro
   const victimKey = await newKey(live, { scopes: ['read'] });
   // Spread the calls over several keys so the per-key rate limit (600/min) is never reached.
   const keys = [live, tkey, (await newKey(live, { scopes: ['admin', 'send', 'read'] })).key, (await newKey(tkey, { scopes: ['admin', 'send', 'read'] })).key];
-  const oversightKey = (await newKey(live, { scopes: ['oversight'] })).key;
+  const oversightKey = await w.adminKey(acct.account.id, { scopes: ['oversight'] });
 
   let deep = 'null';
   for (let i = 0; i < 2000; i++) deep = `{"a":${deep}}`;
@@ -781,7 +807,7 @@ test('no input gives a 500 or a non-JSON answer (nasty values over every POST ro
     'mbx_' + 'Z'.repeat(26), 'key_' + 'Z'.repeat(26), fakeKey('live'), '9'.repeat(400), { __proto__: null, constructor: 'x' },
   ];
   const routes = [
-    { path: '/admin/create_account', key: w.adminToken, base: () => ({ name: uniq('N') }), fields: ['name'] },
+    { path: '/admin/create_account', key: w.adminToken, base: () => ({ name: uniq('N'), owner_email: 'owner@n.example' }), fields: ['name', 'owner_email'] },
     { path: '/create_mailbox', base: (i) => ({ address: mbx(`n${i}`) }), fields: ['address', 'display_name', 'oversight_mode', 'oversight_email', 'approval_ttl', 'idempotency_key'] },
     { path: '/update_mailbox', base: () => ({ id: box.id }), fields: ['id', 'mailbox', 'display_name', 'oversight_mode', 'oversight_email', 'approval_ttl'] },
     { path: '/delete_mailbox', base: () => ({ id: 'mbx_00000000000000000000000000' }), fields: ['id', 'mailbox'] },
@@ -973,11 +999,11 @@ test('create_api_key replayed under its Idempotency-Key does not reveal the secr
 test('rate limit: the 6th call in a minute with one key → 429 rate_limited with Retry-After; other keys unaffected', async () => {
   const rl = await startWorker({ vars: { RATE_LIMIT_PER_MINUTE: '5' } });
   try {
-    const r0 = await rl.call('/admin/create_account', { key: rl.adminToken, body: { name: 'Rate' } });
+    const r0 = await rl.call('/admin/create_account', { key: rl.adminToken, body: { name: 'Rate', owner_email: 'owner@rate.example' } });
     const acct = assertOk(r0, 201);
     const live = acct.api_keys.find((k) => k.livemode).key;
     const tkey = acct.api_keys.find((k) => !k.livemode).key;
-    const other = assertOk(await rl.call('/admin/create_account', { key: rl.adminToken, body: { name: 'Rate Other' } }), 201).api_keys[0].key;
+    const other = assertOk(await rl.call('/admin/create_account', { key: rl.adminToken, body: { name: 'Rate Other', owner_email: 'owner@rate.example' } }), 201).api_keys[0].key;
 
     // Fixed one-minute windows: do not straddle a boundary.
     const left = 60_000 - (Date.now() % 60_000);
@@ -999,7 +1025,7 @@ test('rate limit: the 6th call in a minute with one key → 429 rate_limited wit
     assert.equal((await rl.call('/list_mailboxes', { key: tkey })).status, 200);
     assert.equal((await rl.call('/list_mailboxes', { key: other })).status, 200);
     // The operator route is not counted against any key.
-    assertOk(await rl.call('/admin/create_account', { key: rl.adminToken, body: { name: 'Rate Third' } }), 201);
+    assertOk(await rl.call('/admin/create_account', { key: rl.adminToken, body: { name: 'Rate Third', owner_email: 'owner@rate.example' } }), 201);
     // The limited call created nothing.
     const [row] = await rl.sql('SELECT count(*) AS n FROM mailboxes');
     assert.equal(row.n, 0);

@@ -37,7 +37,7 @@ export async function startWorker({ vars = {} } = {}) {
   await run(join(BIN, 'wrangler'), ['d1', 'migrations', 'apply', 'multimail', '--local', '--persist-to', state], { cwd: ROOT, env: ENV });
   const port = await freePort();
   const inspector = await freePort();
-  const allVars = { ADMIN_TOKEN: adminToken, ...vars };
+  const allVars = { ADMIN_TOKEN: adminToken, PUBLIC_BASE_URL: `http://127.0.0.1:${port}`, ...vars };
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspector),
     '--persist-to', state, '--show-interactive-dev-session=false', '--log-level', 'info'];
   for (const [k, v] of Object.entries(allVars)) args.push('--var', `${k}:${v}`);
@@ -77,11 +77,21 @@ export async function startWorker({ vars = {} } = {}) {
       try { json = JSON.parse(text); } catch {}
       return { status: res.status, headers: res.headers, body: json, text };
     },
-    /** A fresh account: {account, live, test} with the two default keys. */
-    async createAccount(name = 'acme') {
-      const r = await w.call('/admin/create_account', { key: adminToken, body: { name } });
+    /** A fresh account: {account, live, test, owner} with the two default keys and its owner's address. */
+    async createAccount(name = 'acme', { ownerEmail } = {}) {
+      const owner = ownerEmail ?? `owner-${randomBytes(4).toString('hex')}@owner.example`;
+      const r = await w.call('/admin/create_account', { key: adminToken, body: { name, owner_email: owner } });
       if (r.status !== 201) throw new Error(`create_account ${r.status}: ${r.text}`);
-      return { account: r.body.account, live: r.body.api_keys.find((k) => k.livemode).key, test: r.body.api_keys.find((k) => !k.livemode).key };
+      return { account: r.body.account, live: r.body.api_keys.find((k) => k.livemode).key, test: r.body.api_keys.find((k) => !k.livemode).key, owner };
+    },
+    /**
+     * A key minted by the deployment operator (how oversight keys are made outside the console):
+     * adminKey(account.id, {scopes: ['oversight'], livemode: true}) → the key's secret.
+     */
+    async adminKey(accountId, { scopes = ['oversight', 'read'], livemode = true, name = 'human oversight', mailboxes } = {}) {
+      const r = await w.call('/admin/create_api_key', { key: adminToken, body: { account: accountId, name, scopes, livemode, ...(mailboxes ? { mailboxes } : {}) } });
+      if (r.status !== 201) throw new Error(`admin create_api_key ${r.status}: ${r.text}`);
+      return r.body.key;
     },
     /**
      * An account with a mailbox in `mode` (a looser mode than gated_send is approved by an
@@ -90,15 +100,16 @@ export async function startWorker({ vars = {} } = {}) {
     async sender(name = 'acme', { mode = 'autonomous', oversightEmail } = {}) {
       const acct = await w.createAccount(name);
       const from = `agent@${acct.account.default_domain}`;
-      const ov = await w.call('/create_api_key', { key: acct.live, body: { name: 'oversight', scopes: ['oversight', 'read'] } });
-      if (ov.status !== 201) throw new Error(`oversight key: ${ov.text}`);
+      const oversight = await w.adminKey(acct.account.id, { scopes: ['oversight', 'read'], livemode: true, name: 'oversight' });
       const mb = await w.call('/create_mailbox', { key: acct.live, body: { address: from, oversight_mode: mode, ...(oversightEmail ? { oversight_email: oversightEmail } : {}) } });
       if (mb.status !== 201) throw new Error(`create_mailbox: ${mb.text}`);
-      if (mb.body.mode_change) {
-        const d = await w.call('/decide_email', { key: ov.body.key, body: { id: mb.body.mode_change.id, decision: 'approve' } });
-        if (d.status !== 200) throw new Error(`approve mode change: ${d.text}`);
+      // A looser mode and an oversight address asked for by a key wait for a human: approve them.
+      for (const change of [mb.body.mode_change, mb.body.oversight_email_change]) {
+        if (!change) continue;
+        const d = await w.call('/decide_email', { key: oversight, body: { id: change.id, decision: 'approve' } });
+        if (d.status !== 200) throw new Error(`approve ${change.id}: ${d.text}`);
       }
-      return { ...acct, oversight: ov.body.key, from, mailbox: mb.body };
+      return { ...acct, oversight, from, mailbox: mb.body };
     },
     /** Runs SQL against the worker's local D1 and returns the rows. */
     async sql(command) {

@@ -193,7 +193,7 @@ test('tightening retires a waiting looser change; a key limited to another mailb
   const a = await w.sender('Retire Co', { mode: 'gated_send' });
   const other = `other@${a.account.default_domain}`;
   const mb = await w.call('/create_mailbox', { key: a.live, body: { address: other } });
-  const limited = await w.call('/create_api_key', { key: a.live, body: { name: 'limited', scopes: ['oversight'], mailboxes: [mb.body.id] } });
+  const limited = { body: { key: await w.adminKey(a.account.id, { scopes: ['oversight'], mailboxes: [mb.body.id], name: 'limited' }) } };
   const loose = await w.call('/update_mailbox', { key: a.live, body: { id: a.from, oversight_mode: 'autonomous' } });
   const chg = loose.body.mode_change.id;
   const foreign = await w.call('/decide_email', { key: limited.body.key, body: { id: chg, decision: 'approve' } });

@@ -98,8 +98,15 @@ test('marketing mail carries one-click unsubscribe; unsubscribing suppresses; se
   assert.deepEqual(partial.body.suppressed, ['reader@example.com']);
   assert.deepEqual((await sentRequest(partial.body.id)).json.to, ['other@example.com']);
 
-  const removed = await w.call('/remove_suppression', { key: a.live, body: { address: 'reader@example.com' } });
-  assert.equal(removed.status, 200);
+  // Sending to a suppressed address again weakens a protection: the key's request waits for a
+  // human; until one approves, the address stays suppressed.
+  const asked = await w.call('/remove_suppression', { key: a.live, body: { address: 'reader@example.com' } });
+  assert.equal(asked.status, 202, asked.text);
+  assert.equal(asked.body.removed, false);
+  assert.equal(asked.body.change.kind, 'remove_suppression');
+  assert.equal((await w.call('/list_suppressions', { key: a.live })).body.suppressions.length, 1);
+  const decided = await w.call('/decide_email', { key: a.oversight, body: { id: asked.body.change.id, decision: 'approve' } });
+  assert.equal(decided.status, 200, decided.text);
   assert.equal((await w.call('/remove_suppression', { key: a.live, body: { address: 'reader@example.com' } })).status, 404);
   assert.equal((await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'reader@example.com', subject: 'back', text: 'x' } })).status, 202);
   const manual = await w.call('/add_suppression', { key: a.live, body: { address: 'Blocked@Example.com' } });

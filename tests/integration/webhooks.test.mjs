@@ -220,7 +220,7 @@ test('private, loopback and local URLs are refused at creation', async () => {
 test('http://127.0.0.1 is refused when the deployment does not allow it', async () => {
   const plain = await startWorker();
   try {
-    const acct = await plain.call('/admin/create_account', { key: plain.adminToken, body: { name: 'Prod Co' } });
+    const acct = await plain.call('/admin/create_account', { key: plain.adminToken, body: { name: 'Prod Co', owner_email: 'owner@prod.example' } });
     const live = acct.body.api_keys.find((k) => k.livemode).key;
     const r = await plain.call('/create_webhook', { key: live, body: { url: rx.url + '/hook/x', events: ['*'] } });
     assert.equal(r.status, 400, r.text);

@@ -1,0 +1,39 @@
+//! Changes that weaken oversight, other than a looser mode (`oversight::request_mode`): what
+//! they are, as values. Whether one applies at once or waits for a human is
+//! `authority::weakening`.
+
+use super::message::string_enum;
+
+string_enum! {
+    ChangeKind {
+        /// A mailbox's oversight address (where approval requests and `monitored` copies go).
+        OversightEmail = "oversight_email",
+        /// Taking an address off the suppression list.
+        RemoveSuppression = "remove_suppression",
+        /// Deleting a verified sending domain.
+        DeleteDomain = "delete_domain",
+    }
+}
+
+impl ChangeKind {
+    /// What the change does, for the person who decides it.
+    pub fn describe(self, subject: &str, value: Option<&str>) -> String {
+        match self {
+            ChangeKind::OversightEmail => format!("send approval requests for mailbox {subject} to {}", value.unwrap_or("the account owner")),
+            ChangeKind::RemoveSuppression => format!("send to {subject} again (remove it from the suppression list)"),
+            ChangeKind::DeleteDomain => format!("delete the verified sending domain {}", value.unwrap_or(subject)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_read_as_their_wire_names_and_describe_themselves() {
+        assert_eq!(ChangeKind::parse("oversight_email"), Some(ChangeKind::OversightEmail));
+        assert!(ChangeKind::RemoveSuppression.describe("a@example.com", None).contains("a@example.com"));
+        assert!(ChangeKind::OversightEmail.describe("mbx_1", Some("boss@example.com")).contains("boss@example.com"));
+    }
+}
