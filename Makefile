@@ -11,7 +11,7 @@ PORT ?= 8787
 
 SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock openapi.json
 
-.PHONY: dev test tools build unit integration inngest bench clean
+.PHONY: dev test tools build unit integration browser inngest bench clean
 
 tools:
 	@scripts/tools.sh
@@ -32,11 +32,16 @@ unit: tools
 integration: tools build
 	node --test --test-concurrency=1 "tests/integration/*.test.mjs"
 
+# The console in headless Chromium (Debian's chromium, driven by playwright-core), with axe-core
+# on every page; screenshots land in tests/artifacts/console/.
+browser: tools build
+	node --test --test-concurrency=1 "tests/browser/*.test.mjs"
+
 # The Inngest example's four flows, run by @inngest/test against the real worker (docs/inngest.md).
 inngest: tools build
 	cd examples/inngest && node --test --test-concurrency=1 "test/*.test.ts"
 
-test: unit integration inngest
+test: unit integration browser inngest
 
 bench: tools build
 	node bench/send_email.mjs

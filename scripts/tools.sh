@@ -44,6 +44,14 @@ if [ ! -f examples/inngest/node_modules/.package-lock.json ] \
   npm ci --prefix examples/inngest --no-audit --no-fund --loglevel=error
 fi
 
+# Console tests: Debian's Chromium (playwright-core drives it; browser downloads fail here).
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing chromium (Debian package) for the console's browser tests"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 # Domain tests: a real DNS server (Knot DNS) behind dnsdist's DNS-over-HTTP listener, and dkimpy
 # (with dnspython, and PyNaCl for ed25519) to check DKIM signatures independently.
 if ! command -v knotd >/dev/null || ! command -v knotc >/dev/null || ! command -v dnsdist >/dev/null; then

@@ -59,6 +59,31 @@ async fn send(env: &Env, entry: &AuditEntry) -> worker::Result<()> {
     Ok(())
 }
 
+/// Entries read per D1 round trip when walking a chain.
+pub const CHUNK: u32 = 500;
+
+/// Walks the chain of an account and mode and checks every link, and that nothing after the
+/// head the chain's Durable Object wrote is missing: `domain::audit::Verifier`'s verdict.
+pub async fn verify(ctx: &crate::app::Ctx, account_id: &str, livemode: bool) -> worker::Result<Value> {
+    use crate::store::audit::{self as store_audit, Filter};
+    let mut verifier = crate::domain::audit::Verifier::default();
+    let mut after = 0;
+    'walk: loop {
+        let rows = store_audit::page(&ctx.db, account_id, livemode, &Filter::default(), after, CHUNK).await?;
+        for e in &rows {
+            if !verifier.check(e) {
+                break 'walk;
+            }
+        }
+        match rows.last() {
+            Some(last) if rows.len() == CHUNK as usize => after = last.seq,
+            _ => break,
+        }
+    }
+    let head = claimed_head(&ctx.env, account_id, livemode).await?;
+    Ok(verifier.finish(head))
+}
+
 /// The head `(seq)` the chain's Durable Object has written.
 pub async fn claimed_head(env: &Env, account_id: &str, livemode: bool) -> worker::Result<Option<i64>> {
     let mut resp = stub(env, account_id, livemode)?.fetch_with_str("https://audit/head").await?;

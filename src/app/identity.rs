@@ -41,6 +41,11 @@ pub fn issuer(env: &Env) -> String {
 
 /// Signs the identity of one message as it leaves.
 pub fn sign_for(env: &Env, m: &MessageWithMailbox, email: &OutboundEmail, now_ms: i64) -> worker::Result<String> {
+    Ok(current_key(env)?.sign(&claims_for(env, m, email, now_ms)))
+}
+
+/// The claims a message's identity header carries (what the console shows before approving).
+pub fn claims_for(env: &Env, m: &MessageWithMailbox, email: &OutboundEmail, now_ms: i64) -> IdentityClaims {
     let sender = Recipient::parse(&email.from).map(|r| r.address.to_string()).unwrap_or_else(|_| email.from.clone());
     let approved = m.msg.decision.as_deref() == Some(Status::Approved.as_str());
     let claims = IdentityClaims {
@@ -55,5 +60,5 @@ pub fn sign_for(env: &Env, m: &MessageWithMailbox, email: &OutboundEmail, now_ms
         body_sha256: body_sha256(email.text.as_deref(), email.html.as_deref()),
         iat: now_ms / 1000,
     };
-    Ok(current_key(env)?.sign(&claims))
+    claims
 }

@@ -11,6 +11,7 @@ pub mod domains;
 pub mod identity;
 pub mod inbound;
 pub mod keys;
+pub mod mailboxes;
 pub mod mode_changes;
 pub mod operators;
 pub mod outbound;

@@ -3,6 +3,7 @@
 //! bytes; D1 keeps only their SHA-256.
 
 use serde_json::json;
+use worker::D1Database;
 
 use crate::app::outbound::{stage_outbound, Owner, Staged};
 use crate::app::{audit, queues, Ctx};
@@ -13,6 +14,7 @@ use crate::domain::message::{MessageKind, MessageStatus};
 use crate::domain::oversight::OversightMode;
 use crate::domain::send::ValidatedSend;
 use crate::domain::{ids, time::to_rfc3339};
+use crate::http::auth::{Human, Principal};
 use crate::http::{ApiError, ApiResult};
 use crate::platform;
 use crate::store::accounts::{self, AccountRow};
@@ -113,14 +115,34 @@ pub async fn start_session(ctx: &Ctx, op: &OperatorRow, user_agent: Option<&str>
 }
 
 /// The session behind a cookie's token, if live.
-pub async fn session(ctx: &Ctx, cookie_token: &str) -> ApiResult<Option<SignedIn>> {
-    let found = operators::signed_in(&ctx.db, &token_hash(cookie_token), ctx.now).await?;
+pub async fn session(db: &D1Database, cookie_token: &str, now: i64) -> worker::Result<Option<SignedIn>> {
+    let found = operators::signed_in(db, &token_hash(cookie_token), now).await?;
     if let Some(s) = &found {
-        if ctx.now - s.session.last_seen_at > 60_000 {
-            operators::touch_session(&ctx.db, &s.session.id, ctx.now).await?;
+        if now - s.session.last_seen_at > 60_000 {
+            operators::touch_session(db, &s.session.id, now).await?;
         }
     }
     Ok(found)
+}
+
+/// The API identity of a signed-in operator: their account, the role's scopes, every mailbox,
+/// and the mode the console is switched to.
+pub fn principal_of(s: &SignedIn, livemode: bool) -> Principal {
+    Principal {
+        key_id: s.session.operator_id.clone(),
+        account_id: s.session.account_id.clone(),
+        livemode,
+        scopes: s.role.scopes(),
+        mailboxes: None,
+        default_domain: s.default_domain.clone(),
+        human: Some(Human {
+            operator_id: s.session.operator_id.clone(),
+            email: s.email.clone(),
+            role: s.role,
+            session_id: s.session.id.clone(),
+            csrf: s.session.csrf.clone(),
+        }),
+    }
 }
 
 /// Whether a form's CSRF token is this session's.

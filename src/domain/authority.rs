@@ -17,6 +17,18 @@ string_enum! {
     }
 }
 
+impl Role {
+    /// The API scopes a role acts with in the console. Never `send`: humans decide, agents send.
+    pub fn scopes(self) -> Scopes {
+        let names: &[&str] = match self {
+            Role::Owner => &["admin", "read", "oversight"],
+            Role::Approver => &["read", "oversight"],
+            Role::Viewer => &["read"],
+        };
+        Scopes::parse(names).expect("valid scopes")
+    }
+}
+
 /// Who is asking.
 #[derive(Debug, Clone, Copy)]
 pub enum Actor<'a> {

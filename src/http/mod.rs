@@ -160,6 +160,12 @@ pub fn query_params(req: &Request, allowed: &[&str]) -> ApiResult<HashMap<String
     Ok(out)
 }
 
+/// The value of one cookie of the request.
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    let header = req.headers().get("Cookie").ok().flatten()?;
+    header.split(';').filter_map(|c| c.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+}
+
 /// `limit` for list calls: 1..=max, default `default`.
 pub fn parse_limit(q: &HashMap<String, String>, default: u32, max: u32) -> ApiResult<u32> {
     match q.get("limit") {

@@ -5,13 +5,12 @@ use serde_json::json;
 use worker::Request;
 
 use crate::app::access::visible_mailbox;
-use crate::app::Ctx;
-use crate::domain::audit::Verifier;
+use crate::app::{audit, Ctx};
 use crate::domain::time::parse_rfc3339;
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::store::audit::{self as store_audit, Filter};
 
-const CHUNK: u32 = 500;
+use audit::CHUNK;
 
 fn time_param(q: &std::collections::HashMap<String, String>, name: &str) -> ApiResult<Option<i64>> {
     q.get(name)
@@ -51,22 +50,7 @@ pub async fn get_audit_log(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
 
 pub async fn verify_audit_log(ctx: &Ctx) -> ApiResult<Reply> {
     let p = ctx.principal();
-    let mut verifier = Verifier::default();
-    let mut after = 0;
-    'walk: loop {
-        let rows = store_audit::page(&ctx.db, &p.account_id, p.livemode, &Filter::default(), after, CHUNK).await?;
-        for e in &rows {
-            if !verifier.check(e) {
-                break 'walk;
-            }
-        }
-        match rows.last() {
-            Some(last) if rows.len() == CHUNK as usize => after = last.seq,
-            _ => break,
-        }
-    }
-    let head = crate::app::audit::claimed_head(&ctx.env, &p.account_id, p.livemode).await?;
-    Ok(Reply::ok(verifier.finish(head)))
+    Ok(Reply::ok(audit::verify(ctx, &p.account_id, p.livemode).await?))
 }
 
 pub async fn export_audit_log(ctx: &Ctx) -> ApiResult<Reply> {

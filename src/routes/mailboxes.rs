@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use worker::Request;
 
 use super::page;
-use crate::app::{access, changes, mode_changes, Ctx};
+use crate::app::{access, changes, mailboxes, mode_changes, Ctx};
 use crate::domain::changes::ChangeKind;
 use crate::domain::address::EmailAddress;
 use crate::domain::oversight::{initial_mode, parse_ttl};
@@ -173,41 +173,12 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         mailbox.approval_ttl_secs = parse_ttl(t).map_err(|m| ApiError::invalid_field("approval_ttl", m))?;
     }
     let requested = input.oversight_mode.as_deref().map(parse_mode).transpose()?;
-    let plan = mode_changes::plan(ctx, &mailbox, requested).await?;
-    mailbox.updated_at = ctx.now;
-    let mut batch = vec![store_mb::update(&ctx.db, &mailbox)?];
-    batch.extend(plan.statements);
-    // Where approval requests go is oversight: a key's new address waits for a human.
-    let mut email_change = None;
-    if let Some(e) = new_email.as_deref().filter(|e| mailbox.oversight_email.as_deref() != Some(*e)) {
-        if ctx.principal().actor().is_human() {
-            batch.push(store_mb::set_oversight_email_stmt(&ctx.db, &mailbox.account_id, &mailbox.id, Some(e), ctx.now)?);
-            mailbox.oversight_email = Some(e.to_string());
-        } else {
-            let (c, statements) = changes::open(ctx, ChangeKind::OversightEmail, Some(&mailbox.id), &mailbox.id, Some(e))?;
-            batch.extend(statements);
-            email_change = Some(c);
-        }
-    }
-    let mut shown = mailbox.clone();
-    if let Some(to) = plan.apply_now {
-        shown.oversight_mode = to;
-    }
-    let mut body = mailbox_json(&shown, plan.pending.as_ref());
-    body["oversight_email_change"] = json!(email_change.as_ref().map(changes::change_json));
-    let reply = Reply::ok(body);
-    if let Some(s) = ctx.idempotency_completion(&reply)? {
-        batch.push(s);
-    }
-    ctx.db.batch(batch).await?;
-    if let Some(c) = &email_change {
-        changes::opened(ctx, c).await;
-    }
-    // Stricter applies at once, and says so.
-    if let Some(to) = plan.apply_now {
-        mode_changes::apply_mode(ctx, &mailbox.id, to, &ctx.principal().actor_name()).await?;
-    }
-    Ok(reply)
+    mailboxes::update(ctx, mailbox, requested, new_email.as_deref(), |u| {
+        let mut body = mailbox_json(&u.shown, u.pending.as_ref());
+        body["oversight_email_change"] = json!(u.email_change.as_ref().map(changes::change_json));
+        Reply::ok(body)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod console;
 pub mod domains;
 pub mod emails;
 pub mod health;
@@ -34,13 +35,16 @@ use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::platform::{self, Config};
 use crate::store::{self, idempotency as idem_store};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
     Public,
     /// The deployment operator's `ADMIN_TOKEN`.
     Deployment,
     /// An API key holding any one of these scopes.
     Key(&'static [Scope]),
+    /// An operator (a human) signed in to the console: its session cookie, and on every form
+    /// the session's CSRF token.
+    Console,
 }
 
 /// What the router reads from the request before the handler runs.
@@ -104,7 +108,7 @@ impl Route {
     }
 }
 
-use Access::{Deployment, Key, Public};
+use Access::{Console, Deployment, Key, Public};
 const READ: &[Scope] = &[Scope::Read];
 const SEND: &[Scope] = &[Scope::Send];
 const ADMIN: &[Scope] = &[Scope::Admin];
@@ -161,6 +165,27 @@ pub const ROUTES: &[Route] = &[
     post("/delete_webhook", Key(ADMIN)),
     post("/rotate_webhook_secret", Key(ADMIN)),
     get("/list_webhook_deliveries", Key(ADMIN)),
+    get("/console/sign_in", Public).html(),
+    post("/console/sign_in", Public).form().html(),
+    get("/console/auth", Public).html(),
+    post("/console/auth", Public).form().html(),
+    post("/console/sign_out", Console).form().html(),
+    get("/console", Console).html(),
+    get("/console/message", Console).html(),
+    post("/console/decide", Console).form().html(),
+    get("/console/mailboxes", Console).html(),
+    post("/console/update_mailbox", Console).form().html(),
+    get("/console/keys", Console).html(),
+    post("/console/create_key", Console).form().html(),
+    post("/console/revoke_key", Console).form().html(),
+    get("/console/sandbox", Console).html(),
+    get("/console/audit", Console).html(),
+    get("/console/webhooks", Console).html(),
+    get("/console/operators", Console).html(),
+    post("/console/invite_operator", Console).form().html(),
+    post("/console/remove_operator", Console).form().html(),
+    get("/console/sessions", Console).html(),
+    post("/console/revoke_session", Console).form().html(),
 ];
 
 /// What the router read from the request, as the route declared.
@@ -218,7 +243,8 @@ impl Served {
 pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker::Result<Response> {
     let request_id = platform::new_id(crate::domain::ids::REQUEST);
     let mut facts: Option<app::audit::Facts> = None;
-    let result = serve(&mut req, env.clone(), &request_id, &mut facts).await;
+    let mut page: Option<&'static Route> = None;
+    let result = serve(&mut req, env.clone(), &request_id, &mut facts, &mut page).await;
     if let Some(mut f) = facts {
         // Every authenticated state-changing call is audited, refused ones included.
         match &result {
@@ -243,6 +269,12 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
         let env = env.clone();
         wctx.wait_until(async move { app::audit::record(&env, f).await });
     }
+    // A page for a person answers its errors as a page too (and an expired console session
+    // with the sign-in page).
+    let result = match (result, page) {
+        (Err(e), Some(route)) => Ok(error_page(&e, route)),
+        (r, _) => r,
+    };
     match result {
         Ok(s) => http::json_response(s.status, &s.body, &request_id, &s.headers),
         Err(e) => {
@@ -252,6 +284,42 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
             http::error_response(&e, &request_id)
         }
     }
+}
+
+/// An error on a page: the same status, as a page; a console page without a session sends
+/// the browser to sign in.
+fn error_page(e: &ApiError, route: &Route) -> Served {
+    if e.status == 401 && route.access == Access::Console && route.method == "GET" {
+        let reply = Reply::raw(303, String::new(), vec![("Location".into(), "/console/sign_in".into())]);
+        return Served::from_reply(reply, Answer::Html);
+    }
+    let title = match e.status {
+        401 => "Please sign in",
+        403 => "Not allowed",
+        404 => "Not found",
+        409 => "Already decided",
+        413 => "Too large",
+        _ if e.status >= 500 => "Something went wrong",
+        _ => "This request could not be completed",
+    };
+    let back = if route.access == Access::Console { "<p><a href=\"/console\">Back to the console</a></p>" } else { "" };
+    let html = console::page_shell(title, &format!("<p>{}</p>{back}", console::esc(&e.message)));
+    Served::from_reply(Reply::raw(e.status, html, vec![]), Answer::Html)
+}
+
+/// The signed-in operator behind the console's session cookie; 401 `not_signed_in` otherwise.
+async fn console_principal(req: &Request, db: &worker::D1Database, now: i64) -> ApiResult<auth::Principal> {
+    let token = http::cookie(req, app::operators::COOKIE);
+    let signed = match token {
+        Some(t) => app::operators::session(db, &t, now).await?,
+        None => None,
+    };
+    let s = signed.ok_or_else(|| ApiError::new(401, "not_signed_in", "sign in to the console first"))?;
+    Ok(app::operators::principal_of(&s, true))
+}
+
+fn query_value(req: &Request, name: &str) -> Option<String> {
+    req.url().ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
 
 /// `/unsubscribe/{token}` matches `/unsubscribe/abc` (one non-empty segment per parameter).
@@ -276,14 +344,14 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option<app::audit::Facts>) -> ApiResult<Served> {
+async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option<app::audit::Facts>, page: &mut Option<&'static Route>) -> ApiResult<Served> {
     let path = req.path();
     let method = method_name(&req.method());
     let candidates: Vec<&Route> = ROUTES.iter().filter(|r| path_matches(r.path, &path)).collect();
     if candidates.is_empty() {
         return Err(ApiError::new(404, "not_found", format!("there is no route {path}")));
     }
-    let Some(route) = candidates.iter().find(|r| r.method == method) else {
+    let Some(route) = candidates.iter().copied().find(|r| r.method == method) else {
         let allow: Vec<&str> = candidates.iter().map(|r| r.method).collect();
         let mut e = ApiError::new(405, "method_not_allowed", format!("{path} takes {}", allow.join(", ")));
         e.extra = Some(serde_json::json!({"allow": allow}));
@@ -291,11 +359,15 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
         return Err(e);
     };
 
+    if route.answer == Answer::Html {
+        *page = Some(route);
+    }
     let now = platform::now_ms();
     let config = Config::from_env(&env);
     let db = store::db(&env)?;
     let principal = match route.access {
         Public => None,
+        Console => Some(console_principal(req, &db, now).await?),
         Deployment => {
             auth::require_operator(req, platform::secret(&env, "ADMIN_TOKEN").as_deref())?;
             None
@@ -319,11 +391,41 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
             Some(p)
         }
     };
+    let mut principal = principal;
+    if route.body == Body::Form {
+        // Our forms post from our own pages: a browser names the page's origin, and another
+        // site's page is refused (mail servers' one-click unsubscribes send no Origin).
+        let ours = worker::Url::parse(&config.public_base_url).map(|u| u.origin().ascii_serialization()).unwrap_or_default();
+        let origin = req.headers().get("Origin").ok().flatten();
+        if origin.is_some_and(|o| o != "null" && o != ours) {
+            return Err(ApiError::new(403, "cross_origin_form", "this form was posted from another site"));
+        }
+    }
     let input = match route.body {
         Body::None | Body::Raw => Input::None,
         Body::Json => Input::Json(http::read_json_object(req).await?),
         Body::Form => Input::Form(http::read_form(req).await?),
     };
+    if let Some(h) = principal.as_mut().filter(|p| p.human.is_some()) {
+        // The console's live/test switch: `mode=test` in the query or the form.
+        let mode = input.form_value("mode").map(str::to_string).or_else(|| query_value(req, "mode"));
+        h.livemode = mode.as_deref() != Some("test");
+        let csrf = &h.human.as_ref().expect("filtered").csrf;
+        if route.body == Body::Form && !app::operators::csrf_ok(csrf, input.form_value("csrf")) {
+            return Err(ApiError::new(403, "csrf_token_invalid", "this form is stale or did not come from the console; reload the page and try again"));
+        }
+        if route.method == "POST" {
+            *facts = Some(app::audit::Facts {
+                account_id: h.account_id.clone(),
+                livemode: h.livemode,
+                actor: h.actor_name(),
+                action: route.path.trim_start_matches('/').to_string(),
+                request_id: Some(request_id.to_string()),
+                ip: req.headers().get("CF-Connecting-IP").ok().flatten(),
+                ..Default::default()
+            });
+        }
+    }
     if let (Some(f), Input::Json(body)) = (facts.as_mut(), &input) {
         let (mb, msg, mode) = app::audit::subjects(body, None);
         (f.mailbox, f.message_id, f.oversight_mode) = (mb, msg, mode);
@@ -471,6 +573,27 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &mut Request, input: &Input) ->
         (_, "/delete_webhook") => webhooks::delete_webhook(ctx, body).await,
         (_, "/rotate_webhook_secret") => webhooks::rotate_webhook_secret(ctx, body).await,
         (_, "/list_webhook_deliveries") => webhooks::list_webhook_deliveries(ctx, req).await,
+        ("GET", "/console/sign_in") => console::sign_in::sign_in_page(ctx).await,
+        ("POST", "/console/sign_in") => console::sign_in::request_link(ctx, input).await,
+        ("GET", "/console/auth") => console::sign_in::auth_page(ctx, req).await,
+        ("POST", "/console/auth") => console::sign_in::auth(ctx, req, input).await,
+        (_, "/console/sign_out") => console::sign_in::sign_out(ctx).await,
+        (_, "/console") => console::queue::pending(ctx, req).await,
+        (_, "/console/message") => console::queue::message(ctx, req).await,
+        (_, "/console/decide") => console::queue::decide(ctx, input).await,
+        (_, "/console/mailboxes") => console::settings::mailboxes(ctx, req).await,
+        (_, "/console/update_mailbox") => console::settings::update_mailbox(ctx, input).await,
+        (_, "/console/keys") => console::settings::keys(ctx, req).await,
+        (_, "/console/create_key") => console::settings::create_key(ctx, input).await,
+        (_, "/console/revoke_key") => console::settings::revoke_key(ctx, input).await,
+        (_, "/console/sandbox") => console::records::sandbox(ctx, req).await,
+        (_, "/console/audit") => console::records::audit_log(ctx, req).await,
+        (_, "/console/webhooks") => console::records::webhooks_page(ctx, req).await,
+        (_, "/console/operators") => console::settings::operators(ctx, req).await,
+        (_, "/console/invite_operator") => console::settings::invite_operator(ctx, input).await,
+        (_, "/console/remove_operator") => console::settings::remove_operator(ctx, input).await,
+        (_, "/console/sessions") => console::settings::sessions(ctx, req).await,
+        (_, "/console/revoke_session") => console::settings::revoke_session(ctx, input).await,
         (m, p) => {
             worker::console_error!("route {m} {p} is in ROUTES but not dispatched");
             Err(ApiError::internal())
@@ -568,7 +691,10 @@ mod tests {
     fn pages_are_public_and_gets_read_no_body() {
         for r in ROUTES {
             if r.answer == super::Answer::Html {
-                assert!(matches!(r.access, Access::Public), "{} {} is a page for a person: no API key", r.method, r.path);
+                assert!(matches!(r.access, Access::Public | Access::Console), "{} {} is a page for a person: no API key", r.method, r.path);
+            }
+            if r.access == Access::Console && r.method == "POST" {
+                assert_eq!(r.body, super::Body::Form, "POST {}: console actions are forms, each CSRF-checked", r.path);
             }
             if r.method == "GET" {
                 assert_eq!(r.body, super::Body::None, "GET {} reads no body", r.path);

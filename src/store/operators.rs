@@ -161,3 +161,19 @@ pub async fn revoke_session(db: &D1Database, operator_id: &str, id: &str, now: i
     )
     .await
 }
+
+/// Every current operator with this address, in any account (a person may run several).
+pub async fn everywhere(db: &D1Database, email: &str) -> Result<Vec<OperatorRow>> {
+    super::all(db, "SELECT * FROM operators WHERE email = ?1 AND removed_at IS NULL ORDER BY created_at LIMIT 20", args![email]).await
+}
+
+/// Whether an unused sign-in link for this operator was made since `since` (a new one is not
+/// sent while the last minute's is still unused, so the form cannot flood someone's inbox).
+pub async fn link_sent_since(db: &D1Database, operator_id: &str, since: i64, now: i64) -> Result<bool> {
+    super::exists(
+        db,
+        "SELECT 1 AS ok FROM sign_in_links WHERE operator_id = ?1 AND created_at > ?2 AND used_at IS NULL AND expires_at > ?3",
+        args![operator_id, since, now],
+    )
+    .await
+}

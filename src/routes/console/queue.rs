@@ -1,0 +1,203 @@
+//! What waits for a human: `GET /console` (held messages, mode changes and other changes, of
+//! the live or test side), `GET /console/message?id=…` (one message in full: text, the HTML in
+//! a sandboxed frame that cannot run script, headers, attachments, the identity claims it will
+//! carry, its timeline) and `POST /console/decide` (approve or reject, with a reason).
+
+use worker::Request;
+
+use super::{decide_forms, esc, html_frame, human, layout, mode_query, note, opt_time, page, see_other, time};
+use crate::app::{changes, identity, mode_changes, oversight, Ctx};
+use crate::domain::authority;
+use crate::domain::delivery::OutboundEmail;
+use crate::domain::inbound::ParsedEmail;
+use crate::domain::message::{Direction, MessageKind, MessageStatus};
+use crate::http::{ApiError, ApiResult, Reply};
+use crate::routes::Input;
+use crate::store::messages::{self, Blob, MessageWithMailbox};
+use crate::store::{changes as store_changes, mode_changes as store_modes};
+
+fn list(json: &str) -> String {
+    serde_json::from_str::<Vec<String>>(json).unwrap_or_default().join(", ")
+}
+
+pub async fn pending(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let can_decide = authority::may_decide_message(p.actor()).is_ok();
+    let rows = messages::list_pending(&ctx.db, &p.account_id, p.livemode, None, None, None, None, 100).await?;
+    let q = mode_query(ctx);
+    let mut body = note(req);
+    body.push_str("<h2>Held messages</h2>");
+    if rows.is_empty() {
+        body.push_str("<p>Nothing is waiting.</p>");
+    } else {
+        body.push_str("<div class=\"table\" tabindex=\"0\"><table><caption class=\"skip\">Held messages</caption><thead><tr><th scope=\"col\">Message</th><th scope=\"col\">Mailbox</th><th scope=\"col\">Expires</th><th scope=\"col\">Decision</th></tr></thead><tbody>");
+        for m in &rows {
+            let sep = if q.is_empty() { "?" } else { "&" };
+            body.push_str(&format!(
+                "<tr><td><a href=\"/console/message{q}{sep}id={id}\">{subject}</a><br>{dir} from {from} to {to}</td><td>{mb}</td><td>{exp}</td><td>{forms}</td></tr>",
+                id = esc(&m.msg.id),
+                subject = esc(if m.msg.subject.is_empty() { "(no subject)" } else { &m.msg.subject }),
+                dir = m.msg.direction,
+                from = esc(&m.msg.from_addr),
+                to = esc(&list(&m.msg.to_json)),
+                mb = esc(&m.mailbox_address),
+                exp = opt_time(m.msg.expires_at),
+                forms = if can_decide { decide_forms(ctx, &m.msg.id, "/console") } else { "(viewers cannot decide)".into() },
+            ));
+        }
+        body.push_str("</tbody></table></div>");
+    }
+    // Changes serve both modes: they are listed on either side and need a live decision.
+    let modes = store_modes::pending(&ctx.db, &p.account_id, None).await?;
+    let others = store_changes::pending(&ctx.db, &p.account_id, None).await?;
+    body.push_str("<h2>Changes that loosen oversight</h2>");
+    if modes.is_empty() && others.is_empty() {
+        body.push_str("<p>No change is waiting.</p>");
+    } else {
+        body.push_str("<div class=\"table\" tabindex=\"0\"><table><caption class=\"skip\">Changes waiting for a decision</caption><thead><tr><th scope=\"col\">Change</th><th scope=\"col\">Asked by</th><th scope=\"col\">Decision</th></tr></thead><tbody>");
+        let can_decide_change = authority::may_decide_change(p.actor()).is_ok();
+        let forms = |id: &str| if can_decide_change { decide_forms(ctx, id, "/console") } else { "(viewers cannot decide)".into() };
+        for c in &modes {
+            body.push_str(&format!(
+                "<tr><td>Mailbox {mb}: mode {from} → <strong>{to}</strong><br>{at}</td><td>{by}</td><td>{f}</td></tr>",
+                mb = esc(&c.mailbox_id), from = c.from_mode, to = c.to_mode, at = time(c.created_at), by = esc(&c.requested_by), f = forms(&c.id),
+            ));
+        }
+        for c in &others {
+            body.push_str(&format!(
+                "<tr><td>{what}<br>{at}</td><td>{by}</td><td>{f}</td></tr>",
+                what = esc(&c.kind.describe(&c.subject, c.value.as_deref())), at = time(c.created_at), by = esc(&c.requested_by), f = forms(&c.id),
+            ));
+        }
+        body.push_str("</tbody></table></div>");
+    }
+    Ok(page(layout(ctx, "/console", "Pending", &body)))
+}
+
+async fn message_of(ctx: &Ctx, id: &str) -> ApiResult<MessageWithMailbox> {
+    let p = ctx.principal();
+    messages::get_scoped(&ctx.db, &p.account_id, p.livemode, id)
+        .await?
+        .filter(|m| m.msg.kind != MessageKind::SignIn)
+        .ok_or_else(|| ApiError::not_found("email").with_field("id"))
+}
+
+pub async fn message(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let id = req.url()?.query_pairs().find(|(k, _)| k == "id").map(|(_, v)| v.into_owned()).unwrap_or_default();
+    let m = message_of(ctx, &id).await?;
+    let r = &m.msg;
+    let mut body = note(req);
+    body.push_str(&format!(
+        "<dl><dt>From</dt><dd>{from}</dd><dt>To</dt><dd>{to}</dd><dt>Cc</dt><dd>{cc}</dd><dt>Subject</dt><dd>{subject}</dd>\
+         <dt>Mailbox</dt><dd>{mb}</dd><dt>Direction</dt><dd>{dir}</dd><dt>Status</dt><dd>{status}</dd><dt>Oversight mode</dt><dd>{mode}</dd>\
+         <dt>Created</dt><dd>{created}</dd><dt>Expires</dt><dd>{exp}</dd></dl>",
+        from = esc(&r.from_addr), to = esc(&list(&r.to_json)), cc = esc(&list(&r.cc_json)), subject = esc(&r.subject),
+        mb = esc(&m.mailbox_address), dir = r.direction, status = r.status, mode = r.oversight_mode,
+        created = time(r.created_at), exp = opt_time(r.expires_at),
+    ));
+    let can_decide = authority::may_decide_message(ctx.principal().actor()).is_ok();
+    if r.status == MessageStatus::PendingApproval && r.expires_at.is_some() && can_decide {
+        body.push_str("<h2>Decide</h2>");
+        body.push_str(&decide_forms(ctx, &r.id, "/console"));
+    }
+    let (text, html, headers, attachments): (Option<String>, Option<String>, Vec<(String, String)>, Vec<(String, String, usize)>) = match r.direction {
+        Direction::Outbound => {
+            let o: Option<OutboundEmail> = messages::blob(&ctx.db, &r.id, Blob::Outbound).await?.and_then(|j| serde_json::from_str(&j).ok());
+            match o {
+                Some(o) => {
+                    if r.status == MessageStatus::PendingApproval || r.status == MessageStatus::Queued {
+                        let mut claims = identity::claims_for(&ctx.env, &m, &o, ctx.now);
+                        if r.status == MessageStatus::PendingApproval {
+                            claims.decision = "approved".into();
+                            claims.approved_by = Some(format!("human:{}", human(ctx).email));
+                        }
+                        let pretty = serde_json::to_string_pretty(&claims).unwrap_or_default();
+                        body.push_str(&format!("<h2>Identity it will carry</h2><p>The signed <code>MultiMail-Identity</code> header, if approved by you now:</p><pre>{}</pre>", esc(&pretty)));
+                    }
+                    let atts = o.attachments.iter().map(|a| (a.filename.clone(), a.content_type.clone(), a.content_base64.len() / 4 * 3)).collect();
+                    (o.text, o.html, o.headers, atts)
+                }
+                None => (None, None, vec![], vec![]),
+            }
+        }
+        Direction::Inbound => {
+            let p: Option<ParsedEmail> = messages::blob(&ctx.db, &r.id, Blob::Parsed).await?.and_then(|j| serde_json::from_str(&j).ok());
+            match p {
+                Some(p) => {
+                    let atts = p.attachments.iter().map(|a| (a.filename.clone().unwrap_or_else(|| "(unnamed)".into()), a.content_type.clone(), a.size)).collect();
+                    (p.text, p.html, p.headers, atts)
+                }
+                None => (None, None, vec![], vec![]),
+            }
+        }
+    };
+    body.push_str("<h2>Text</h2>");
+    body.push_str(&match text {
+        Some(t) => format!("<pre>{}</pre>", esc(&t)),
+        None => "<p>No text part.</p>".into(),
+    });
+    body.push_str("<h2>HTML</h2>");
+    body.push_str(&match html {
+        Some(h) => format!("<p>Shown without running anything it contains.</p>{}", html_frame(&h, "The message's HTML, with scripts disabled")),
+        None => "<p>No HTML part.</p>".into(),
+    });
+    body.push_str("<h2>Headers</h2>");
+    if headers.is_empty() {
+        body.push_str("<p>No extra headers.</p>");
+    } else {
+        body.push_str("<div class=\"table\" tabindex=\"0\"><table><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Value</th></tr></thead><tbody>");
+        for (k, v) in headers.iter().take(200) {
+            body.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(v)));
+        }
+        body.push_str("</tbody></table></div>");
+    }
+    body.push_str("<h2>Attachments</h2>");
+    if attachments.is_empty() {
+        body.push_str("<p>None.</p>");
+    } else {
+        body.push_str("<ul>");
+        for (name, ct, size) in &attachments {
+            body.push_str(&format!("<li>{} ({}, {size} bytes)</li>", esc(name), esc(ct)));
+        }
+        body.push_str("</ul>");
+    }
+    body.push_str("<h2>Timeline</h2><ol>");
+    for t in messages::timeline_of(&ctx.db, &r.id).await? {
+        body.push_str(&format!("<li>{} {}{}</li>", time(t.at), esc(&t.kind), t.detail.map(|d| format!(": {}", esc(&d))).unwrap_or_default()));
+    }
+    body.push_str("</ol>");
+    let title = if r.subject.is_empty() { "(no subject)".to_string() } else { r.subject.clone() };
+    Ok(page(layout(ctx, "/console", &title, &body)))
+}
+
+/// Approve or reject a held message, a mode change or another change.
+pub async fn decide(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let id = input.form_value("id").unwrap_or("").to_string();
+    let approve = match input.form_value("decision") {
+        Some("approve") => true,
+        Some("reject") => false,
+        _ => return Err(ApiError::invalid_field("decision", "choose approve or reject")),
+    };
+    let reason = input.form_value("reason").map(str::trim).filter(|r| !r.is_empty()).map(|r| r.chars().take(1000).collect::<String>());
+    let verb = if approve { "Approved" } else { "Rejected" };
+    let back = match input.form_value("return_to") {
+        Some(r) if r.starts_with("/console") && !r.starts_with("//") => r.to_string(),
+        _ => "/console".to_string(),
+    };
+    if mode_changes::is_mode_change_id(&id) {
+        if store_changes::get(&ctx.db, &p.account_id, &id).await?.is_some() {
+            changes::decide(ctx, &id, approve).await?;
+        } else {
+            mode_changes::decide(ctx, &id, approve, &p.actor_name()).await?;
+        }
+        return Ok(see_other(ctx, &back, &format!("{verb} {id}.")));
+    }
+    authority::may_decide_message(p.actor())?;
+    let m = message_of(ctx, &id).await?;
+    if m.msg.expires_at.is_none() {
+        return Err(ApiError::conflict("not_pending", format!("{id} was not held for approval")));
+    }
+    let (_, status) = oversight::decide_held(&ctx.env, &m.msg, approve, &p.actor_name(), reason, ctx.now).await?;
+    Ok(see_other(ctx, &back, &format!("{verb}: {} is now {status}.", m.msg.subject)))
+}

@@ -1,0 +1,223 @@
+//! Settings a human owns: `GET /console/mailboxes` with `POST /console/update_mailbox` (mode,
+//! oversight address, TTL: a human's change applies at once), `GET /console/keys` with
+//! `POST /console/create_key` (oversight keys included; the secret is shown once, on the page
+//! that answers the form) and `POST /console/revoke_key`, `GET /console/operators` with
+//! `POST /console/invite_operator` and `POST /console/remove_operator`, and
+//! `GET /console/sessions` with `POST /console/revoke_session`.
+
+use serde_json::Value;
+use worker::Request;
+
+use super::{esc, hidden, human, layout, note, page, see_other, time};
+use crate::app::keys::{self, NewKey};
+use crate::app::{access, mailboxes, operators, Ctx};
+use crate::domain::address::EmailAddress;
+use crate::domain::authority::{self, Role};
+use crate::domain::keys::{Scope, Scopes};
+use crate::domain::oversight::{parse_ttl, OversightMode};
+use crate::http::{ApiError, ApiResult, Reply};
+use crate::routes::Input;
+use crate::store::{keys as store_keys, mailboxes as store_mb, operators as store_ops};
+
+fn owner_only(ctx: &Ctx) -> ApiResult<()> {
+    authority::may_manage_operators(ctx.principal().actor()).map_err(Into::into)
+}
+
+pub async fn mailboxes(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let rows = store_mb::list(&ctx.db, &p.account_id, None, None, 100).await?;
+    let owner = owner_only(ctx).is_ok();
+    let mut body = note(req);
+    body.push_str("<p>Mailboxes serve live and test mail alike. Without an oversight address, approval requests go to the account owner.</p>");
+    if rows.is_empty() {
+        body.push_str("<p>No mailboxes yet.</p>");
+    }
+    for m in &rows {
+        let id = esc(&m.id);
+        body.push_str(&format!(
+            "<section aria-labelledby=\"h-{id}\"><h2 id=\"h-{id}\">{addr}</h2><dl><dt>Mode</dt><dd>{mode}</dd><dt>Oversight address</dt><dd>{ov}</dd><dt>Approval TTL</dt><dd>{ttl} s</dd></dl>",
+            addr = esc(&m.address), mode = m.oversight_mode, ov = esc(m.oversight_email.as_deref().unwrap_or("the account owner")), ttl = m.approval_ttl_secs,
+        ));
+        if owner {
+            let options: String = OversightMode::ALL
+                .iter()
+                .map(|o| format!("<option value=\"{v}\"{sel}>{v}</option>", v = o.as_str(), sel = if *o == m.oversight_mode { " selected" } else { "" }))
+                .collect();
+            body.push_str(&format!(
+                "<form method=\"post\" action=\"/console/update_mailbox\" class=\"inline\">{h}<input type=\"hidden\" name=\"id\" value=\"{id}\">\
+                 <label for=\"mode-{id}\">Mode</label><select id=\"mode-{id}\" name=\"oversight_mode\">{options}</select>\
+                 <label for=\"ov-{id}\">Oversight address</label><input id=\"ov-{id}\" name=\"oversight_email\" type=\"email\" value=\"{ov}\" maxlength=\"254\">\
+                 <label for=\"ttl-{id}\">Approval TTL (seconds)</label><input id=\"ttl-{id}\" name=\"approval_ttl\" inputmode=\"numeric\" value=\"{ttl}\" size=\"8\">\
+                 <button type=\"submit\">Save</button></form>",
+                h = hidden(ctx), ov = esc(m.oversight_email.as_deref().unwrap_or("")), ttl = m.approval_ttl_secs,
+            ));
+        }
+        body.push_str("</section>");
+    }
+    Ok(page(layout(ctx, "/console/mailboxes", "Mailboxes", &body)))
+}
+
+pub async fn update_mailbox(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    owner_only(ctx)?;
+    let id = input.form_value("id").unwrap_or("");
+    let mut mailbox = access::visible_mailbox(ctx, id).await?;
+    let mode = match input.form_value("oversight_mode").filter(|m| !m.is_empty()) {
+        Some(m) => Some(OversightMode::parse(m).ok_or_else(|| ApiError::invalid_field("oversight_mode", "not a mode"))?),
+        None => None,
+    };
+    let email = match input.form_value("oversight_email").map(str::trim).filter(|e| !e.is_empty()) {
+        Some(e) => Some(EmailAddress::parse(e).map_err(|x| ApiError::invalid_field("oversight_email", x.0))?.to_string()),
+        None => None,
+    };
+    if let Some(t) = input.form_value("approval_ttl").map(str::trim).filter(|t| !t.is_empty()) {
+        let v = t.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(t));
+        mailbox.approval_ttl_secs = parse_ttl(&v).map_err(|m| ApiError::invalid_field("approval_ttl", m))?;
+    }
+    let address = mailbox.address.clone();
+    mailboxes::update(ctx, mailbox, mode, email.as_deref(), |_| Reply::ok(Value::Null)).await?;
+    Ok(see_other(ctx, "/console/mailboxes", &format!("Saved {address}.")))
+}
+
+pub async fn keys(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let rows = store_keys::list(&ctx.db, &p.account_id, false, None, 100).await?;
+    let owner = owner_only(ctx).is_ok();
+    let mut body = note(req);
+    body.push_str("<p>API keys are what agents and programs hold. Oversight keys decide held mail through the API; only humans make them, here.</p>");
+    body.push_str("<div class=\"table\" tabindex=\"0\"><table><thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Key</th><th scope=\"col\">Scopes</th><th scope=\"col\">Mode</th><th scope=\"col\">Created</th><th scope=\"col\">Revoke</th></tr></thead><tbody>");
+    for k in &rows {
+        let revoke = if owner && k.revoked_at.is_none() {
+            format!(
+                "<form method=\"post\" action=\"/console/revoke_key\">{}<input type=\"hidden\" name=\"id\" value=\"{}\"><button type=\"submit\" class=\"danger\" aria-label=\"Revoke {}\">Revoke</button></form>",
+                hidden(ctx), esc(&k.id), esc(&k.name)
+            )
+        } else if k.revoked_at.is_some() {
+            "revoked".into()
+        } else {
+            String::new()
+        };
+        body.push_str(&format!(
+            "<tr><td>{}</td><td><code>{}…{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{revoke}</td></tr>",
+            esc(&k.name), esc(&k.prefix), esc(&k.last4), Scopes::from_csv(&k.scopes).names().join(", "),
+            if k.livemode == 1 { "live" } else { "test" }, time(k.created_at),
+        ));
+    }
+    body.push_str("</tbody></table></div>");
+    if owner {
+        let boxes: String = Scope::ALL
+            .iter()
+            .map(|s| format!("<label><input type=\"checkbox\" name=\"scope_{v}\" value=\"1\"> {v}</label>", v = s.as_str()))
+            .collect();
+        body.push_str(&format!(
+            "<h2>New key</h2><form method=\"post\" action=\"/console/create_key\">{h}\
+             <label for=\"key-name\">Name</label><input id=\"key-name\" name=\"name\" required maxlength=\"100\">\
+             <fieldset><legend>Scopes (never both send and oversight)</legend>{boxes}</fieldset>\
+             <p>The key is made for <strong>{mode}</strong> mode (switch modes at the top).</p><button type=\"submit\">Create key</button></form>",
+            h = hidden(ctx), mode = if p.livemode { "live" } else { "test" },
+        ));
+    }
+    Ok(page(layout(ctx, "/console/keys", "API keys", &body)))
+}
+
+pub async fn create_key(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let name = keys::parse_name(input.form_value("name").unwrap_or(""))?;
+    let chosen: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).filter(|s| input.form_value(&format!("scope_{s}")).is_some()).collect();
+    let scopes = Scopes::parse(&chosen)?;
+    authority::may_mint_key(p.actor(), &scopes)?;
+    let reply = keys::create(ctx, NewKey { account_id: &p.account_id, livemode: p.livemode, name, scopes, mailboxes: None }).await?;
+    let secret = reply.body.get("key").and_then(Value::as_str).unwrap_or("").to_string();
+    let body = format!(
+        "<p role=\"status\">Copy the key now: it is shown this once and never again.</p><p class=\"secret\">{}</p><p><a href=\"/console/keys{}\">Back to API keys</a></p>",
+        esc(&secret),
+        super::mode_query(ctx)
+    );
+    Ok(page(layout(ctx, "/console/keys", &format!("New key: {name}"), &body)))
+}
+
+pub async fn revoke_key(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    owner_only(ctx)?;
+    let p = ctx.principal();
+    let id = input.form_value("id").unwrap_or("");
+    let row = store_keys::revoke(&ctx.db, &p.account_id, id, ctx.now).await?.ok_or_else(|| ApiError::not_found("API key").with_field("id"))?;
+    Ok(see_other(ctx, "/console/keys", &format!("Revoked {}.", row.name)))
+}
+
+pub async fn operators(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let rows = store_ops::list(&ctx.db, &p.account_id).await?;
+    let owner = owner_only(ctx).is_ok();
+    let me = &human(ctx).operator_id;
+    let mut body = note(req);
+    body.push_str("<div class=\"table\" tabindex=\"0\"><table><thead><tr><th scope=\"col\">Email</th><th scope=\"col\">Role</th><th scope=\"col\">Since</th><th scope=\"col\">Remove</th></tr></thead><tbody>");
+    for o in &rows {
+        let remove = if owner && &o.id != me {
+            format!("<form method=\"post\" action=\"/console/remove_operator\">{}<input type=\"hidden\" name=\"id\" value=\"{}\"><button type=\"submit\" class=\"danger\" aria-label=\"Remove {}\">Remove</button></form>", hidden(ctx), esc(&o.id), esc(&o.email))
+        } else {
+            String::new()
+        };
+        body.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td><td>{remove}</td></tr>", esc(&o.email), o.role, time(o.created_at)));
+    }
+    body.push_str("</tbody></table></div>");
+    if owner {
+        let roles: String = Role::ALL.iter().map(|r| format!("<option value=\"{v}\">{v}</option>", v = r.as_str())).collect();
+        body.push_str(&format!(
+            "<h2>Invite an operator</h2><p>They get a sign-in link by email. Approvers decide held mail; viewers look.</p>\
+             <form method=\"post\" action=\"/console/invite_operator\" class=\"inline\">{}\
+             <label for=\"inv-email\">Email</label><input id=\"inv-email\" name=\"email\" type=\"email\" required maxlength=\"254\">\
+             <label for=\"inv-role\">Role</label><select id=\"inv-role\" name=\"role\">{roles}</select><button type=\"submit\">Invite</button></form>",
+            hidden(ctx)
+        ));
+    }
+    Ok(page(layout(ctx, "/console/operators", "Operators", &body)))
+}
+
+pub async fn invite_operator(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    owner_only(ctx)?;
+    let email = EmailAddress::parse(input.form_value("email").unwrap_or("").trim())
+        .map_err(|e| ApiError::invalid_field("email", e.0))?
+        .to_string()
+        .to_ascii_lowercase();
+    let role = input.form_value("role").and_then(Role::parse).ok_or_else(|| ApiError::invalid_field("role", "owner, approver or viewer"))?;
+    let p = ctx.principal();
+    operators::invite(ctx, &p.account_id, &email, role, &human(ctx).operator_id).await?;
+    Ok(see_other(ctx, "/console/operators", &format!("Invited {email} as {role}.")))
+}
+
+pub async fn remove_operator(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    owner_only(ctx)?;
+    let p = ctx.principal();
+    let id = input.form_value("id").unwrap_or("");
+    if id == human(ctx).operator_id {
+        return Err(ApiError::conflict("cannot_remove_self", "an owner cannot remove themselves"));
+    }
+    if !store_ops::remove(&ctx.db, &p.account_id, id, ctx.now).await? {
+        return Err(ApiError::not_found("operator"));
+    }
+    Ok(see_other(ctx, "/console/operators", "Removed; their sessions ended."))
+}
+
+pub async fn sessions(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let h = human(ctx);
+    let rows = store_ops::sessions_of(&ctx.db, &h.operator_id, ctx.now).await?;
+    let mut body = note(req);
+    body.push_str("<div class=\"table\" tabindex=\"0\"><table><thead><tr><th scope=\"col\">Started</th><th scope=\"col\">Last seen</th><th scope=\"col\">Browser</th><th scope=\"col\">End</th></tr></thead><tbody>");
+    for s in &rows {
+        let this = if s.id == h.session_id { " (this one)" } else { "" };
+        body.push_str(&format!(
+            "<tr><td>{}{this}</td><td>{}</td><td>{}</td><td><form method=\"post\" action=\"/console/revoke_session\">{}<input type=\"hidden\" name=\"id\" value=\"{}\"><button type=\"submit\" class=\"danger\" aria-label=\"End the session started {}\">End</button></form></td></tr>",
+            time(s.created_at), time(s.last_seen_at), esc(s.user_agent.as_deref().unwrap_or("")), hidden(ctx), esc(&s.id), crate::domain::time::to_rfc3339(s.created_at),
+        ));
+    }
+    body.push_str("</tbody></table></div>");
+    Ok(page(layout(ctx, "/console/sessions", "Your sessions", &body)))
+}
+
+pub async fn revoke_session(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    let h = human(ctx);
+    let id = input.form_value("id").unwrap_or("");
+    if !store_ops::revoke_session(&ctx.db, &h.operator_id, id, ctx.now).await? {
+        return Err(ApiError::not_found("session"));
+    }
+    Ok(see_other(ctx, "/console/sessions", "Session ended."))
+}
