@@ -5,10 +5,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT="${PORT:-8787}"
 
-if [ ! -f .dev.vars ] || ! grep -q '^ADMIN_TOKEN=' .dev.vars; then
-  echo "ADMIN_TOKEN=adm_$(node -e 'process.stdout.write(require("crypto").randomBytes(32).toString("hex"))')" >> .dev.vars
-  echo "[dev] wrote a random ADMIN_TOKEN to .dev.vars (not committed)"
-fi
+# Each secret of the deployment, generated once into .dev.vars (not committed): nothing is
+# derived from ADMIN_TOKEN.
+touch .dev.vars
+secret() { # NAME  node-expression-that-prints-it
+  if ! grep -q "^$1=" .dev.vars; then
+    echo "$1='$(node -e "process.stdout.write($2)")'" >> .dev.vars
+    echo "[dev] wrote a new $1 to .dev.vars (not committed)"
+  fi
+}
+RAND='"adm_" + require("crypto").randomBytes(32).toString("hex")'
+HEX='require("crypto").randomBytes(32).toString("hex")'
+JWK='JSON.stringify(require("crypto").generateKeyPairSync("ec", {namedCurve: "prime256v1"}).privateKey.export({format: "jwk"}))'
+secret ADMIN_TOKEN "$RAND"
+secret APPROVAL_LINK_SECRET "$HEX"
+secret DOMAIN_KEY_SECRET "$HEX"
+secret IDENTITY_SIGNING_KEY "$JWK"
+secret IDENTITY_TEST_SIGNING_KEY "$JWK"
+
 
 CI=true wrangler d1 migrations apply multimail --local >/dev/null
 echo "[dev] local D1 migrated"

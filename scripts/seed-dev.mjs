@@ -3,7 +3,7 @@
 import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 
 const base = process.argv[2];
-const adminToken = readFileSync('.dev.vars', 'utf8').match(/^ADMIN_TOKEN=(.*)$/m)[1].trim();
+const adminToken = readFileSync('.dev.vars', 'utf8').match(/^ADMIN_TOKEN=(.*)$/m)[1].trim().replace(/^'|'$/g, '');
 
 async function call(path, key, body) {
   const res = await fetch(base + path, {

@@ -17,6 +17,9 @@ pub async fn run(env: &Env) {
     if let Err(e) = store::idempotency::prune(&db, now - idempotency::TTL_MS).await {
         worker::console_error!("cron: pruning idempotency records: {e}");
     }
+    if let Err(e) = store::provider_events::prune(&db, now - 7 * 24 * 3600 * 1000).await {
+        worker::console_error!("cron: pruning provider event ids: {e}");
+    }
     if let Err(e) = store::keys::prune_rate_windows(&db, ratelimit::window_start(now) - ratelimit::WINDOW_MS).await {
         worker::console_error!("cron: pruning rate windows: {e}");
     }

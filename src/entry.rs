@@ -53,7 +53,7 @@ async fn email(message: worker::ForwardableEmailMessage, env: Env, _ctx: Context
             return Ok(());
         }
     };
-    match app::inbound::ingest(&env, &parsed, Some(&raw), &[to.clone()], true, None).await {
+    match app::inbound::ingest(&env, &parsed, Some(&raw), &[to.clone()], true, None, None).await {
         Ok(Some(_)) => {}
         Ok(None) => message.set_reject(&format!("no such mailbox: {to}")),
         Err(e) => {

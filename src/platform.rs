@@ -19,12 +19,12 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 pub fn var(env: &Env, name: &str) -> Option<String> {
-    env.var(name).ok().map(|v| v.to_string()).filter(|s| !s.is_empty())
+    env.var(name).ok().map(|v| v.to_string()).filter(|s| !s.trim().is_empty())
 }
 
 /// Secrets first, then plain vars (local `.dev.vars` entries arrive as either).
 pub fn secret(env: &Env, name: &str) -> Option<String> {
-    env.secret(name).ok().map(|v| v.to_string()).or_else(|| var(env, name)).filter(|s| !s.is_empty())
+    env.secret(name).ok().map(|v| v.to_string()).or_else(|| var(env, name)).filter(|s| !s.trim().is_empty())
 }
 
 fn num(env: &Env, name: &str, default: i64) -> i64 {
@@ -37,10 +37,19 @@ pub struct Config {
     /// with it, never with the request's `Host`.
     pub public_base_url: String,
     pub mail_domain: String,
+    /// `OVERSIGHT_FROM`: the address approval requests come from (default `oversight@<MAIL_DOMAIN>`):
+    /// the deployment's, never an agent's mailbox, so a human's reply reaches no agent.
+    pub oversight_from: String,
     pub provider: Provider,
     pub postmark_base_url: String,
     pub resend_base_url: String,
     pub rate_limit_per_minute: i64,
+    /// `TRUSTED_AUTHSERV_IDS`: the authserv-ids of the receivers in front of this deployment
+    /// (comma-separated; default Email Routing's `mx.cloudflare.net`). Only their
+    /// `Authentication-Results` header, on top, is a verdict.
+    pub trusted_authserv_ids: Vec<String>,
+    /// `MAX_KEYS_PER_ACCOUNT`: active API keys an account may hold (default 100).
+    pub max_keys_per_account: i64,
     pub delivery_max_attempts: u32,
     pub delivery_backoff_secs: u32,
     pub default_approval_ttl_secs: i64,
@@ -56,10 +65,19 @@ impl Config {
         Config {
             public_base_url: var(env, "PUBLIC_BASE_URL").unwrap_or_else(|| "http://127.0.0.1:8787".into()).trim_end_matches('/').to_string(),
             mail_domain: var(env, "MAIL_DOMAIN").unwrap_or_else(|| "multimail.test".into()),
+            oversight_from: var(env, "OVERSIGHT_FROM")
+                .unwrap_or_else(|| format!("oversight@{}", var(env, "MAIL_DOMAIN").unwrap_or_else(|| "multimail.test".into()))),
             provider: var(env, "EMAIL_PROVIDER").and_then(|p| Provider::parse(&p)).unwrap_or(Provider::Sandbox),
             postmark_base_url: var(env, "POSTMARK_BASE_URL").unwrap_or_else(|| "https://api.postmarkapp.com".into()),
             resend_base_url: var(env, "RESEND_BASE_URL").unwrap_or_else(|| "https://api.resend.com".into()),
             rate_limit_per_minute: num(env, "RATE_LIMIT_PER_MINUTE", 600),
+            max_keys_per_account: num(env, "MAX_KEYS_PER_ACCOUNT", 100).max(1),
+            trusted_authserv_ids: var(env, "TRUSTED_AUTHSERV_IDS")
+                .unwrap_or_else(|| "mx.cloudflare.net".into())
+                .split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .filter(|s| !s.is_empty())
+                .collect(),
             delivery_max_attempts: num(env, "DELIVERY_MAX_ATTEMPTS", 8).clamp(1, 50) as u32,
             delivery_backoff_secs: num(env, "DELIVERY_BACKOFF_SECONDS", 5).clamp(0, 3600) as u32,
             default_approval_ttl_secs: num(env, "DEFAULT_APPROVAL_TTL_SECONDS", 72 * 3600),

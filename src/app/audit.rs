@@ -39,6 +39,7 @@ pub fn about_message(m: &MessageRow, actor: impl Into<String>, action: impl Into
 /// already happened.
 pub async fn record(env: &Env, f: Facts) {
     let now = platform::now_ms();
+    let f = crate::domain::audit::bounded(f);
     let entry = AuditEntry { id: platform::new_id(PREFIX), seq: 0, at: to_rfc3339(now), prev_hash: String::new(), hash: String::new(), ..f };
     if let Err(e) = send(env, &entry).await {
         worker::console_error!("audit: could not append {} {} for {}: {e}", entry.action, entry.outcome, entry.account_id);

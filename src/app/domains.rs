@@ -45,12 +45,16 @@ impl Settings {
     }
 }
 
-/// The key that seals DKIM private keys: from `DOMAIN_KEY_SECRET`, else from `ADMIN_TOKEN`.
+/// The key that seals DKIM private keys: from `DOMAIN_KEY_SECRET` only (never derived from
+/// another secret).
 pub fn sealing_key(env: &Env) -> worker::Result<SealingKey> {
-    let secret = platform::secret(env, "DOMAIN_KEY_SECRET")
-        .or_else(|| platform::secret(env, "ADMIN_TOKEN"))
-        .ok_or("neither DOMAIN_KEY_SECRET nor ADMIN_TOKEN is set")?;
+    let secret = platform::secret(env, "DOMAIN_KEY_SECRET").ok_or("DOMAIN_KEY_SECRET is not set")?;
     Ok(SealingKey::derive(&secret))
+}
+
+/// Whether custom domains can be used here (their keys can be sealed).
+pub fn configured(env: &Env) -> bool {
+    platform::secret(env, "DOMAIN_KEY_SECRET").is_some()
 }
 
 fn aad(domain_id: &str, selector: &str) -> String {
@@ -215,7 +219,7 @@ async fn signatures(env: &Env, row: &DomainRow, message: &[u8], timestamp: i64) 
     let seal = sealing_key(env)?;
     let unsealed = |sealed: &str, selector: &str| {
         seal.open(sealed, &aad(&row.id, selector))
-            .ok_or_else(|| worker::Error::RustError(format!("the {selector} key does not open: was DOMAIN_KEY_SECRET (or ADMIN_TOKEN) changed?")))
+            .ok_or_else(|| worker::Error::RustError(format!("the {selector} key does not open: was DOMAIN_KEY_SECRET changed?")))
     };
     let seed: [u8; 32] = unsealed(&row.dkim_ed25519_private, DKIM_ED25519_SELECTOR)?.try_into().map_err(|_| "the mm1e key is not 32 bytes")?;
     let pkcs8 = unsealed(&row.dkim_rsa_private, DKIM_RSA_SELECTOR)?;

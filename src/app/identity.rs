@@ -1,7 +1,9 @@
 //! The sender identity keys of this deployment and the `MultiMail-Identity` header of each
-//! outbound message. Keys: the `IDENTITY_SIGNING_KEY` secret (a P-256 private JWK), with
-//! `IDENTITY_SIGNING_KEY_PREVIOUS` still published after a rotation; without one (local runs),
-//! a key derived from ADMIN_TOKEN.
+//! outbound message. Live mail is signed with `IDENTITY_SIGNING_KEY` (a P-256 private JWK;
+//! `IDENTITY_SIGNING_KEY_PREVIOUS` stays published after a rotation), test mail with its own
+//! `IDENTITY_TEST_SIGNING_KEY`, published under its own `kid` and marked `mm_mode: test`. Nothing
+//! is derived from another secret: a deployment without the key cannot send (503
+//! `not_configured`), and `make dev` generates both into `.dev.vars`.
 
 use serde_json::{json, Value};
 use worker::Env;
@@ -9,28 +11,54 @@ use worker::Env;
 use crate::domain::address::Recipient;
 use crate::domain::approval::Status;
 use crate::domain::delivery::OutboundEmail;
-use crate::domain::identity::{body_sha256, IdentityClaims, IdentityKey};
+use crate::domain::identity::{body_sha256, rcpt_sha256, IdentityClaims, IdentityKey};
+use crate::http::ApiError;
 use crate::platform;
 use crate::store::messages::MessageWithMailbox;
 
 pub const HEADER: &str = "MultiMail-Identity";
 
-pub fn current_key(env: &Env) -> worker::Result<IdentityKey> {
-    if let Some(jwk) = platform::secret(env, "IDENTITY_SIGNING_KEY") {
-        return IdentityKey::from_jwk(&jwk).map_err(worker::Error::RustError);
-    }
-    let fallback = platform::secret(env, "ADMIN_TOKEN").ok_or("neither IDENTITY_SIGNING_KEY nor ADMIN_TOKEN is set")?;
-    Ok(IdentityKey::derived(&fallback))
+fn secret_name(livemode: bool) -> &'static str {
+    if livemode { "IDENTITY_SIGNING_KEY" } else { "IDENTITY_TEST_SIGNING_KEY" }
 }
 
-/// `{"keys": [current, previous?]}`, public parts only.
+/// The key that signs mail of this mode.
+pub fn current_key(env: &Env, livemode: bool) -> worker::Result<IdentityKey> {
+    let name = secret_name(livemode);
+    let jwk = platform::secret(env, name).ok_or_else(|| worker::Error::RustError(format!("{name} is not set")))?;
+    IdentityKey::from_jwk(&jwk).map_err(|e| worker::Error::RustError(format!("{name}: {e}")))
+}
+
+/// 503 `not_configured` when mail of this mode could not be signed (checked before a send is
+/// accepted, so nothing is stored that could never leave).
+pub fn require_key(env: &Env, livemode: bool) -> Result<(), ApiError> {
+    match platform::secret(env, secret_name(livemode)) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::new(503, "not_configured", format!("{} is not set on this deployment: mail cannot be signed", secret_name(livemode)))),
+    }
+}
+
+fn published(k: &IdentityKey, mode: &str) -> Value {
+    let mut j = k.public_jwk();
+    j["mm_mode"] = json!(mode);
+    j
+}
+
+/// `{"keys": [live, previous?, test]}`, public parts only, each marked with its mode.
 pub fn jwks(env: &Env) -> worker::Result<Value> {
-    let mut keys = vec![current_key(env)?.public_jwk()];
+    let mut keys = vec![];
+    match current_key(env, true) {
+        Ok(k) => keys.push(published(&k, "live")),
+        Err(e) => worker::console_error!("identity: {e}"),
+    }
     if let Some(prev) = platform::secret(env, "IDENTITY_SIGNING_KEY_PREVIOUS") {
         match IdentityKey::from_jwk(&prev) {
-            Ok(k) => keys.push(k.public_jwk()),
+            Ok(k) => keys.push(published(&k, "live")),
             Err(e) => worker::console_error!("IDENTITY_SIGNING_KEY_PREVIOUS: {e}"),
         }
+    }
+    if let Ok(k) = current_key(env, false) {
+        keys.push(published(&k, "test"));
     }
     Ok(json!({ "keys": keys }))
 }
@@ -41,7 +69,7 @@ pub fn issuer(env: &Env) -> String {
 
 /// Signs the identity of one message as it leaves.
 pub fn sign_for(env: &Env, m: &MessageWithMailbox, email: &OutboundEmail, now_ms: i64) -> worker::Result<String> {
-    Ok(current_key(env)?.sign(&claims_for(env, m, email, now_ms)))
+    Ok(current_key(env, m.msg.is_live())?.sign(&claims_for(env, m, email, now_ms)))
 }
 
 /// The claims a message's identity header carries (what the console shows before approving).
@@ -59,6 +87,10 @@ pub fn claims_for(env: &Env, m: &MessageWithMailbox, email: &OutboundEmail, now_
         message_id: m.msg.id.clone(),
         body_sha256: body_sha256(email.text.as_deref(), email.html.as_deref()),
         iat: now_ms / 1000,
+        livemode: m.msg.is_live(),
+        rcpt_sha256: rcpt_sha256(email.to.iter().chain(&email.cc).chain(&email.bcc).map(|r| {
+            Recipient::parse(r).map(|x| x.address.to_string()).unwrap_or_else(|_| r.clone())
+        }).collect::<Vec<_>>().iter().map(String::as_str)),
     };
     claims
 }

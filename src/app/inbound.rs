@@ -31,12 +31,17 @@ impl Ingested {
     }
 }
 
-/// `None` when no recipient is one of our mailboxes (the caller rejects the mail).
-pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelope_to: &[String], livemode: bool, account_id: Option<&str>) -> worker::Result<Option<Ingested>> {
+/// `None` when no recipient is one of our mailboxes (the caller rejects the mail). `account_id`
+/// and `allowed` narrow the mailboxes it may reach (a raw MIME POST with a key: that key's
+/// account, and its mailbox limit).
+pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelope_to: &[String], livemode: bool, account_id: Option<&str>, allowed: Option<&[String]>) -> worker::Result<Option<Ingested>> {
     let db = store::db(env)?;
     let recipients: Vec<String> = if envelope_to.is_empty() { parsed.to.iter().chain(&parsed.cc).cloned().collect() } else { envelope_to.to_vec() };
     let candidates = routing_candidates(&recipients);
-    let boxes = mailboxes::at_addresses(&db, &candidates, account_id).await?;
+    let mut boxes = mailboxes::at_addresses(&db, &candidates, account_id).await?;
+    if let Some(allowed) = allowed {
+        boxes.retain(|b| allowed.contains(&b.id));
+    }
     if boxes.is_empty() {
         return Ok(None);
     }

@@ -89,6 +89,10 @@ pub struct NewKey<'a> {
 /// Stores a new key and answers 201 with its secret, the only time it is shown. The answer
 /// stored for an idempotent replay does not hold the secret.
 pub async fn create(ctx: &Ctx, k: NewKey<'_>) -> ApiResult<Reply> {
+    // A cap on keys per account (the deployment operator's own mints are not capped).
+    if ctx.has_principal() && keys::count_active(&ctx.db, k.account_id).await? >= ctx.config.max_keys_per_account {
+        return Err(ApiError::new(403, "key_limit_reached", format!("this account has {} active keys, the most it may have; revoke one first", ctx.config.max_keys_per_account)));
+    }
     let (row, secret) = mint_key(k.account_id, k.livemode, k.name, &k.scopes, k.mailboxes.as_deref(), ctx.now);
     let reply = Reply::created(key_json(&row, Some(secret.reveal())));
     let mut batch = vec![keys::insert(&ctx.db, &row)?];

@@ -7,7 +7,7 @@
 use serde_json::json;
 use worker::D1PreparedStatement;
 
-use crate::app::{access, oversight, payloads, queues, Ctx};
+use crate::app::{access, identity, oversight, payloads, queues, Ctx};
 use crate::domain::address::{EmailAddress, Recipient};
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::message::{Direction, MessageKind, MessageStatus};
@@ -117,7 +117,9 @@ fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &Mailb
     let mut subject: String = format!("Approval needed: {}", v.subject).chars().take(990).collect();
     subject.retain(|c| !c.is_control());
     let note = ValidatedSend {
-        from: Recipient { name: Some("MultiMail oversight".into()), address: EmailAddress::parse(&mailbox.address).map_err(|_| ApiError::internal())? },
+        // From the deployment, not the agent's mailbox: a human's reply reaches no agent, and
+        // agents cannot send look-alikes (`domain::send::imitates_system`).
+        from: Recipient { name: Some("MultiMail oversight".into()), address: EmailAddress::parse(&ctx.config.oversight_from).map_err(|_| ApiError::internal())? },
         to: vec![Recipient::parse(to).map_err(|_| ApiError::internal())?],
         cc: vec![],
         bcc: vec![],
@@ -151,6 +153,8 @@ async fn sender(ctx: &Ctx, address: &str, recipients: &[String]) -> ApiResult<ma
 /// checks, one D1 batch, then the queue or a hold. `thread_id`: the thread a reply joins.
 pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str>) -> ApiResult<Reply> {
     let p = ctx.principal();
+    // Mail that could never be signed is refused before anything is stored.
+    identity::require_key(&ctx.env, p.livemode)?;
 
     if !access::is_sending_domain(ctx, v.from.address.domain()).await? {
         return Err(ApiError::unprocessable(
@@ -187,7 +191,8 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     let mut v_owned;
     let v = if v.marketing {
         v_owned = v.clone();
-        let secret = oversight::link_secret(&ctx.env).ok_or_else(ApiError::internal)?;
+        let secret = oversight::link_secret(&ctx.env)
+            .ok_or_else(|| ApiError::new(503, "not_configured", "APPROVAL_LINK_SECRET is not set on this deployment: unsubscribe links cannot be signed"))?;
         let rcpt = v.all_recipients().next().map(|r| r.address.to_string().to_ascii_lowercase()).unwrap_or_default();
         let tok = suppression::token(&secret, &suppression::UnsubscribeClaims { account: p.account_id.clone(), address: rcpt, message_id: id.clone(), live: p.livemode });
         v_owned.headers.extend(suppression::list_unsubscribe_headers(&ctx.config.public_base_url, v.from.address.domain(), &tok));

@@ -162,11 +162,10 @@ pub async fn apply_decision_effects(env: &Env, hold: &Hold, a: &Approval, enqueu
     Ok(())
 }
 
-/// The secret approval links are signed with (derived from ADMIN_TOKEN unless set on its own).
+/// The secret approval and unsubscribe links are signed with: `APPROVAL_LINK_SECRET`, never
+/// derived from another secret. Unset: no approval email is sent and the link pages answer 503.
 pub fn link_secret(env: &Env) -> Option<Vec<u8>> {
-    platform::secret(env, "APPROVAL_LINK_SECRET")
-        .or_else(|| platform::secret(env, "ADMIN_TOKEN"))
-        .map(|s| links::derive_secret(&s))
+    platform::secret(env, "APPROVAL_LINK_SECRET").map(|s| links::derive_secret(&s))
 }
 
 /// Approve and reject links for a held message or mode change, valid until `exp`.

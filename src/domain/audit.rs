@@ -127,9 +127,55 @@ impl Verifier {
     }
 }
 
+/// The most an audit entry keeps of a short field (ids, addresses, codes, the idempotency key,
+/// the IP), and of `detail`, in characters. A refused call's raw input (a 4 MB `from`, say)
+/// is cut to these, with `…` marking the cut.
+pub const MAX_SHORT_FIELD: usize = 256;
+pub const MAX_DETAIL: usize = 1000;
+
+fn cut(s: String, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// The entry with every free-text field cut to its documented size.
+pub fn bounded(mut e: AuditEntry) -> AuditEntry {
+    let short = |v: Option<String>| v.map(|s| cut(s, MAX_SHORT_FIELD));
+    e.actor = cut(e.actor, MAX_SHORT_FIELD);
+    e.action = cut(e.action, MAX_SHORT_FIELD);
+    e.outcome = cut(e.outcome, MAX_SHORT_FIELD);
+    e.mailbox = short(e.mailbox);
+    e.message_id = short(e.message_id);
+    e.oversight_mode = short(e.oversight_mode);
+    e.request_id = short(e.request_id);
+    e.idempotency_key = short(e.idempotency_key);
+    e.ip = short(e.ip);
+    e.country = short(e.country);
+    e.detail = e.detail.map(|d| cut(d, MAX_DETAIL));
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_text_fields_are_cut_to_their_documented_size() {
+        let e = bounded(AuditEntry {
+            mailbox: Some("x".repeat(4_000_000)),
+            detail: Some("d".repeat(5000)),
+            actor: "k".into(),
+            ..Default::default()
+        });
+        assert_eq!(e.mailbox.as_ref().unwrap().chars().count(), MAX_SHORT_FIELD);
+        assert!(e.mailbox.unwrap().ends_with('…'));
+        assert_eq!(e.detail.unwrap().chars().count(), MAX_DETAIL);
+        assert_eq!(e.actor, "k");
+    }
 
     fn entry(n: i64) -> AuditEntry {
         AuditEntry {

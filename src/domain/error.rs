@@ -24,6 +24,8 @@ pub enum DomainError {
     LiveOversightRequired,
     /// The operator's role does not allow this.
     RoleForbidden { needs: &'static str },
+    /// A send that looks like the deployment's own approval request.
+    ImitatesSystem { field: &'static str },
 }
 
 impl DomainError {
@@ -39,6 +41,7 @@ impl DomainError {
             DomainError::OversightEscalation { .. } => Some("oversight_mode"),
             DomainError::MailboxReadOnly | DomainError::LiveOversightRequired | DomainError::RoleForbidden { .. } => None,
             DomainError::ScopeEscalation { .. } | DomainError::OversightRequiresHuman => Some("scopes"),
+            DomainError::ImitatesSystem { field } => Some(field),
         }
     }
 }
@@ -70,6 +73,9 @@ impl std::fmt::Display for DomainError {
                 "this change weakens oversight of live mail too: it must be decided with a live oversight key or in the console",
             ),
             DomainError::RoleForbidden { needs } => write!(f, "this needs an operator with the `{needs}` role"),
+            DomainError::ImitatesSystem { .. } => f.write_str(
+                "this message imitates MultiMail's own approval requests (its sender name or subject); choose another",
+            ),
         }
     }
 }

@@ -88,6 +88,18 @@ pub fn from_resend(v: &Value) -> Option<Feedback> {
     })
 }
 
+/// Postmark's own id of a webhook record, to recognise a replay: its `ID` (bounces,
+/// complaints), else the message and the time of what happened (deliveries).
+pub fn postmark_event_id(v: &Value) -> Option<String> {
+    let ty = v.get("RecordType").and_then(Value::as_str).unwrap_or("");
+    if let Some(id) = v.get("ID").filter(|i| !i.is_null()) {
+        return Some(format!("{ty}:{}", id.to_string().trim_matches('"')));
+    }
+    let mid = v.get("MessageID").and_then(Value::as_str)?;
+    let at = ["DeliveredAt", "BouncedAt", "ReceivedAt"].iter().find_map(|k| v.get(*k).and_then(Value::as_str)).unwrap_or("");
+    Some(format!("{ty}:{mid}:{at}"))
+}
+
 pub const SVIX_TOLERANCE_SECS: i64 = 5 * 60;
 
 /// Svix / Standard Webhooks verification: HMAC-SHA256 over `{id}.{timestamp}.{body}` with the
@@ -127,6 +139,16 @@ mod tests {
         assert_eq!(soft.kind.suppression_reason(), None);
         assert_eq!(from_postmark(&json!({"RecordType": "SpamComplaint"})).unwrap().kind, Kind::Complained);
         assert!(from_postmark(&json!({"RecordType": "Open"})).is_none());
+    }
+
+    #[test]
+    fn postmark_records_have_a_stable_id() {
+        assert_eq!(postmark_event_id(&json!({"RecordType": "Bounce", "ID": 42})).as_deref(), Some("Bounce:42"));
+        assert_eq!(
+            postmark_event_id(&json!({"RecordType": "Delivery", "MessageID": "pm-1", "DeliveredAt": "2026-11-30T00:00:00Z"})).as_deref(),
+            Some("Delivery:pm-1:2026-11-30T00:00:00Z")
+        );
+        assert_eq!(postmark_event_id(&json!({"RecordType": "Open"})), None);
     }
 
     #[test]

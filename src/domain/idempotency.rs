@@ -34,11 +34,22 @@ impl IdempotencyKey {
 /// SHA-256 over method, path and the canonical JSON of the body (key order and whitespace do not
 /// change it; the `idempotency_key` field itself is left out).
 pub fn fingerprint(method: &str, path: &str, body: &serde_json::Value) -> String {
+    fingerprint_for("", method, path, body)
+}
+
+/// The fingerprint of a request made by `caller` (its API key's id): a record is bound to the
+/// key that made it, so another key of the account presenting the same Idempotency-Key is a
+/// different request (422), never a replay of someone else's answer.
+pub fn fingerprint_for(caller: &str, method: &str, path: &str, body: &serde_json::Value) -> String {
     let mut body = body.clone();
     if let Some(obj) = body.as_object_mut() {
         obj.remove("idempotency_key");
     }
     let mut h = Sha256::new();
+    if !caller.is_empty() {
+        h.update(caller.as_bytes());
+        h.update(b"\n");
+    }
     h.update(method.as_bytes());
     h.update(b"\n");
     h.update(path.as_bytes());
@@ -106,6 +117,7 @@ mod tests {
     #[test]
     fn fingerprint_changes_with_body_or_path() {
         let a = fingerprint("POST", "/send_email", &json!({"subject": "hi"}));
+        assert_ne!(fingerprint_for("key_a", "POST", "/send_email", &json!({"subject": "hi"})), fingerprint_for("key_b", "POST", "/send_email", &json!({"subject": "hi"})), "bound to the key");
         assert_ne!(a, fingerprint("POST", "/send_email", &json!({"subject": "ho"})));
         assert_ne!(a, fingerprint("POST", "/reply_email", &json!({"subject": "hi"})));
     }

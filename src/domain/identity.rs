@@ -16,6 +16,13 @@ use super::keys::hex;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityClaims {
+    /// `false` for test-mode mail (the sandbox): signed with the test key, never the live one.
+    #[serde(default)]
+    pub livemode: bool,
+    /// SHA-256 (hex) of the recipients (To, Cc and Bcc addresses, lower-cased, sorted, one per
+    /// line): what the human approved it for.
+    #[serde(default)]
+    pub rcpt_sha256: String,
     pub iss: String,
     /// The sender's address.
     pub sub: String,
@@ -106,10 +113,22 @@ fn thumbprint(jwk: &Value) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
+/// The recipients' hash of the identity claims: addresses lower-cased, sorted, one per line.
+pub fn rcpt_sha256<'a>(addresses: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::Digest;
+    let mut list: Vec<String> = addresses.into_iter().map(|a| a.trim().to_ascii_lowercase()).collect();
+    list.sort();
+    list.dedup();
+    hex(&sha2::Sha256::digest(list.join("\n").as_bytes()))
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verified {
     pub valid: bool,
     pub kid: Option<String>,
+    /// Which key verified it: `live` (the production key) or `test` (the sandbox's key),
+    /// from the published JWK's `mm_mode`.
+    pub key_mode: Option<String>,
     pub header: Option<Value>,
     pub claims: Option<Value>,
     pub reason: Option<String>,
@@ -120,6 +139,7 @@ pub fn verify(jws: &str, jwks: &Value) -> Verified {
     let fail = |reason: &str, header: Option<Value>, claims: Option<Value>| Verified {
         valid: false,
         kid: header.as_ref().and_then(|h| h.get("kid")).and_then(Value::as_str).map(str::to_string),
+        key_mode: None,
         header,
         claims,
         reason: Some(reason.to_string()),
@@ -150,7 +170,8 @@ pub fn verify(jws: &str, jwks: &Value) -> Verified {
     if VerifyingKey::from(pk).verify(input.as_bytes(), &sig).is_err() {
         return fail("the signature does not match", Some(header), Some(claims));
     }
-    Verified { valid: true, kid: Some(kid.to_string()), header: Some(header), claims: Some(claims), reason: None }
+    let key_mode = jwk.get("mm_mode").and_then(Value::as_str).map(str::to_string);
+    Verified { valid: true, kid: Some(kid.to_string()), key_mode, header: Some(header), claims: Some(claims), reason: None }
 }
 
 #[cfg(test)]
@@ -169,6 +190,8 @@ mod tests {
             message_id: "msg_1".into(),
             body_sha256: body_sha256(Some("hi"), None),
             iat: 1_764_000_000,
+            livemode: true,
+            rcpt_sha256: rcpt_sha256(["Ada@Example.com", "bob@example.com"]),
         }
     }
 

@@ -156,6 +156,44 @@ pub fn parse(raw: &[u8]) -> Result<ParsedEmail, ParseError> {
     })
 }
 
+/// What the receiving side said about a message's authentication (RFC 8601). Only the topmost
+/// `Authentication-Results` header, and only when its authserv-id is one of the deployment's
+/// receivers (`TRUSTED_AUTHSERV_IDS`), is a verdict: a receiver prepends its header, and every
+/// header below it could have been written by the sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Authentication {
+    /// `pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`, `permerror`, … as the receiver
+    /// said; `none` when no trusted receiver said anything.
+    pub spf: String,
+    pub dkim: String,
+    pub dmarc: String,
+    /// Whether a trusted receiver's header was found at the top.
+    pub trusted: bool,
+    pub authserv_id: Option<String>,
+}
+
+/// The verdict, the trusted header (at most one) and the untrusted rest.
+pub fn authentication(results: &[String], trusted_ids: &[String]) -> (Authentication, Vec<String>, Vec<String>) {
+    let id_of = |h: &str| h.split(';').next().unwrap_or("").split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+    let top = results.first().filter(|h| {
+        let id = id_of(h);
+        !id.is_empty() && trusted_ids.iter().any(|t| t.eq_ignore_ascii_case(&id))
+    });
+    let Some(top) = top else {
+        let none = Authentication { spf: "none".into(), dkim: "none".into(), dmarc: "none".into(), trusted: false, authserv_id: None };
+        return (none, vec![], results.to_vec());
+    };
+    let result_of = |method: &str| {
+        top.split(';')
+            .skip(1)
+            .flat_map(|part| part.split_whitespace())
+            .find_map(|tok| tok.split_once('=').filter(|(k, _)| k.eq_ignore_ascii_case(method)).map(|(_, v)| v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_ascii_lowercase()))
+            .unwrap_or_else(|| "none".into())
+    };
+    let verdict = Authentication { spf: result_of("spf"), dkim: result_of("dkim"), dmarc: result_of("dmarc"), trusted: true, authserv_id: Some(id_of(top)) };
+    (verdict, vec![top.clone()], results[1..].to_vec())
+}
+
 impl ParsedEmail {
     /// A short preview for lists and events.
     pub fn snippet(&self) -> String {
@@ -215,6 +253,28 @@ pub fn routing_candidates(recipients: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_receivers_own_authentication_results_are_a_verdict() {
+        let trusted = vec!["mx.cloudflare.net".to_string()];
+        let forged = vec!["evil.example; spf=pass; dkim=pass; dmarc=pass".to_string()];
+        let (v, t, u) = authentication(&forged, &trusted);
+        assert_eq!((v.spf.as_str(), v.dkim.as_str(), v.dmarc.as_str(), v.trusted), ("none", "none", "none", false));
+        assert!(t.is_empty());
+        assert_eq!(u, forged);
+        // The receiver's header on top decides; a sender's copy of the same id below does not.
+        let both = vec![
+            "mx.cloudflare.net; spf=pass smtp.mailfrom=a@example.com; dkim=pass header.d=example.com; dmarc=fail".to_string(),
+            "mx.cloudflare.net; dmarc=pass".to_string(),
+        ];
+        let (v, t, u) = authentication(&both, &trusted);
+        assert_eq!((v.spf.as_str(), v.dkim.as_str(), v.dmarc.as_str(), v.trusted), ("pass", "pass", "fail", true));
+        assert_eq!(t.len(), 1);
+        assert_eq!(u, vec!["mx.cloudflare.net; dmarc=pass".to_string()]);
+        // A trusted id anywhere but the top is not trusted.
+        let below = vec!["evil.example; spf=pass".to_string(), "mx.cloudflare.net; spf=pass".to_string()];
+        assert!(!authentication(&below, &trusted).0.trusted);
+    }
 
     const SIMPLE: &[u8] = b"From: Ada <ada@example.com>\r\nTo: support+billing@acme.multimail.test\r\nCc: bob@example.com\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nMessage-ID: <m1@example.com>\r\nIn-Reply-To: <msg_1@acme.multimail.test>\r\nReferences: <root@example.com> <msg_1@acme.multimail.test>\r\nAuthentication-Results: mx.example; spf=pass; dkim=pass\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\nHello there,\r\nplease help.\r\n";
 

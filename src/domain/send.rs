@@ -195,6 +195,24 @@ pub fn render_markdown(md: &str) -> String {
     out
 }
 
+/// Whether a send looks like one of the deployment's own notifications (an approval request
+/// from "MultiMail oversight"): an agent must not be able to send a human a look-alike approval
+/// request. The field that imitates, if any.
+pub fn imitates_system(display_name: Option<&str>, subject: &str) -> Option<&'static str> {
+    let squash = |s: &str| s.chars().filter(|c| c.is_alphanumeric()).collect::<String>().to_lowercase();
+    if display_name.is_some_and(|n| squash(n).contains("multimail")) {
+        return Some("from");
+    }
+    let mut s = subject.trim();
+    while let Some(rest) = s.get(..3).filter(|p| p.eq_ignore_ascii_case("re:") || p.eq_ignore_ascii_case("fw:")).map(|_| s[3..].trim_start()) {
+        s = rest;
+    }
+    if squash(s).starts_with("approvalneeded") {
+        return Some("subject");
+    }
+    None
+}
+
 impl SendEmailRequest {
     pub fn validate(&self, now_ms: i64) -> Result<ValidatedSend, DomainError> {
         let from_raw = self.from.as_deref().ok_or(DomainError::Missing { field: "from" })?;
@@ -220,6 +238,9 @@ impl SendEmailRequest {
         }
         if subject.chars().count() > MAX_SUBJECT_CHARS {
             return Err(DomainError::invalid("subject", format!("the subject may be at most {MAX_SUBJECT_CHARS} characters")));
+        }
+        if let Some(field) = imitates_system(from.name.as_deref(), &subject) {
+            return Err(DomainError::ImitatesSystem { field });
         }
 
         if self.html.is_some() && self.markdown.is_some() {
@@ -309,6 +330,16 @@ impl ValidatedSend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_look_alikes_of_system_notifications() {
+        assert_eq!(imitates_system(Some("MultiMail oversight"), "Hello"), Some("from"));
+        assert_eq!(imitates_system(Some("Multi-Mail Oversight"), "Hello"), Some("from"));
+        assert_eq!(imitates_system(None, "Approval needed: wire transfer"), Some("subject"));
+        assert_eq!(imitates_system(None, "RE: approval  needed: x"), Some("subject"));
+        assert_eq!(imitates_system(Some("Ada"), "Your approval is needed"), None);
+        assert_eq!(imitates_system(None, "Hello"), None);
+    }
     use serde_json::json;
 
     const NOW: i64 = 1_764_000_000_000;

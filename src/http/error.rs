@@ -90,6 +90,7 @@ impl From<DomainError> for ApiError {
             DomainError::OversightRequiresHuman => ApiError::new(403, "oversight_requires_human", e.to_string()),
             DomainError::LiveOversightRequired => ApiError::new(403, "live_oversight_required", e.to_string()),
             DomainError::RoleForbidden { .. } => ApiError::new(403, "role_forbidden", e.to_string()),
+            DomainError::ImitatesSystem { .. } => ApiError::new(422, "imitates_system_notification", e.to_string()),
         };
         match field {
             Some(f) => err.with_field(f),

@@ -46,6 +46,9 @@ struct CreateDomain {
 pub async fn create_domain(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let p = ctx.principal();
     let input: CreateDomain = http::from_body(body)?;
+    if !crate::app::domains::configured(&ctx.env) {
+        return Err(ApiError::new(503, "not_configured", "DOMAIN_KEY_SECRET is not set on this deployment: DKIM keys cannot be sealed"));
+    }
     let domain = normalize_domain(input.domain.trim()).map_err(|e| ApiError::invalid_field("domain", e.0))?;
     // The deployment's own domain and its subdomains (every account's default) are not custom.
     let mail_domain = ctx.config.mail_domain.to_ascii_lowercase();

@@ -35,7 +35,7 @@ pub async fn postmark(ctx: &Ctx, req: &mut Request) -> ApiResult<Reply> {
     let v = http::parse_json_object(&bytes)?;
     let parsed = inbound::from_postmark(&v).map_err(|m| ApiError::bad_request("invalid_request", m))?;
     let envelope: Vec<String> = v.get("OriginalRecipient").and_then(|r| r.as_str()).filter(|r| !r.is_empty()).map(|r| vec![r.to_string()]).unwrap_or_default();
-    let out = app::inbound::ingest(env, &parsed, None, &envelope, true, None).await?.ok_or_else(not_ours)?;
+    let out = app::inbound::ingest(env, &parsed, None, &envelope, true, None, None).await?.ok_or_else(not_ours)?;
     Ok(Reply::ok(out.to_json()))
 }
 
@@ -57,6 +57,6 @@ pub async fn mime(ctx: &Ctx, req: &mut Request) -> ApiResult<Reply> {
     if parsed.message_id.is_none() {
         return Err(ApiError::bad_request("invalid_message", "the message has no Message-ID"));
     }
-    let out = app::inbound::ingest(&ctx.env, &parsed, Some(&bytes), &envelope, p.livemode, Some(&p.account_id)).await?.ok_or_else(not_ours)?;
+    let out = app::inbound::ingest(&ctx.env, &parsed, Some(&bytes), &envelope, p.livemode, Some(&p.account_id), p.mailboxes.as_deref()).await?.ok_or_else(not_ours)?;
     Ok(Reply::ok(out.to_json()))
 }

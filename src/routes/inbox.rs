@@ -102,7 +102,11 @@ pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
             v["attachments"] = json!(p.attachments);
             v["in_reply_to"] = json!(p.in_reply_to);
             v["references"] = json!(p.references);
-            v["authentication_results"] = json!(p.authentication_results);
+            // Only the receiver's own header is a verdict; what the sender wrote is shown apart.
+            let (verdict, trusted, untrusted) = crate::domain::inbound::authentication(&p.authentication_results, &ctx.config.trusted_authserv_ids);
+            v["authentication"] = json!(verdict);
+            v["authentication_results"] = json!(trusted);
+            v["untrusted_authentication_results"] = json!(untrusted);
             v["truncated"] = json!(p.truncated);
         }
     } else {

@@ -51,8 +51,13 @@ pub async fn list_api_keys(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let limit = http::parse_limit(&q, 20, 100)?;
     let rows = store::keys::list(&ctx.db, &p.account_id, !p.livemode, q.get("cursor").map(String::as_str), limit + 1).await?;
     let (rows, next) = page(rows, limit, |k| k.id.clone());
+    // A key limited to some mailboxes sees only keys limited to those (the ones it could make).
+    let within = |k: &&store::keys::KeyRow| match &p.mailboxes {
+        None => true,
+        Some(mine) => k.mailboxes.as_deref().and_then(|m| serde_json::from_str::<Vec<String>>(m).ok()).is_some_and(|t| t.iter().all(|m| mine.contains(m))),
+    };
     Ok(Reply::ok(json!({
-        "api_keys": rows.iter().map(|k| key_json(k, None)).collect::<Vec<_>>(),
+        "api_keys": rows.iter().filter(within).map(|k| key_json(k, None)).collect::<Vec<_>>(),
         "next_cursor": next,
     })))
 }

@@ -79,16 +79,19 @@ pub struct Route {
     pub answer: Answer,
     /// An `Idempotency-Key` (header or body) makes a repeat replay the stored answer.
     pub idempotent: bool,
+    /// About the whole account (its audit chain, domains, suppression list): a key limited to
+    /// some mailboxes is refused (403 `mailbox_limited_key`).
+    pub account_wide: bool,
 }
 
 const fn get(path: &'static str, access: Access) -> Route {
-    Route { method: "GET", path, access, body: Body::None, answer: Answer::Json, idempotent: false }
+    Route { method: "GET", path, access, body: Body::None, answer: Answer::Json, idempotent: false, account_wide: false }
 }
 
 /// A POST takes a JSON body; a keyed one is idempotent.
 const fn post(path: &'static str, access: Access) -> Route {
     let idempotent = matches!(access, Access::Key(_));
-    Route { method: "POST", path, access, body: Body::Json, answer: Answer::Json, idempotent }
+    Route { method: "POST", path, access, body: Body::Json, answer: Answer::Json, idempotent, account_wide: false }
 }
 
 impl Route {
@@ -97,6 +100,9 @@ impl Route {
     }
     const fn form(self) -> Route {
         Route { body: Body::Form, ..self }
+    }
+    const fn account_wide(self) -> Route {
+        Route { account_wide: true, ..self }
     }
     const fn html(self) -> Route {
         Route { answer: Answer::Html, ..self }
@@ -148,18 +154,18 @@ pub const ROUTES: &[Route] = &[
     get("/list_pending", Key(READ_OR_OVERSIGHT)),
     get("/review", Public).html(),
     post("/review", Public).form().html(),
-    get("/list_suppressions", Key(ADMIN)),
-    post("/add_suppression", Key(ADMIN)),
-    post("/remove_suppression", Key(ADMIN)),
+    get("/list_suppressions", Key(ADMIN)).account_wide(),
+    post("/add_suppression", Key(ADMIN)).account_wide(),
+    post("/remove_suppression", Key(ADMIN)).account_wide(),
     get("/unsubscribe/{token}", Public).html(),
     post("/unsubscribe/{token}", Public).form().html(),
-    post("/create_domain", Key(ADMIN)),
-    post("/verify_domain", Key(ADMIN)),
-    get("/list_domains", Key(ADMIN)),
-    post("/delete_domain", Key(ADMIN)),
-    get("/get_audit_log", Key(ADMIN)),
-    get("/verify_audit_log", Key(ADMIN)),
-    get("/export_audit_log", Key(ADMIN)),
+    post("/create_domain", Key(ADMIN)).account_wide(),
+    post("/verify_domain", Key(ADMIN)).account_wide(),
+    get("/list_domains", Key(ADMIN)).account_wide(),
+    post("/delete_domain", Key(ADMIN)).account_wide(),
+    get("/get_audit_log", Key(ADMIN)).account_wide(),
+    get("/verify_audit_log", Key(ADMIN)).account_wide(),
+    get("/export_audit_log", Key(ADMIN)).account_wide(),
     post("/create_webhook", Key(ADMIN)),
     get("/list_webhooks", Key(ADMIN)),
     post("/delete_webhook", Key(ADMIN)),
@@ -388,6 +394,9 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
                 });
             }
             p.require_any(scopes)?;
+            if route.account_wide && p.mailboxes.is_some() {
+                return Err(ApiError::new(403, "mailbox_limited_key", "this key is limited to some mailboxes; this call is about the whole account"));
+            }
             Some(p)
         }
     };
@@ -444,7 +453,7 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
 
     // Idempotency: reserve the key, or answer from what is stored under it.
     let key = key.as_str().to_string();
-    let fingerprint = idempotency::fingerprint(route.method, route.path, input.json());
+    let fingerprint = idempotency::fingerprint_for(&ctx.principal().key_id, route.method, route.path, input.json());
     if let Some(replayed) = reserve_or_replay(&ctx, &key, &fingerprint).await? {
         return Ok(replayed);
     }

@@ -12,7 +12,7 @@ use crate::domain::feedback::{self, Feedback};
 use crate::domain::message::Direction;
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::platform;
-use crate::store::{events, messages, suppressions};
+use crate::store::{events, messages, provider_events, suppressions};
 
 const MAX_BODY: usize = 256 * 1024;
 
@@ -30,7 +30,15 @@ pub async fn postmark(ctx: &Ctx, req: &mut Request) -> ApiResult<Reply> {
     http::auth::require_basic_secret(req, &secret(env, "POSTMARK_WEBHOOK_SECRET")?, "POSTMARK_WEBHOOK_SECRET")?;
     let v = http::parse_json_object(&body(req).await?)?;
     match feedback::from_postmark(&v) {
-        Some(f) => apply(env, "postmark", f).await,
+        Some(f) => {
+            if let Some(id) = feedback::postmark_event_id(&v) {
+                if !provider_events::first_time(&ctx.db, "postmark", &id, ctx.now).await? {
+                    return Ok(Reply::ok(json!({"ignored": true, "reason": "already applied", "duplicate": true})));
+                }
+                return once(ctx, "postmark", &id, apply(env, "postmark", f).await).await;
+            }
+            apply(env, "postmark", f).await
+        }
         None => Ok(Reply::ok(json!({"ignored": true, "reason": "record type not handled"}))),
     }
 }
@@ -46,9 +54,24 @@ pub async fn resend(ctx: &Ctx, req: &mut Request) -> ApiResult<Reply> {
     }
     let v = http::parse_json_object(&raw)?;
     match feedback::from_resend(&v) {
-        Some(f) => apply(env, "resend", f).await,
+        Some(f) => {
+            // Svix retries and replays carry the same svix-id (and it is signed).
+            if !provider_events::first_time(&ctx.db, "resend", &id, ctx.now).await? {
+                return Ok(Reply::ok(json!({"ignored": true, "reason": "already applied", "duplicate": true})));
+            }
+            once(ctx, "resend", &id, apply(env, "resend", f).await).await
+        }
         None => Ok(Reply::ok(json!({"ignored": true, "reason": "event type not handled"}))),
     }
+}
+
+/// An event applied under its id: if applying failed, the id is forgotten so that the
+/// provider's retry applies it.
+async fn once(ctx: &Ctx, provider: &str, id: &str, applied: ApiResult<Reply>) -> ApiResult<Reply> {
+    if applied.is_err() {
+        let _ = provider_events::forget(&ctx.db, provider, id).await;
+    }
+    applied
 }
 
 async fn apply(env: &Env, provider: &str, f: Feedback) -> ApiResult<Reply> {

@@ -94,3 +94,13 @@ pub async fn revoke(db: &D1Database, account_id: &str, id: &str, now: i64) -> Re
 pub async fn prune_rate_windows(db: &D1Database, before: i64) -> Result<()> {
     super::run(db, "DELETE FROM rate_windows WHERE window_start < ?1", args![before]).await
 }
+
+/// How many unrevoked keys the account has (both modes).
+pub async fn count_active(db: &D1Database, account_id: &str) -> Result<i64> {
+    #[derive(Deserialize)]
+    struct N {
+        n: i64,
+    }
+    let n: Option<N> = super::first(db, "SELECT COUNT(*) AS n FROM api_keys WHERE account_id = ?1 AND revoked_at IS NULL", args![account_id]).await?;
+    Ok(n.map_or(0, |n| n.n))
+}

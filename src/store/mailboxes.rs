@@ -52,12 +52,15 @@ pub async fn list(db: &D1Database, account_id: &str, allowed: Option<&str>, afte
     .await
 }
 
+/// Writes a mailbox's display name and approval TTL. Never its mode or its oversight address:
+/// those change only through `set_mode` and `set_oversight_email`, each a decision of its own,
+/// so an update built from an older read cannot undo a concurrent tightening.
 pub fn update(db: &D1Database, m: &MailboxRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
-        "UPDATE mailboxes SET display_name = ?3, oversight_mode = ?4, oversight_email = ?5, approval_ttl_secs = ?6, updated_at = ?7
+        "UPDATE mailboxes SET display_name = ?3, approval_ttl_secs = ?4, updated_at = ?5
          WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
-        args![&m.account_id, &m.id, m.display_name.as_deref(), m.oversight_mode.as_str(), m.oversight_email.as_deref(), m.approval_ttl_secs, m.updated_at],
+        args![&m.account_id, &m.id, m.display_name.as_deref(), m.approval_ttl_secs, m.updated_at],
     )
 }
 

@@ -14,6 +14,7 @@ pub mod mailboxes;
 pub mod messages;
 pub mod mode_changes;
 pub mod operators;
+pub mod provider_events;
 pub mod suppressions;
 pub mod webhooks;
 

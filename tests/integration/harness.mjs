@@ -6,7 +6,7 @@ import { createServer } from 'node:net';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, generateKeyPairSync } from 'node:crypto';
 
 const run = promisify(execFile);
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -37,7 +37,14 @@ export async function startWorker({ vars = {} } = {}) {
   await run(join(BIN, 'wrangler'), ['d1', 'migrations', 'apply', 'multimail', '--local', '--persist-to', state], { cwd: ROOT, env: ENV });
   const port = await freePort();
   const inspector = await freePort();
-  const allVars = { ADMIN_TOKEN: adminToken, PUBLIC_BASE_URL: `http://127.0.0.1:${port}`, ...vars };
+  // Every secret a deployment needs, generated afresh (nothing is derived from ADMIN_TOKEN).
+  const jwk = () => JSON.stringify(generateKeyPairSync('ec', { namedCurve: 'prime256v1' }).privateKey.export({ format: 'jwk' }));
+  const allVars = {
+    ADMIN_TOKEN: adminToken, PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+    IDENTITY_SIGNING_KEY: jwk(), IDENTITY_TEST_SIGNING_KEY: jwk(),
+    APPROVAL_LINK_SECRET: randomBytes(32).toString('hex'), DOMAIN_KEY_SECRET: randomBytes(32).toString('hex'),
+    ...vars,
+  };
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspector),
     '--persist-to', state, '--show-interactive-dev-session=false', '--log-level', 'info'];
   for (const [k, v] of Object.entries(allVars)) args.push('--var', `${k}:${v}`);
