@@ -141,6 +141,20 @@ pub fn records_of(row: &DomainRow) -> Vec<DnsRecord> {
     serde_json::from_str(&row.records).unwrap_or_default()
 }
 
+/// The addresses a host name resolves to (A and AAAA) through the configured DoH resolver, for
+/// judging a webhook endpoint just before a delivery (`domain::webhooks::judge_resolved`).
+pub async fn resolve_host(env: &Env, name: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    let s = Settings::from_env(env);
+    let mut out = vec![];
+    for rr in [doh::RrType::A, doh::RrType::Aaaa] {
+        match lookup(&s, name, rr).await {
+            Answer::Records(list) => out.extend(list.iter().filter_map(|a| a.parse::<std::net::IpAddr>().ok())),
+            Answer::Failed(why) => return Err(format!("the host name could not be resolved: {why}")),
+        }
+    }
+    Ok(out)
+}
+
 /// One DoH lookup; any transport or HTTP trouble is a failed lookup, not an error.
 async fn lookup(s: &Settings, name: &str, rr: doh::RrType) -> Answer {
     let url = doh::query_url(&s.doh_url, s.doh_format, name, rr);
@@ -182,7 +196,15 @@ pub async fn check(env: &Env, db: &D1Database, row: &DomainRow, now: i64) -> wor
     updated.status = status;
     updated.records = serde_json::to_string(&records).map_err(|e| e.to_string())?;
     let became_verified = status == DomainStatus::Verified && previous != DomainStatus::Verified;
-    Ok(store::record_check(db, &updated, became_verified, now).await?.unwrap_or(updated))
+    match store::record_check(db, &updated, became_verified, now).await {
+        Ok(row) => Ok(row.unwrap_or(updated)),
+        // Another account verified this domain first: it is theirs; this claim stays unverified.
+        Err(e) if crate::store::is_unique_violation(&e) => {
+            updated.status = DomainStatus::Failed;
+            Ok(store::record_check(db, &updated, false, now).await?.unwrap_or(updated))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The hourly cron: re-checks pending and verified domains not checked within the last ~hour.

@@ -186,12 +186,17 @@ async fn deliver(env: &Env, config: &Config, job: &EventsJob) -> worker::Result<
     let format = Format::parse(Some(&ep.format)).unwrap_or(Format::Standard);
     let out = rules::outgoing(format, &payload, &ep.signing_secrets(now), now / 1000);
     let started = platform::now_ms();
-    let called = call(&ep.url, &out).await;
+    // The name is resolved and judged first: a public-looking name that points inside is
+    // refused before any connection is made.
+    let called = match guard(env, config, &ep.url).await {
+        Err(why) => Called::Refused(why),
+        Ok(()) => call(&ep.url, &out).await,
+    };
     let latency = platform::now_ms() - started;
     let answer = match &called {
         Called::Status { code, retry_after, .. } => Answer::Status { code: *code, retry_after: retry_after.as_deref() },
         Called::TimedOut => Answer::TimedOut,
-        Called::Unreachable(_) => Answer::Unreachable,
+        Called::Unreachable(_) | Called::Refused(_) => Answer::Unreachable,
     };
     let now = platform::now_ms();
     let verdict = rules::judge(attempt, &answer, now, config.webhook_retry_scale);
@@ -261,6 +266,8 @@ enum Called {
     Status { code: u16, retry_after: Option<String>, body: Option<String>, location: Option<String> },
     TimedOut,
     Unreachable(String),
+    /// Not attempted: the host resolved to an address webhooks may not reach.
+    Refused(String),
 }
 
 impl Called {
@@ -277,8 +284,22 @@ impl Called {
             },
             Called::TimedOut => format!("no answer within {} s", rules::TIMEOUT_SECS),
             Called::Unreachable(e) => format!("could not connect: {e}"),
+            Called::Refused(why) => format!("not attempted: {why}"),
         };
         Some(text.chars().take(300).collect())
+    }
+}
+
+/// Resolves the endpoint's host name (an IP literal was judged when the endpoint was made) and
+/// judges every address it resolves to.
+async fn guard(env: &Env, config: &Config, url: &str) -> Result<(), String> {
+    let Ok(parsed) = worker::Url::parse(url) else { return Err("the URL does not parse".into()) };
+    match parsed.host() {
+        Some(worker::url::Host::Domain(name)) => {
+            let addresses = crate::app::domains::resolve_host(env, name).await?;
+            rules::judge_resolved(&addresses, config.allow_http_loopback_webhooks)
+        }
+        _ => Ok(()),
     }
 }
 

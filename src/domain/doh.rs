@@ -33,6 +33,8 @@ impl Format {
 pub enum RrType {
     Txt,
     Cname,
+    A,
+    Aaaa,
 }
 
 impl RrType {
@@ -40,12 +42,16 @@ impl RrType {
         match self {
             RrType::Txt => 16,
             RrType::Cname => 5,
+            RrType::A => 1,
+            RrType::Aaaa => 28,
         }
     }
     pub fn as_str(self) -> &'static str {
         match self {
             RrType::Txt => "TXT",
             RrType::Cname => "CNAME",
+            RrType::A => "A",
+            RrType::Aaaa => "AAAA",
         }
     }
 }
@@ -193,6 +199,14 @@ fn parse_wire_inner(buf: &[u8], rr: RrType) -> Result<Answer, String> {
                 records.push(String::from_utf8_lossy(&s).into_owned());
             }
             RrType::Cname => records.push(read_name(buf, start)?.0),
+            RrType::A => {
+                let b: [u8; 4] = rdata.try_into().map_err(|_| "an A record is not 4 bytes")?;
+                records.push(std::net::Ipv4Addr::from(b).to_string());
+            }
+            RrType::Aaaa => {
+                let b: [u8; 16] = rdata.try_into().map_err(|_| "an AAAA record is not 16 bytes")?;
+                records.push(std::net::Ipv6Addr::from(b).to_string());
+            }
         }
     }
     Ok(rcode_answer(flags & 0x000F, records))
@@ -213,6 +227,7 @@ pub fn parse_json(v: &Value, rr: RrType) -> Answer {
         records.push(match rr {
             RrType::Txt => unquote_txt(data),
             RrType::Cname => data.trim().trim_end_matches('.').to_ascii_lowercase(),
+            RrType::A | RrType::Aaaa => data.trim().to_string(),
         });
     }
     rcode_answer(status.min(u64::from(u16::MAX)) as u16, records)

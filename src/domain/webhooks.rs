@@ -89,6 +89,10 @@ pub fn validate_url(raw: &str, format: Format, allow_http_loopback: bool) -> Res
         "http" => return Err(bad("`url` must use https")),
         _ => return Err(bad("`url` must be an https URL")),
     }
+    // Only the web's ports: anything else is an internal service by another door.
+    if !dev_loopback && !matches!(url.port(), None | Some(443) | Some(80)) {
+        return Err(bad("`url` may use port 443 (or 80) only"));
+    }
     if !dev_loopback {
         match &host {
             Host::Ipv4(ip) if !is_public_v4(*ip) => {
@@ -109,6 +113,46 @@ pub fn validate_url(raw: &str, format: Format, allow_http_loopback: bool) -> Res
     let mut url = url;
     url.set_fragment(None);
     Ok(url.into())
+}
+
+/// Judges what an endpoint's host name resolved to, just before a delivery: every address must
+/// be public (loopback too when `allow_loopback`, the development setting). A name that
+/// resolves to a private, loopback, link-local, CGNAT or other non-global address is refused
+/// before any connection is made.
+pub fn judge_resolved(addresses: &[std::net::IpAddr], allow_loopback: bool) -> Result<(), String> {
+    if addresses.is_empty() {
+        return Err("the host name does not resolve to any address".into());
+    }
+    for ip in addresses {
+        let ok = match ip {
+            std::net::IpAddr::V4(v4) => is_public_v4(*v4) || (allow_loopback && v4.is_loopback()),
+            std::net::IpAddr::V6(v6) => is_public_v6(*v6) || (allow_loopback && v6.is_loopback()),
+        };
+        if !ok {
+            return Err(format!("the host name resolves to a non-public address ({ip}); webhooks go to public hosts only"));
+        }
+    }
+    Ok(())
+}
+
+/// An endpoint's URL as lists show it: an Inngest event key (it is the endpoint's credential)
+/// cut to its last four characters, and every query value (where receivers put tokens) hidden.
+/// Only the answer that creates the endpoint shows the whole URL.
+pub fn masked_url(raw: &str, format: Format) -> String {
+    let Ok(mut url) = Url::parse(raw) else { return "…".into() };
+    if format == Format::Inngest {
+        if let Some(key) = inngest_event_key(&url).map(str::to_string) {
+            let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let path = url.path().to_string();
+            let cut = path.rfind(&key).map(|i| format!("{}…{tail}{}", &path[..i], &path[i + key.len()..])).unwrap_or(path);
+            url.set_path(&cut);
+        }
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url.query_pairs().map(|(k, _)| (k.into_owned(), "…".to_string())).collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string().replace("%E2%80%A6", "…")
 }
 
 fn inngest_event_key(url: &Url) -> Option<&str> {
@@ -165,6 +209,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80                 // link-local (fe80::/10)
         || (s[0] & 0xffc0) == 0xfec0                 // site-local, deprecated (fec0::/10)
         || (s[0] == 0x2001 && s[1] == 0x0db8)        // documentation
+        || (s[0] == 0x2001 && s[1] == 0x0000)        // Teredo (2001::/32): tunnels to any IPv4
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // NAT64 local use (64:ff9b:1::/48)
         || s[0..6] == [0, 0, 0, 0, 0, 0])            // IPv4-compatible (::a.b.c.d), deprecated
 }
 
@@ -376,6 +422,31 @@ pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<u32> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn resolved_addresses_must_all_be_public() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(judge_resolved(&[ip("93.184.216.34")], false).is_ok());
+        for bad in ["10.0.0.5", "127.0.0.1", "169.254.169.254", "100.64.0.1", "::1", "fd00::1", "64:ff9b:1::a00:1", "2001:0:4136:e378::1", "64:ff9b::a00:1"] {
+            assert!(judge_resolved(&[ip("93.184.216.34"), ip(bad)], false).is_err(), "{bad}");
+        }
+        assert!(judge_resolved(&[], false).is_err());
+        assert!(judge_resolved(&[ip("127.0.0.1")], true).is_ok(), "the development setting admits loopback");
+    }
+
+    #[test]
+    fn lists_show_no_event_key_and_no_query_token() {
+        assert_eq!(masked_url("https://inn.gs/e/abcdefghijklmnop", Format::Inngest), "https://inn.gs/e/…mnop");
+        assert_eq!(masked_url("https://hooks.example.com/in?token=s3cret&x=1", Format::Standard), "https://hooks.example.com/in?token=…&x=…");
+        assert_eq!(masked_url("https://hooks.example.com/in", Format::Standard), "https://hooks.example.com/in");
+    }
+
+    #[test]
+    fn only_web_ports() {
+        assert!(validate_url("https://hooks.example.com:8443/x", Format::Standard, false).is_err());
+        assert!(validate_url("https://hooks.example.com:443/x", Format::Standard, false).is_ok());
+        assert!(validate_url("http://127.0.0.1:9999/x", Format::Standard, true).is_ok(), "dev loopback keeps its port");
+    }
+
     fn url_ok(u: &str) -> Result<String, DomainError> {
         validate_url(u, Format::Standard, false)
     }
@@ -383,7 +454,8 @@ mod tests {
     #[test]
     fn accepts_public_https_urls_and_normalises_them() {
         assert_eq!(url_ok("HTTPS://Hooks.Example.COM/in?x=1#frag").unwrap(), "https://hooks.example.com/in?x=1");
-        assert!(url_ok("https://93.184.216.34:8443/x").is_ok());
+        assert!(url_ok("https://93.184.216.34/x").is_ok());
+        assert!(url_ok("https://93.184.216.34:8443/x").is_err(), "ports other than 443 and 80 are refused (issue 18)");
         assert!(url_ok("https://[2606:4700::1111]/x").is_ok());
     }
 

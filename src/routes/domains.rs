@@ -55,6 +55,10 @@ pub async fn create_domain(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     if domain == p.default_domain || domain == mail_domain || domain.ends_with(&format!(".{mail_domain}")) {
         return Err(domain_exists(&domain));
     }
+    // A domain another account has verified is theirs; a pending claim of theirs blocks no one.
+    if store_domains::verified_elsewhere(&ctx.db, &p.account_id, &domain).await? {
+        return Err(domain_exists(&domain));
+    }
     let id = platform::new_id(DOMAIN_PREFIX);
     let row = crate::app::domains::new_domain(&ctx.env, id, &p.account_id, &domain, ctx.now).await?;
     match store_domains::insert(&ctx.db, &row).await {
@@ -87,6 +91,11 @@ async fn owned_domain(ctx: &Ctx, body: &Value) -> ApiResult<DomainRow> {
 pub async fn verify_domain(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let row = owned_domain(ctx, body).await?;
     let checked = crate::app::domains::check(&ctx.env, &ctx.db, &row, ctx.now).await?;
+    if checked.status != DomainStatus::Verified && store_domains::verified_elsewhere(&ctx.db, &row.account_id, &row.domain).await? {
+        return Err(ApiError::conflict("domain_taken", format!("`{}` was verified by another account first", row.domain))
+            .with_field("id")
+            .with_extra(json!({"domain": domain_json(&checked)})));
+    }
     Ok(Reply::ok(domain_json(&checked)))
 }
 

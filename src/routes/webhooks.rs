@@ -22,9 +22,10 @@ pub const MAX_ENDPOINTS: i64 = 25;
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 
 pub fn endpoint_json(e: &EndpointRow) -> Value {
+    let format = Format::parse(Some(&e.format)).unwrap_or(Format::Standard);
     json!({
         "id": e.id,
-        "url": e.url,
+        "url": rules::masked_url(&e.url, format),
         "events": e.event_types(),
         "format": e.format,
         "mailbox": e.mailbox_address,
@@ -94,6 +95,8 @@ pub async fn create_webhook(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         mailbox_address: mailbox.as_ref().map(|m| m.address.clone()),
     };
     let mut body = endpoint_json(&row);
+    // The whole URL (an Inngest event key is in it) and the secret: in this answer only.
+    body["url"] = json!(row.url);
     body["secret"] = json!(row.secret);
     let reply = Reply::created(body);
     let mut batch = vec![store_wh::insert(&ctx.db, &row)?];

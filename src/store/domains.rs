@@ -87,3 +87,13 @@ pub async fn due_for_recheck(db: &D1Database, checked_before: i64, limit: u32) -
     )
     .await
 }
+
+/// Whether another account holds `domain` verified.
+pub async fn verified_elsewhere(db: &D1Database, account_id: &str, domain: &str) -> Result<bool> {
+    super::exists(
+        db,
+        "SELECT 1 AS ok FROM domains WHERE domain = ?1 AND account_id <> ?2 AND status = 'verified' AND deleted_at IS NULL",
+        args![domain, account_id],
+    )
+    .await
+}

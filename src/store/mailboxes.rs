@@ -78,13 +78,20 @@ pub fn set_mode(db: &D1Database, id: &str, mode: OversightMode, now: i64) -> Res
     super::stmt(db, "UPDATE mailboxes SET oversight_mode = ?2, updated_at = ?3 WHERE id = ?1", args![id, mode.as_str(), now])
 }
 
-/// Live mailboxes at any of these addresses (inbound routing), of one account when given.
+/// Live mailboxes at any of these addresses (inbound routing), of one account when given, whose
+/// domain the account still holds: its default domain, or a custom domain it has verified (a
+/// deleted or lost domain's mailboxes receive nothing).
 pub async fn at_addresses(db: &D1Database, addresses: &[String], account_id: Option<&str>) -> Result<Vec<MailboxRow>> {
     let list = serde_json::to_string(addresses).expect("strings serialize");
     super::all(
         db,
-        "SELECT * FROM mailboxes WHERE deleted_at IS NULL AND address IN (SELECT value FROM json_each(?1))
-           AND (?2 IS NULL OR account_id = ?2) ORDER BY id",
+        "SELECT m.* FROM mailboxes m JOIN accounts a ON a.id = m.account_id
+         WHERE m.deleted_at IS NULL AND m.address IN (SELECT value FROM json_each(?1))
+           AND (?2 IS NULL OR m.account_id = ?2)
+           AND (substr(m.address, instr(m.address, '@') + 1) = a.default_domain
+                OR EXISTS (SELECT 1 FROM domains d WHERE d.account_id = m.account_id AND d.deleted_at IS NULL
+                             AND d.status = 'verified' AND d.domain = substr(m.address, instr(m.address, '@') + 1)))
+         ORDER BY m.id",
         args![&list, account_id],
     )
     .await

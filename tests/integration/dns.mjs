@@ -36,7 +36,7 @@ export async function startDns({ zone = 'test' } = {}) {
       'ns IN A 127.0.0.1',
     ];
     for (const r of records) {
-      const value = r.type === 'TXT' ? txtStrings(r.value) : `${r.value.replace(/\.$/, '')}.`;
+      const value = r.type === 'TXT' ? txtStrings(r.value) : ['A', 'AAAA'].includes(r.type) ? r.value : `${r.value.replace(/\.$/, '')}.`;
       lines.push(`${r.name.replace(/\.$/, '')}. IN ${r.type} ${value}`);
     }
     writeFileSync(zoneFile, lines.join('\n') + '\n');

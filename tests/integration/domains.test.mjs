@@ -80,9 +80,14 @@ describe('custom sending domains', () => {
     assert.equal(r.body.records[0].name, r.body.domain);
   });
 
-  test('the default domain, the deployment domain and duplicates answer 409 domain_exists', async () => {
+  let squatter, squat; // another account's early, unproven claim on brand-one.test
+  test('the default domain, the deployment domain and duplicates answer 409 domain_exists; another account\'s pending claim blocks no one', async () => {
+    squatter = await w.sender('Squat Co');
+    const claim = await create('brand-one.test', squatter.live);
+    assert.equal(claim.status, 201, 'a claim is allowed while another account\'s is only pending');
+    squat = claim.body;
     for (const [domain, key] of [[acct.account.default_domain, acct.live], ['multimail.test', acct.live], ['x.multimail.test', acct.live],
-      ['brand-one.test', acct.live], ['BRAND-ONE.test.', acct.live], ['brand-one.test', other.live]]) {
+      ['brand-one.test', acct.live], ['BRAND-ONE.test.', acct.live], ['brand-one.test', squatter.live]]) {
       const r = await create(domain, key);
       assert.equal(r.status, 409, `${domain}: ${r.text}`);
       assert.equal(r.body.error.code, 'domain_exists');
@@ -188,6 +193,18 @@ describe('custom sending domains', () => {
     assert.equal(theirs.status, 422);
   });
 
+  test('the first account to verify owns the domain: the squatter\'s claim cannot verify, and no new claim is taken', async () => {
+    const v = await w.call('/verify_domain', { key: squatter.live, body: { id: squat.id } });
+    assert.equal(v.status, 409, v.text);
+    assert.equal(v.body.error.code, 'domain_taken');
+    const [row] = await w.sql(`SELECT status FROM domains WHERE id = '${squat.id}'`);
+    assert.notEqual(row.status, 'verified');
+    assert.equal((await w.call('/create_mailbox', { key: squatter.live, body: { address: 'ceo@brand-one.test' } })).status, 422);
+    const late = await create('brand-one.test', other.live);
+    assert.equal(late.status, 409, late.text);
+    assert.equal(late.body.error.code, 'domain_exists');
+  });
+
   test('mail from the verified domain leaves DKIM-signed (rsa-sha256 and ed25519-sha256), and dkimpy verifies both', async () => {
     const before = new Set([...w.log().matchAll(/Email: (\S+\.eml)/g)].map((m) => m[1]));
     const s = await w.call('/send_email', { key: acct.live, body: {
@@ -247,8 +264,14 @@ describe('custom sending domains', () => {
     assert.equal(r.body.status, 'failed', r.text);
     const s = await w.call('/send_email', { key: acct.live, body: { from: 'agent@brand-one.test', to: 'ada@example.com', subject: 'Hi', text: 'x' } });
     assert.equal(s.status, 422);
+    // A lost domain's mailboxes stop receiving too.
+    const mail = (id) => ['From: eve@example.com', 'To: agent@brand-one.test', 'Subject: still yours?', `Message-ID: <lost-${id}-${Date.now()}@example.com>`, '', 'x', ''].join('\r\n');
+    const lost = await w.call('/inbound/mime', { key: acct.live, raw: mail(1), headers: { 'Content-Type': 'message/rfc822' } });
+    assert.equal(lost.status, 404, lost.text);
     await publish('brand-one.test', asZone(brand.records));
     assert.equal((await w.call('/verify_domain', { key: acct.live, body: { id: brand.id } })).body.status, 'verified');
+    const back = await w.call('/inbound/mime', { key: acct.live, raw: mail(2), headers: { 'Content-Type': 'message/rfc822' } });
+    assert.equal(back.status, 200, back.text);
   });
 
   test('delete_domain of a verified domain waits for a human; then sends answer 422 again and the name can be added anew', async () => {

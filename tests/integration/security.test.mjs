@@ -6,18 +6,21 @@ import { createHmac } from 'node:crypto';
 import { request } from 'node:http';
 import { startWorker, eventually } from './harness.mjs';
 import { startCapture } from './capture.mjs';
+import { startDns } from './dns.mjs';
 
 const RESEND_WH = 'whsec_' + Buffer.from('resend-webhook-signing-key-32by').toString('base64');
-let w, cap;
+let w, cap, dns;
 before(async () => {
   cap = await startCapture();
+  dns = await startDns({ zone: 'test' });
   w = await startWorker({ vars: {
+    DOH_URL: dns.dohUrl,
     EMAIL_PROVIDER: 'resend', RESEND_BASE_URL: cap.url, RESEND_API_KEY: 're_x',
     POSTMARK_WEBHOOK_SECRET: 'pm-hook', RESEND_WEBHOOK_SECRET: RESEND_WH,
     MAX_KEYS_PER_ACCOUNT: '6', TRUSTED_AUTHSERV_IDS: 'mx.cloudflare.net',
   } });
 });
-after(async () => { await w?.stop(); await cap?.close(); });
+after(async () => { await w?.stop(); await cap?.close(); await dns?.stop(); });
 
 const err = (r, status, code) => {
   assert.equal(r.status, status, r.text);
@@ -133,8 +136,12 @@ test('11: a replayed Svix-signed Resend event or Postmark record is applied once
   const a = await w.sender('Replay Co', { mode: 'autonomous' });
   cap.otherwise(() => ({ status: 200, body: { id: 're_replay' } }));
   const s = await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'r@example.com', subject: 'x', text: 'y' } });
-  await eventually(async () => (await w.call('/get_email', { key: a.live, query: { id: s.body.id } })).body.status === 'sent');
-  const body = JSON.stringify({ type: 'email.delivered', data: { email_id: 're_replay', to: ['r@example.com'] } });
+  const sent = await eventually(async () => {
+    const m = (await w.call('/get_email', { key: a.live, query: { id: s.body.id } })).body;
+    return m.status === 'sent' && m;
+  }, { ms: 30_000 });
+  assert.ok(sent, 'the message was not sent');
+  const body = JSON.stringify({ type: 'email.delivered', data: { email_id: sent.provider_message_id, to: ['r@example.com'] } });
   const ts = Math.floor(Date.now() / 1000);
   const sig = createHmac('sha256', Buffer.from(RESEND_WH.slice(6), 'base64')).update(`msg_replay.${ts}.${body}`).digest('base64');
   const headers = { 'svix-id': 'msg_replay', 'svix-timestamp': String(ts), 'svix-signature': `v1,${sig}`, 'Content-Type': 'application/json' };
@@ -225,4 +232,18 @@ test('7: with a secret unset, its feature refuses (503 not_configured) instead o
   } finally {
     await bare.stop();
   }
+});
+
+test('5: a webhook host name that resolves inside is refused before any connection; ports other than 443/80 are refused', async () => {
+  const a = await w.sender('Rebind Co', { mode: 'autonomous' });
+  err(await w.call('/create_webhook', { key: a.live, body: { url: 'https://hooks.example.com:8443/x', events: ['*'] } }), 400, 'invalid_request');
+  // A public-looking name (accepted when the endpoint is made) that resolves to loopback.
+  await dns.publish([{ type: 'A', name: 'rebind.test', value: '127.0.0.1' }, { type: 'AAAA', name: 'rebind.test', value: '::1' }]);
+  const hook = await w.call('/create_webhook', { key: a.live, body: { url: 'https://rebind.test/hook', events: ['email.sent'] } });
+  assert.equal(hook.status, 201, hook.text);
+  const s = await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'ada@example.com', subject: 'x', text: 'y' } });
+  assert.equal(s.status, 202);
+  const attempt = await eventually(async () => (await w.call('/list_webhook_deliveries', { key: a.live, query: { webhook: hook.body.id } })).body.deliveries?.[0], { ms: 30_000 });
+  assert.ok(attempt, 'no delivery attempt was recorded');
+  assert.match(attempt.error ?? '', /non-public address/, JSON.stringify(attempt));
 });

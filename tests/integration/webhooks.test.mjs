@@ -93,6 +93,11 @@ test('an inngest endpoint gets {name, data, id} at /e/<key>, and a decision it c
   assert.equal(created.status, 201, created.text);
   assert.equal(created.body.format, 'inngest');
   assert.equal(created.body.secret, null, 'Inngest endpoints are not signed');
+  assert.equal(created.body.url, rx.url + p, 'the creation answer shows the whole URL, once');
+  // The event key is the endpoint's credential: lists show its last four characters only.
+  const shown = (await w.call('/list_webhooks', { key: a.live })).body.webhooks.find((x) => x.id === created.body.id);
+  assert.ok(!shown.url.includes(p.slice(3)), shown.url);
+  assert.ok(shown.url.endsWith(p.slice(-4)), shown.url);
 
   const r = await send(a);
   await sleep(1500);

@@ -102,7 +102,9 @@ pub async fn webhooks_page(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
                 (None, Some(_)) => format!("disabled: {}", esc(e.disabled_reason.as_deref().unwrap_or(""))),
                 _ => "active".into(),
             };
-            body.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td><td>{state}</td></tr>", esc(&e.url), esc(&e.event_types().join(", ")), esc(&e.format)));
+            let format = crate::domain::webhooks::Format::parse(Some(&e.format)).unwrap_or(crate::domain::webhooks::Format::Standard);
+            let url = crate::domain::webhooks::masked_url(&e.url, format);
+            body.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{}</td><td>{state}</td></tr>", esc(&url), esc(&e.event_types().join(", ")), esc(&e.format)));
         }
         body.push_str("</tbody></table></div>");
     }
