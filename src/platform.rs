@@ -48,6 +48,9 @@ pub struct Config {
     /// (comma-separated; default Email Routing's `mx.cloudflare.net`). Only their
     /// `Authentication-Results` header, on top, is a verdict.
     pub trusted_authserv_ids: Vec<String>,
+    /// `ACCOUNT_RATE_LIMIT_PER_MINUTE`: requests a minute of all of an account's keys together
+    /// (default 6000; 0 turns it off).
+    pub account_rate_limit_per_minute: i64,
     /// `MAX_KEYS_PER_ACCOUNT`: active API keys an account may hold (default 100).
     pub max_keys_per_account: i64,
     pub delivery_max_attempts: u32,
@@ -72,6 +75,7 @@ impl Config {
             resend_base_url: var(env, "RESEND_BASE_URL").unwrap_or_else(|| "https://api.resend.com".into()),
             rate_limit_per_minute: num(env, "RATE_LIMIT_PER_MINUTE", 600),
             max_keys_per_account: num(env, "MAX_KEYS_PER_ACCOUNT", 100).max(1),
+            account_rate_limit_per_minute: num(env, "ACCOUNT_RATE_LIMIT_PER_MINUTE", 6000),
             trusted_authserv_ids: var(env, "TRUSTED_AUTHSERV_IDS")
                 .unwrap_or_else(|| "mx.cloudflare.net".into())
                 .split(',')

@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod oversight;
 pub mod payloads;
 pub mod queues;
+pub mod webhook_secrets;
 
 use std::cell::Cell;
 

@@ -157,6 +157,7 @@ async fn deliver(env: &Env, config: &Config, job: &EventsJob) -> worker::Result<
     let (Some(ep), Some(ev)) = (webhooks::by_id(&db, endpoint_id).await?, events::get(&db, event_id).await?) else {
         return Ok(Step::Done);
     };
+    let ep = crate::app::webhook_secrets::opened(env, ep)?;
     if webhooks::has_succeeded(&db, &ep.id, &ev.id).await? {
         return Ok(Step::Done);
     }

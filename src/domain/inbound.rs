@@ -237,12 +237,15 @@ fn strip_tags(html: &str) -> String {
 /// The mailbox addresses a recipient list can be routed to: each address, and without its
 /// `+tag` (`support+billing@` → `support@`), lower-cased.
 pub fn routing_candidates(recipients: &[String]) -> Vec<String> {
+    // Linear in the recipients (a set, not a scan per address), and bounded: a message listing
+    // thousands of addresses is routed on its first MAX_ROUTED.
+    let mut seen = std::collections::HashSet::new();
     let mut out = vec![];
-    for r in recipients {
+    for r in recipients.iter().take(MAX_ROUTED) {
         let Ok(rc) = super::address::Recipient::parse(r) else { continue };
         let a = EmailAddress::parse(&rc.address.to_string().to_ascii_lowercase()).unwrap_or(rc.address);
         for cand in [a.to_string(), a.without_plus_tag().to_string()] {
-            if !out.contains(&cand) {
+            if seen.insert(cand.clone()) {
                 out.push(cand);
             }
         }
@@ -250,9 +253,22 @@ pub fn routing_candidates(recipients: &[String]) -> Vec<String> {
     out
 }
 
+/// Recipients of one inbound message considered for routing.
+pub const MAX_ROUTED: usize = 500;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routing_candidates_are_deduplicated_and_bounded() {
+        let many: Vec<String> = (0..5000).map(|i| format!("user{}+tag@acme.test", i % 300)).collect();
+        let c = routing_candidates(&many);
+        assert_eq!(c.len(), 600, "300 distinct addresses, each with its base: {}", c.len());
+        assert_eq!(&c[..2], &["user0+tag@acme.test".to_string(), "user0@acme.test".to_string()]);
+        let distinct: Vec<String> = (0..5000).map(|i| format!("u{i}@acme.test")).collect();
+        assert_eq!(routing_candidates(&distinct).len(), MAX_ROUTED, "bounded");
+    }
 
     #[test]
     fn only_the_receivers_own_authentication_results_are_a_verdict() {

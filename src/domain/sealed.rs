@@ -9,7 +9,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
-const VERSION: &str = "v1.";
+pub const VERSION: &str = "v1.";
 const SALT: &[u8] = b"multimail-edge sealed secrets";
 const INFO: &[u8] = b"dkim private keys v1";
 

@@ -73,11 +73,11 @@ fn bearer(req: &Request) -> Option<String> {
     req.headers().get("Authorization").ok().flatten()
 }
 
-pub async fn authenticate(req: &Request, db: &D1Database, now: i64, default_limit: i64) -> ApiResult<Principal> {
+pub async fn authenticate(req: &Request, db: &D1Database, now: i64, default_limit: i64, account_limit: i64) -> ApiResult<Principal> {
     let header = bearer(req).ok_or_else(ApiError::unauthorized)?;
     let key = ApiKeySecret::from_bearer(&header).ok_or_else(ApiError::unauthorized)?;
     let hash = key.hash_hex();
-    let (row, count) = key_store::authenticate(db, &hash, ratelimit::window_start(now))
+    let (row, count, account_count) = key_store::authenticate(db, &hash, ratelimit::window_start(now))
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     // The lookup was by hash; compare once more in constant time, and check the mode prefix.
@@ -87,6 +87,11 @@ pub async fn authenticate(req: &Request, db: &D1Database, now: i64, default_limi
     let limit = row.key.rate_limit_per_minute.unwrap_or(default_limit);
     if let RateDecision::Limit { retry_after_secs } = ratelimit::decide(count, limit, now) {
         return Err(ApiError::new(429, "rate_limited", format!("this key may make {limit} requests a minute"))
+            .with_retry_after(retry_after_secs));
+    }
+    // Many keys of one account share one budget too.
+    if let RateDecision::Limit { retry_after_secs } = ratelimit::decide(account_count, account_limit, now) {
+        return Err(ApiError::new(429, "account_rate_limited", format!("this account's keys together may make {account_limit} requests a minute"))
             .with_retry_after(retry_after_secs));
     }
     let mailboxes = row.key.mailboxes.as_deref().and_then(|j| serde_json::from_str::<Vec<String>>(j).ok());

@@ -379,7 +379,7 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
             None
         }
         Key(scopes) => {
-            let p = auth::authenticate(req, &db, now, config.rate_limit_per_minute).await?;
+            let p = auth::authenticate(req, &db, now, config.rate_limit_per_minute, config.account_rate_limit_per_minute).await?;
             if route.method == "POST" {
                 // Every authenticated state-changing call is audited, refused ones included.
                 *facts = Some(app::audit::Facts {

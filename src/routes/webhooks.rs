@@ -9,7 +9,7 @@ use worker::Request;
 
 use crate::app::access::visible_mailbox;
 use super::page;
-use crate::app::Ctx;
+use crate::app::{webhook_secrets, Ctx};
 use crate::domain::time::to_rfc3339;
 use crate::domain::webhooks::{self as rules, AttemptStatus, Format, WebhookSecret};
 use crate::http::{self, ApiError, ApiResult, Reply};
@@ -76,6 +76,9 @@ pub async fn create_webhook(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     if store_wh::count_live(&ctx.db, &p.account_id, p.livemode).await? >= MAX_ENDPOINTS {
         return Err(ApiError::unprocessable("too_many_webhooks", format!("an account may have {MAX_ENDPOINTS} webhook endpoints per mode; delete one first")));
     }
+    if !crate::app::domains::configured(&ctx.env) {
+        return Err(ApiError::new(503, "not_configured", "DOMAIN_KEY_SECRET is not set on this deployment: webhook secrets cannot be sealed"));
+    }
     let secret = (format == Format::Standard).then(|| WebhookSecret::generate(platform::random_bytes()));
     let row = EndpointRow {
         id: platform::new_id("whk"),
@@ -99,7 +102,11 @@ pub async fn create_webhook(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     body["url"] = json!(row.url);
     body["secret"] = json!(row.secret);
     let reply = Reply::created(body);
-    let mut batch = vec![store_wh::insert(&ctx.db, &row)?];
+    // Stored sealed: the URL (an Inngest event key is in it) and the signing secret.
+    let mut stored = row.clone();
+    stored.url = webhook_secrets::seal(&ctx.env, &row.id, "url", &row.url)?;
+    stored.secret = row.secret.as_deref().map(|s| webhook_secrets::seal(&ctx.env, &row.id, "secret", s)).transpose()?;
+    let mut batch = vec![store_wh::insert(&ctx.db, &stored)?];
     if let Some(s) = ctx.idempotency_completion(&redacted(&reply))? {
         batch.push(s);
     }
@@ -115,10 +122,11 @@ fn allowed_mailboxes(ctx: &Ctx) -> Option<String> {
 /// mailbox's for a limited key) is 404 on `field`.
 async fn visible_endpoint(ctx: &Ctx, id: &str, field: &str, with_deleted: bool) -> ApiResult<EndpointRow> {
     let p = ctx.principal();
-    store_wh::get(&ctx.db, &p.account_id, p.livemode, id, with_deleted)
+    let e = store_wh::get(&ctx.db, &p.account_id, p.livemode, id, with_deleted)
         .await?
         .filter(|e| p.mailboxes.is_none() || e.mailbox_id.as_deref().is_some_and(|m| p.can_use_mailbox(m)))
-        .ok_or_else(|| ApiError::not_found("webhook").with_field(field))
+        .ok_or_else(|| ApiError::not_found("webhook").with_field(field))?;
+    Ok(webhook_secrets::opened(&ctx.env, e)?)
 }
 
 pub async fn list_webhooks(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
@@ -128,6 +136,7 @@ pub async fn list_webhooks(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let allowed = allowed_mailboxes(ctx);
     let rows = store_wh::list(&ctx.db, &p.account_id, p.livemode, allowed.as_deref(), q.get("cursor").map(String::as_str), limit + 1).await?;
     let (rows, next) = page(rows, limit, |e| e.id.clone());
+    let rows = rows.into_iter().map(|e| webhook_secrets::opened(&ctx.env, e)).collect::<worker::Result<Vec<_>>>()?;
     Ok(Reply::ok(json!({
         "webhooks": rows.iter().map(endpoint_json).collect::<Vec<_>>(),
         "next_cursor": next,
@@ -155,7 +164,8 @@ pub async fn rotate_webhook_secret(ctx: &Ctx, body: &Value) -> ApiResult<Reply> 
     }
     let secret = WebhookSecret::generate(platform::random_bytes());
     let until = ctx.now + ROTATION_OVERLAP_MS;
-    if !store_wh::rotate_secret(&ctx.db, &p.account_id, p.livemode, &e.id, secret.reveal(), until).await? {
+    let sealed = webhook_secrets::seal(&ctx.env, &e.id, "secret", secret.reveal())?;
+    if !store_wh::rotate_secret(&ctx.db, &p.account_id, p.livemode, &e.id, &sealed, until).await? {
         return Err(ApiError::not_found("webhook").with_field("id"));
     }
     let reply = Reply::ok(json!({

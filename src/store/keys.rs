@@ -33,13 +33,22 @@ struct CountRow {
     count: i64,
 }
 
-/// One round trip: the key with its account, and this minute's request count for it (the
-/// counter only moves for a live, unrevoked key, so garbage keys cannot fill the table).
-pub async fn authenticate(db: &D1Database, key_hash: &str, window_start: i64) -> Result<Option<(AuthRow, i64)>> {
+/// One round trip: the key with its account, and this minute's request counts for the key and
+/// for its whole account (the counters only move for a live, unrevoked key, so garbage keys
+/// cannot fill the table). The account's counter is the row `acct:<account id>`.
+pub async fn authenticate(db: &D1Database, key_hash: &str, window_start: i64) -> Result<Option<(AuthRow, i64, i64)>> {
     let count = super::stmt(
         db,
         "INSERT INTO rate_windows (key_id, window_start, count)
          SELECT id, ?2, 1 FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL
+         ON CONFLICT (key_id, window_start) DO UPDATE SET count = count + 1
+         RETURNING count",
+        args![key_hash, window_start],
+    )?;
+    let account_count = super::stmt(
+        db,
+        "INSERT INTO rate_windows (key_id, window_start, count)
+         SELECT 'acct:' || account_id, ?2, 1 FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL
          ON CONFLICT (key_id, window_start) DO UPDATE SET count = count + 1
          RETURNING count",
         args![key_hash, window_start],
@@ -50,10 +59,11 @@ pub async fn authenticate(db: &D1Database, key_hash: &str, window_start: i64) ->
          WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
         args![key_hash],
     )?;
-    let results = db.batch(vec![count, key]).await?;
+    let results = db.batch(vec![count, account_count, key]).await?;
     let count = results[0].results::<CountRow>()?.first().map_or(0, |c| c.count);
-    let row = results[1].results::<AuthRow>()?.into_iter().next();
-    Ok(row.map(|r| (r, count)))
+    let account = results[1].results::<CountRow>()?.first().map_or(0, |c| c.count);
+    let row = results[2].results::<AuthRow>()?.into_iter().next();
+    Ok(row.map(|r| (r, count, account)))
 }
 
 pub fn insert(db: &D1Database, k: &KeyRow) -> Result<D1PreparedStatement> {

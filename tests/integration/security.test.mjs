@@ -247,3 +247,48 @@ test('5: a webhook host name that resolves inside is refused before any connecti
   assert.ok(attempt, 'no delivery attempt was recorded');
   assert.match(attempt.error ?? '', /non-public address/, JSON.stringify(attempt));
 });
+
+test('8: the keys of one account share a rate limit as well as each having their own', async () => {
+  const small = await startWorker({ vars: { ACCOUNT_RATE_LIMIT_PER_MINUTE: '8' } });
+  try {
+    // Stay inside one clock minute (the window).
+    const intoMinute = Date.now() % 60_000;
+    if (intoMinute > 45_000) await new Promise((r) => setTimeout(r, 60_000 - intoMinute + 200));
+    const a = await small.createAccount('Shared Budget');
+    const second = (await small.call('/create_api_key', { key: a.live, body: { name: 'second', scopes: ['read'] } })).body.key;
+    const answers = [];
+    for (let i = 0; i < 20; i++) answers.push(await small.call('/list_mailboxes', { key: i % 2 ? second : a.live }));
+    const limited = answers.filter((r) => r.status === 429);
+    assert.ok(answers[0].status === 200, answers[0].text);
+    assert.ok(limited.length >= 10, `${limited.length} refused of 20`);
+    for (const r of limited) {
+      assert.equal(r.body.error.code, 'account_rate_limited');
+      assert.ok(Number(r.headers.get('retry-after')) >= 1);
+    }
+    // Each key alone made at most 10 calls: far under its own limit (600).
+  } finally {
+    await small.stop();
+  }
+});
+
+test('13: webhook secrets and Inngest event keys are sealed at rest, and still sign and deliver', async () => {
+  const a = await w.sender('Sealed Co', { mode: 'autonomous' });
+  // Neither name resolves in the test DNS: any event fanned out to them is refused before a
+  // connection, so nothing leaves this machine.
+  const std = await w.call('/create_webhook', { key: a.live, body: { url: 'https://hooks.test/in?token=abc123secret', events: ['*'] } });
+  assert.equal(std.status, 201, std.text);
+  const inn = await w.call('/create_webhook', { key: a.live, body: { url: 'https://inn.test/e/my-inngest-event-key-1234', events: ['*'], format: 'inngest' } });
+  assert.equal(inn.status, 201, inn.text);
+  const rows = await w.sql(`SELECT url, secret FROM webhook_endpoints WHERE id IN ('${std.body.id}', '${inn.body.id}')`);
+  const dump = JSON.stringify(rows);
+  for (const secret of [std.body.secret, 'abc123secret', 'my-inngest-event-key-1234']) {
+    assert.ok(!dump.includes(secret), `stored in the clear: ${secret}`);
+  }
+  assert.ok(rows.every((r) => r.url.startsWith('v1.')), dump);
+  // Lists show neither; rotation still works on the sealed secret.
+  const listed = JSON.stringify((await w.call('/list_webhooks', { key: a.live })).body);
+  assert.ok(!listed.includes('abc123secret') && !listed.includes('my-inngest-event-key-1234') && !listed.includes(std.body.secret), listed);
+  const rotated = await w.call('/rotate_webhook_secret', { key: a.live, body: { id: std.body.id } });
+  assert.equal(rotated.status, 200, rotated.text);
+  assert.ok(!JSON.stringify(await w.sql(`SELECT secret, previous_secret FROM webhook_endpoints WHERE id = '${std.body.id}'`)).includes(rotated.body.secret));
+});

@@ -87,7 +87,11 @@ pub async fn audit_log(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
 
 pub async fn webhooks_page(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let p = ctx.principal();
-    let endpoints = webhooks::list(&ctx.db, &p.account_id, p.livemode, None, None, 100).await?;
+    let endpoints = webhooks::list(&ctx.db, &p.account_id, p.livemode, None, None, 100)
+        .await?
+        .into_iter()
+        .map(|e| crate::app::webhook_secrets::opened(&ctx.env, e))
+        .collect::<worker::Result<Vec<_>>>()?;
     let f = DeliveryFilter { account_id: &p.account_id, livemode: p.livemode, endpoint_id: None, event_id: None, status: None, allowed: None };
     let deliveries = webhooks::list_deliveries(&ctx.db, &f, None, 50).await?;
     let mut body = note(req);
