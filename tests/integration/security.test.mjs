@@ -134,7 +134,9 @@ test('10: an idempotency record is bound to the key that made it', async () => {
 
 test('11: a replayed Svix-signed Resend event or Postmark record is applied once', async () => {
   const a = await w.sender('Replay Co', { mode: 'autonomous' });
-  cap.otherwise(() => ({ status: 200, body: { id: 're_replay' } }));
+  // A fresh provider id per request: other messages are delivered meanwhile (approval requests).
+  let nth = 0;
+  cap.otherwise(() => ({ status: 200, body: { id: `re_replay_${++nth}` } }));
   const s = await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'r@example.com', subject: 'x', text: 'y' } });
   const sent = await eventually(async () => {
     const m = (await w.call('/get_email', { key: a.live, query: { id: s.body.id } })).body;
