@@ -111,7 +111,7 @@ test('(a) send in step.run: a retried step sends one email, delivered once', asy
   assert.equal(calls[1].body.id, id);
   assert.deepEqual(retry!.result, { messageId: id, status: 'queued' });
 
-  const rows = await w.sql(`SELECT id FROM messages WHERE account_id = '${a.account.id}' AND direction = 'outbound'`);
+  const rows = await w.sql(`SELECT id FROM messages WHERE account_id = '${a.account.id}' AND direction = 'outbound' AND kind = 'message'`);
   assert.deepEqual(rows.map((r: any) => r.id), [id], 'one message exists');
   const sent = await status(a, id, 'sent');
   assert.ok(sent, 'it was sent');
@@ -210,7 +210,8 @@ test('(b) gated_send and waitForEvent: the approval event the worker posted resu
   const sent = await status(a, heldId, 'sent');
   assert.ok(sent, 'approved mail goes out');
   assert.deepEqual([sent.oversight_mode, sent.decision], ['gated_send', 'approved']);
-  const rows = await w.sql(`SELECT id FROM messages WHERE account_id = '${a.account.id}' AND direction = 'outbound'`);
+  // The user's messages only: the approval request emailed to the owner is ours (kind `notification`).
+  const rows = await w.sql(`SELECT id FROM messages WHERE account_id = '${a.account.id}' AND direction = 'outbound' AND kind = 'message'`);
   assert.deepEqual(rows.map((r: any) => r.id), [heldId], 'two runs of the send step, one message');
   await sleep(1000);
   assert.equal(atProvider(heldId).length, 1, 'delivered once');
