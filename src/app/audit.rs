@@ -35,6 +35,25 @@ pub fn about_message(m: &MessageRow, actor: impl Into<String>, action: impl Into
     }
 }
 
+/// Records a change to something both modes share (a mailbox's mode or oversight address, the
+/// suppression list, a domain) in the account's **live** chain, whichever mode's credential
+/// asked or decided: a test key's request that would loosen live oversight is visible there.
+pub async fn record_live(ctx: &crate::app::Ctx, action: &str, mailbox: Option<String>, detail: String) {
+    let p = ctx.principal();
+    record(&ctx.env, Facts {
+        account_id: p.account_id.clone(),
+        livemode: true,
+        actor: p.actor_name(),
+        action: action.into(),
+        mailbox,
+        outcome: "ok".into(),
+        request_id: Some(ctx.request_id.clone()),
+        detail: Some(detail),
+        ..Default::default()
+    })
+    .await;
+}
+
 /// Appends one entry. A failure is logged, never shown to the caller: the change it records has
 /// already happened.
 pub async fn record(env: &Env, f: Facts) {

@@ -128,17 +128,7 @@ async fn apply(ctx: &Ctx, kind: ChangeKind, subject: &str, value: Option<&str>) 
 
 /// Every change is recorded in the live chain, whichever mode's credential asked or decided.
 async fn record(ctx: &Ctx, action: &str, kind: ChangeKind, subject: &str, value: Option<&str>, change_id: Option<&str>) {
-    let p = ctx.principal();
-    audit::record(&ctx.env, audit::Facts {
-        account_id: p.account_id.clone(),
-        livemode: true,
-        actor: p.actor_name(),
-        action: action.into(),
-        mailbox: (kind == ChangeKind::OversightEmail).then(|| subject.to_string()),
-        outcome: "ok".into(),
-        request_id: Some(ctx.request_id.clone()),
-        detail: Some(format!("{}{}", change_id.map(|c| format!("{c}: ")).unwrap_or_default(), kind.describe(subject, value))),
-        ..Default::default()
-    })
-    .await;
+    let mailbox = (kind == ChangeKind::OversightEmail).then(|| subject.to_string());
+    let detail = format!("{}{}", change_id.map(|c| format!("{c}: ")).unwrap_or_default(), kind.describe(subject, value));
+    audit::record_live(ctx, action, mailbox, detail).await;
 }

@@ -99,19 +99,7 @@ pub async fn apply_mode(ctx: &Ctx, mailbox_id: &str, new: OversightMode, approve
 
 /// Mode changes go into the live chain, whichever mode's credential asked or decided.
 async fn record(ctx: &Ctx, mailbox_id: &str, action: &str, detail: String) {
-    let p = ctx.principal();
-    audit::record(&ctx.env, audit::Facts {
-        account_id: p.account_id.clone(),
-        livemode: true,
-        actor: p.actor_name(),
-        action: action.into(),
-        mailbox: Some(mailbox_id.to_string()),
-        outcome: "ok".into(),
-        request_id: Some(ctx.request_id.clone()),
-        detail: Some(detail),
-        ..Default::default()
-    })
-    .await;
+    audit::record_live(ctx, action, Some(mailbox_id.to_string()), detail).await;
 }
 
 /// A human decides a waiting change: one winner by compare-and-set; an approval applies the
