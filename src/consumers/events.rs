@@ -287,7 +287,9 @@ impl Called {
             Called::Unreachable(e) => format!("could not connect: {e}"),
             Called::Refused(why) => format!("not attempted: {why}"),
         };
-        Some(text.chars().take(300).collect())
+        // A short excerpt, with control characters (a receiver's answer is anyone's text) made
+        // spaces, so nothing in it can forge lines in a log or a page.
+        Some(text.chars().take(300).map(|c| if c.is_control() { ' ' } else { c }).collect())
     }
 }
 

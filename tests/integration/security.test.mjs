@@ -294,3 +294,31 @@ test('13: webhook secrets and Inngest event keys are sealed at rest, and still s
   assert.equal(rotated.status, 200, rotated.text);
   assert.ok(!JSON.stringify(await w.sql(`SELECT secret, previous_secret FROM webhook_endpoints WHERE id = '${std.body.id}'`)).includes(rotated.body.secret));
 });
+
+test('5b: a failed delivery keeps a short excerpt of the answer, without control characters', async () => {
+  // A receiver answering 500 with raw control characters (a forged log line) and a long body.
+  const { createServer } = await import('node:http');
+  const recv = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => { res.writeHead(500, { 'Content-Type': 'text/plain' }); res.end('line one\r\nFAKE-LOG-LINE: approved\u0007' + 'x'.repeat(5000)); });
+  });
+  await new Promise((r) => recv.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${recv.address().port}`;
+  // A loopback receiver needs the development setting: a worker of its own.
+  const dev = await startWorker({ vars: { ALLOW_HTTP_LOOPBACK_WEBHOOKS: 'true' } });
+  try {
+    const b = await dev.sender('Excerpt Dev', { mode: 'autonomous' });
+    const hook = await dev.call('/create_webhook', { key: b.live, body: { url: url + '/hook', events: ['email.sent'] } });
+    assert.equal(hook.status, 201, hook.text);
+    await dev.call('/send_email', { key: b.live, body: { from: b.from, to: 'ada@example.com', subject: 'x', text: 'y' } });
+    const d = await eventually(async () => (await dev.call('/list_webhook_deliveries', { key: b.live, query: { webhook: hook.body.id } })).body.deliveries?.find((x) => x.error), { ms: 30_000 });
+    assert.ok(d, 'no failed attempt recorded');
+    assert.match(d.error, /FAKE-LOG-LINE/);
+    assert.ok(d.error.length <= 300, `${d.error.length} characters kept`);
+    assert.ok(!/[\u0000-\u001f\u007f]/.test(d.error), JSON.stringify(d.error));
+  } finally {
+    await dev.stop();
+    recv.closeAllConnections();
+    await new Promise((r) => recv.close(r));
+  }
+});
