@@ -112,6 +112,22 @@ pub async fn decide(ctx: &Ctx, id: &str, approve: bool) -> ApiResult<ChangeRow> 
     Ok(c)
 }
 
+/// A decided change of either table (both have `chg_…` ids).
+pub enum Decided {
+    Mode(crate::store::mode_changes::ModeChangeRow),
+    Other(ChangeRow),
+}
+
+/// Decides the change `id` names, whichever table holds it (the API's `decide_email` and the
+/// console both come here).
+pub async fn decide_any(ctx: &Ctx, id: &str, approve: bool) -> ApiResult<Decided> {
+    let p = ctx.principal();
+    if changes::get(&ctx.db, &p.account_id, id).await?.is_some() {
+        return Ok(Decided::Other(decide(ctx, id, approve).await?));
+    }
+    Ok(Decided::Mode(crate::app::mode_changes::decide(ctx, id, approve, &p.actor_name()).await?))
+}
+
 async fn apply(ctx: &Ctx, kind: ChangeKind, subject: &str, value: Option<&str>) -> ApiResult<()> {
     let p = ctx.principal();
     match kind {

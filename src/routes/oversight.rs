@@ -39,19 +39,19 @@ pub async fn decide_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         return Err(ApiError::invalid_field("reason", "`reason` may be at most 1000 characters"));
     }
     if mode_changes::is_mode_change_id(id) {
-        if store_changes::get(&ctx.db, &p.account_id, id).await?.is_none() && store_other::get(&ctx.db, &p.account_id, id).await?.is_some() {
-            let c = changes::decide(ctx, id, approve).await?;
-            let mut v = changes::change_json(&c);
-            v["decision"] = json!(c.status);
-            v["reason"] = json!(input.reason);
-            return Ok(Reply::ok(v));
-        }
-        let change = mode_changes::decide(ctx, id, approve, &p.actor_name()).await?;
-        return Ok(Reply::ok(json!({
-            "id": change.id, "status": change.status, "decision": change.status, "decided_by": p.actor_name(),
-            "decided_at": to_rfc3339(ctx.now), "reason": input.reason, "mailbox_id": change.mailbox_id,
-            "from": change.from_mode, "to": change.to_mode,
-        })));
+        return Ok(Reply::ok(match changes::decide_any(ctx, id, approve).await? {
+            changes::Decided::Other(c) => {
+                let mut v = changes::change_json(&c);
+                v["decision"] = json!(c.status);
+                v["reason"] = json!(input.reason);
+                v
+            }
+            changes::Decided::Mode(change) => json!({
+                "id": change.id, "status": change.status, "decision": change.status, "decided_by": p.actor_name(),
+                "decided_at": to_rfc3339(ctx.now), "reason": input.reason, "mailbox_id": change.mailbox_id,
+                "from": change.from_mode, "to": change.to_mode,
+            }),
+        }));
     }
     let m = access::visible_message(ctx, id).await?;
     if m.msg.expires_at.is_none() {

@@ -13,7 +13,7 @@ use crate::domain::delivery::OutboundEmail;
 use crate::domain::links::{self, LinkError};
 use crate::domain::message::MessageStatus;
 use crate::domain::time::to_rfc3339;
-use crate::http::{ApiResult, Reply};
+use crate::http::{esc, ApiResult, Reply};
 use crate::store::messages::{self, Blob};
 
 pub struct Page {
@@ -27,9 +27,6 @@ impl From<Page> for Reply {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
 
 fn page(status: u16, title: &str, body: &str) -> Page {
     Page {

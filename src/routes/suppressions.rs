@@ -12,7 +12,7 @@ use crate::domain::changes::ChangeKind;
 use crate::domain::address::EmailAddress;
 use crate::domain::suppression::{self, REASONS};
 use crate::domain::time::to_rfc3339;
-use crate::http::{self, ApiError, ApiResult, Reply};
+use crate::http::{esc, self, ApiError, ApiResult, Reply};
 use crate::store::suppressions::{self as store_supp, SuppressionRow};
 
 fn row_json(r: &SuppressionRow) -> Value {
@@ -87,9 +87,6 @@ fn unsubscribe_html(status: u16, title: &str, body: &str) -> Reply {
     Reply::raw(status, html, vec![])
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
 
 /// The token of `/unsubscribe/{token}`, verified; or the page that says why not.
 fn claims(ctx: &Ctx, req: &Request) -> Result<suppression::UnsubscribeClaims, Reply> {

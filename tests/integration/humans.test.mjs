@@ -121,3 +121,46 @@ test('removing a suppression and deleting a verified domain wait for a human; te
   assert.equal((await w.call('/decide_email', { key: a.oversight, body: { id: r.body.change.id, decision: 'approve' } })).status, 200);
   assert.equal((await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'gone@example.com', subject: 'x', text: 'x' } })).status, 202);
 });
+
+test('create_sign_in_link: only with ADMIN_TOKEN, and bad or foreign input is a clear error that makes no link', async () => {
+  const a = await w.createAccount('Link Co');
+  const other = await w.createAccount('Other Link Co');
+  const count = async () => (await w.sql('SELECT count(*) AS n FROM sign_in_links'))[0].n;
+  const before = await count();
+  err(await w.call('/admin/create_sign_in_link', { key: a.live, body: { account: a.account.id } }), 401, 'invalid_admin_token');
+  err(await w.call('/admin/create_sign_in_link', { key: w.adminToken, body: {} }), 400, 'invalid_request');
+  err(await w.call('/admin/create_sign_in_link', { key: w.adminToken, body: { account: a.account.id, extra: 1 } }), 400, 'unknown_field');
+  err(await w.call('/admin/create_sign_in_link', { key: w.adminToken, body: { account: 'acct_00000000000000000000000000' } }), 404, 'account_not_found');
+  err(await w.call('/admin/create_sign_in_link', { key: w.adminToken, body: { account: a.account.id, email: 'not an address' } }), 400, 'invalid_request');
+  // Another account's owner is not an operator of this one.
+  err(await w.call('/admin/create_sign_in_link', { key: w.adminToken, body: { account: a.account.id, email: other.owner } }), 404, 'operator_not_found');
+  assert.equal(await count(), before, 'a refused call made a link');
+  const ok = await w.call('/admin/create_sign_in_link', { key: w.adminToken, body: { account: a.account.id } });
+  assert.equal(ok.status, 201, ok.text);
+  assert.match(ok.body.url, new RegExp(`^${w.base}/console/auth\\?token=[0-9a-f]{64}$`));
+  assert.equal(ok.body.operator.email, a.owner);
+});
+
+test('console forms: a bad decision, a foreign id and an unknown page answer clear errors and change nothing', async () => {
+  const a = await w.sender('Console Input Co', { mode: 'gated_send' });
+  const link = (await w.call('/admin/create_sign_in_link', { key: w.adminToken, body: { account: a.account.id } })).body.url;
+  const token = new URL(link).searchParams.get('token');
+  const signed = await fetch(`${w.base}/console/auth`, { method: 'POST', redirect: 'manual', body: new URLSearchParams({ token }) });
+  assert.equal(signed.status, 303);
+  const cookie = signed.headers.get('set-cookie').split(';')[0];
+  const page = await (await fetch(`${w.base}/console`, { headers: { Cookie: cookie } })).text();
+  const csrf = page.match(/name="csrf" value="([0-9a-f]{64})"/)[1];
+  const held = (await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'ada@example.com', subject: 'x', text: 'y' } })).body.id;
+  const post = (body) => fetch(`${w.base}/console/decide`, { method: 'POST', redirect: 'manual', headers: { Cookie: cookie }, body: new URLSearchParams({ csrf, ...body }) });
+  const bad = await post({ id: held, decision: 'maybe' });
+  assert.equal(bad.status, 400);
+  assert.match(bad.headers.get('content-type'), /text\/html/);
+  const other = await w.sender('Console Foreign Co', { mode: 'gated_send' });
+  const foreign = (await w.call('/send_email', { key: other.live, body: { from: other.from, to: 'ada@example.com', subject: 'x', text: 'y' } })).body.id;
+  assert.equal((await post({ id: foreign, decision: 'approve' })).status, 404);
+  assert.equal((await post({ id: 'chg_00000000000000000000000000', decision: 'approve' })).status, 404);
+  assert.equal((await w.call('/get_email', { key: other.live, query: { id: foreign } })).body.status, 'pending_approval');
+  assert.equal((await w.call('/get_email', { key: a.live, query: { id: held } })).body.status, 'pending_approval');
+  const big = await fetch(`${w.base}/console/decide`, { method: 'POST', headers: { Cookie: cookie }, body: 'csrf=' + csrf + '&reason=' + 'x'.repeat(70_000) });
+  assert.equal(big.status, 413);
+});

@@ -6,14 +6,14 @@
 use worker::Request;
 
 use super::{decide_forms, esc, html_frame, human, layout, mode_query, note, opt_time, page, see_other, time};
-use crate::app::{changes, identity, mode_changes, oversight, Ctx};
+use crate::app::{access, changes, identity, mode_changes, oversight, Ctx};
 use crate::domain::authority;
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::inbound::ParsedEmail;
-use crate::domain::message::{Direction, MessageKind, MessageStatus};
+use crate::domain::message::{Direction, MessageStatus};
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::routes::Input;
-use crate::store::messages::{self, Blob, MessageWithMailbox};
+use crate::store::messages::{self, Blob};
 use crate::store::{changes as store_changes, mode_changes as store_modes};
 
 fn list(json: &str) -> String {
@@ -74,17 +74,9 @@ pub async fn pending(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     Ok(page(layout(ctx, "/console", "Pending", &body)))
 }
 
-async fn message_of(ctx: &Ctx, id: &str) -> ApiResult<MessageWithMailbox> {
-    let p = ctx.principal();
-    messages::get_scoped(&ctx.db, &p.account_id, p.livemode, id)
-        .await?
-        .filter(|m| m.msg.kind != MessageKind::SignIn)
-        .ok_or_else(|| ApiError::not_found("email").with_field("id"))
-}
-
 pub async fn message(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let id = req.url()?.query_pairs().find(|(k, _)| k == "id").map(|(_, v)| v.into_owned()).unwrap_or_default();
-    let m = message_of(ctx, &id).await?;
+    let m = access::visible_message(ctx, &id).await?;
     let r = &m.msg;
     let mut body = note(req);
     body.push_str(&format!(
@@ -186,15 +178,11 @@ pub async fn decide(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
         _ => "/console".to_string(),
     };
     if mode_changes::is_mode_change_id(&id) {
-        if store_changes::get(&ctx.db, &p.account_id, &id).await?.is_some() {
-            changes::decide(ctx, &id, approve).await?;
-        } else {
-            mode_changes::decide(ctx, &id, approve, &p.actor_name()).await?;
-        }
+        changes::decide_any(ctx, &id, approve).await?;
         return Ok(see_other(ctx, &back, &format!("{verb} {id}.")));
     }
     authority::may_decide_message(p.actor())?;
-    let m = message_of(ctx, &id).await?;
+    let m = access::visible_message(ctx, &id).await?;
     if m.msg.expires_at.is_none() {
         return Err(ApiError::conflict("not_pending", format!("{id} was not held for approval")));
     }
