@@ -54,9 +54,6 @@ impl DomainStatus {
             DomainStatus::Failed => "failed",
         }
     }
-    pub fn parse(s: &str) -> Option<DomainStatus> {
-        [DomainStatus::Pending, DomainStatus::Verified, DomainStatus::Failed].into_iter().find(|d| d.as_str() == s)
-    }
 }
 
 /// One record to publish, with the verdict of its last lookup.

@@ -31,10 +31,6 @@ pub async fn by_email(db: &D1Database, account_id: &str, email: &str) -> Result<
     super::first(db, "SELECT * FROM operators WHERE account_id = ?1 AND email = ?2 AND removed_at IS NULL", args![account_id, email]).await
 }
 
-pub async fn get(db: &D1Database, account_id: &str, id: &str) -> Result<Option<OperatorRow>> {
-    super::first(db, "SELECT * FROM operators WHERE account_id = ?1 AND id = ?2 AND removed_at IS NULL", args![account_id, id]).await
-}
-
 pub async fn list(db: &D1Database, account_id: &str) -> Result<Vec<OperatorRow>> {
     super::all(db, "SELECT * FROM operators WHERE account_id = ?1 AND removed_at IS NULL ORDER BY created_at LIMIT 200", args![account_id]).await
 }
