@@ -245,7 +245,11 @@ test('5: a webhook host name that resolves inside is refused before any connecti
   assert.equal(hook.status, 201, hook.text);
   const s = await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'ada@example.com', subject: 'x', text: 'y' } });
   assert.equal(s.status, 202);
-  const attempt = await eventually(async () => (await w.call('/list_webhook_deliveries', { key: a.live, query: { webhook: hook.body.id } })).body.deliveries?.[0], { ms: 30_000 });
+  // The delivery row exists (pending) before its first attempt; wait for the attempt's outcome.
+  const attempt = await eventually(async () => {
+    const d = (await w.call('/list_webhook_deliveries', { key: a.live, query: { webhook: hook.body.id } })).body.deliveries?.[0];
+    return d && d.status !== 'pending' ? d : undefined;
+  }, { ms: 30_000 });
   assert.ok(attempt, 'no delivery attempt was recorded');
   assert.match(attempt.error ?? '', /non-public address/, JSON.stringify(attempt));
 });
