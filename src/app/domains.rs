@@ -3,13 +3,14 @@
 //! ~1 s of CPU — see docs/domains.md), their sealing at rest, DNS-over-HTTPS lookups, the check
 //! that `verify_domain` and the hourly cron run, and the DKIM signatures of outgoing MIME.
 
+use crate::store::Db;
 use std::time::Duration;
 
 use base64::{engine::general_purpose::STANDARD, Engine};
 use wasm_bindgen::prelude::*;
 use worker::js_sys::{self, Uint8Array};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{AbortController, D1Database, Env, Fetch, Headers, Method, Request, RequestInit};
+use worker::{AbortController, Env, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::domain::dkim::{self, Algorithm};
 use crate::domain::doh::{self, Answer, Format};
@@ -186,7 +187,7 @@ async fn lookup(s: &Settings, name: &str, rr: doh::RrType) -> Answer {
 }
 
 /// Looks every record of the domain up, records the verdicts and returns the updated row.
-pub async fn check(env: &Env, db: &D1Database, row: &DomainRow, now: i64) -> worker::Result<DomainRow> {
+pub async fn check(env: &Env, db: &Db, row: &DomainRow, now: i64) -> worker::Result<DomainRow> {
     let settings = Settings::from_env(env);
     let mut records = records_of(row);
     let answers = futures_util::future::join_all(records.iter().map(|r| lookup(&settings, &r.name, r.rr_type()))).await;
@@ -222,7 +223,7 @@ pub async fn recheck_due(env: &Env, now: i64) -> worker::Result<usize> {
 /// DKIM-signs outgoing MIME when its sender domain is a verified custom domain of the account:
 /// an rsa-sha256 (mm1r) and an ed25519-sha256 (mm1e) signature on top. Returns the message to
 /// send and what happened, for the message's timeline (`None`: not a custom domain).
-pub async fn dkim_sign(env: &Env, db: &D1Database, account_id: &str, from_domain: &str, mime: String, now: i64) -> (String, Option<String>) {
+pub async fn dkim_sign(env: &Env, db: &Db, account_id: &str, from_domain: &str, mime: String, now: i64) -> (String, Option<String>) {
     let row = match store::by_name(db, account_id, from_domain).await {
         Ok(Some(r)) if r.status == DomainStatus::Verified => r,
         Ok(_) => return (mime, None),

@@ -2,8 +2,8 @@
 //! the API shows it. Who may mint which key is `domain::authority::may_mint_key`, asked by the
 //! callers (`routes::keys`, `routes::admin`, the console).
 
+use crate::store::Db;
 use serde_json::{json, Value};
-use worker::D1Database;
 
 use crate::app::Ctx;
 use crate::domain::{ids, keys::{ApiKeySecret, Scopes}, time::to_rfc3339};
@@ -62,7 +62,7 @@ pub fn parse_name(name: &str) -> ApiResult<&str> {
 
 /// The ids of the account's mailboxes named (by id or address) in `list`, each one `visible`
 /// to the creator; 404 `mailbox_not_found` names the first that is not.
-pub async fn resolve_mailboxes(db: &D1Database, account_id: &str, list: &[String], visible: impl Fn(&str) -> bool) -> ApiResult<Vec<String>> {
+pub async fn resolve_mailboxes(db: &Db, account_id: &str, list: &[String], visible: impl Fn(&str) -> bool) -> ApiResult<Vec<String>> {
     if list.is_empty() || list.len() > 100 {
         return Err(ApiError::invalid_field("mailboxes", "`mailboxes` lists 1 to 100 mailbox ids or addresses; leave it out for every mailbox"));
     }

@@ -2,8 +2,8 @@
 //! the normal delivery path, valid 10 minutes), and console sessions. Tokens are 32 random
 //! bytes; D1 keeps only their SHA-256.
 
+use crate::store::Db;
 use serde_json::json;
-use worker::D1Database;
 
 use crate::app::outbound::{stage_outbound, Owner, Staged};
 use crate::app::{audit, queues, Ctx};
@@ -40,7 +40,7 @@ pub fn token_hash(token: &str) -> String {
 pub async fn new_sign_in_link(ctx: &Ctx, op: &OperatorRow) -> ApiResult<(String, i64)> {
     let t = token();
     let expires_at = ctx.now + SIGN_IN_TTL_MS;
-    operators::insert_sign_in_link(&ctx.db, &token_hash(&t), &op.id, ctx.now, expires_at)?.run().await?;
+    ctx.db.exec(operators::insert_sign_in_link(&ctx.db, &token_hash(&t), &op.id, ctx.now, expires_at)?).await?;
     Ok((format!("{}/console/auth?token={t}", ctx.config.public_base_url), expires_at))
 }
 
@@ -115,7 +115,7 @@ pub async fn start_session(ctx: &Ctx, op: &OperatorRow, user_agent: Option<&str>
 }
 
 /// The session behind a cookie's token, if live.
-pub async fn session(db: &D1Database, cookie_token: &str, now: i64) -> worker::Result<Option<SignedIn>> {
+pub async fn session(db: &Db, cookie_token: &str, now: i64) -> worker::Result<Option<SignedIn>> {
     let found = operators::signed_in(db, &token_hash(cookie_token), now).await?;
     if let Some(s) = &found {
         if now - s.session.last_seen_at > 60_000 {
@@ -164,7 +164,7 @@ pub async fn invite(ctx: &Ctx, account_id: &str, email: &str, role: Role, invite
         created_at: ctx.now,
         removed_at: None,
     };
-    operators::insert(&ctx.db, &op)?.run().await?;
+    ctx.db.exec(operators::insert(&ctx.db, &op)?).await?;
     if let Some(account) = accounts::get(&ctx.db, account_id).await? {
         email_sign_in_link(ctx, &account, &op).await?;
     }

@@ -7,7 +7,7 @@
 use serde_json::json;
 use worker::D1PreparedStatement;
 
-use crate::app::{access, identity, oversight, payloads, queues, Ctx};
+use crate::app::{identity, oversight, payloads, queues, Ctx};
 use crate::domain::address::{EmailAddress, Recipient};
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::message::{Direction, MessageKind, MessageStatus};
@@ -17,7 +17,8 @@ use crate::domain::suppression;
 use crate::domain::{ids, mime, time::to_rfc3339};
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::platform;
-use crate::store::mailboxes::{self, MailboxRow};
+use crate::store::mailboxes::{self, AccountOf, MailboxRow};
+use crate::store::Db;
 use crate::store::{events, messages::{self, Blob, MessageRow, NewMessage}};
 
 fn addresses(rs: &[Recipient]) -> String {
@@ -139,12 +140,44 @@ fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &Mailb
     stage_outbound(ctx, platform::new_id(ids::MESSAGE), &note, &Owner::of(ctx, mailbox), OversightMode::Autonomous, MessageStatus::Queued, MessageKind::Notification, &thread, None).map(Some)
 }
 
-/// The key's mailbox for this address (404 on `from` otherwise), and the recipients on the
-/// account's suppression list.
-async fn sender(ctx: &Ctx, address: &str, recipients: &[String]) -> ApiResult<mailboxes::Sender> {
+/// What identifies the send path's reads: the sender address, its domain and the recipients.
+fn sender_reads_key(address: &str, domain: &str, recipients: &[String]) -> String {
+    format!("sender\n{address}\n{domain}\n{}", recipients.join("\n"))
+}
+
+fn sender_reads_of(v: &ValidatedSend) -> (String, String, Vec<String>) {
+    let recipients: Vec<String> = v.all_recipients().map(|r| r.address.to_string().to_ascii_lowercase()).collect();
+    (v.from.address.to_string().to_ascii_lowercase(), v.from.address.domain().to_string(), recipients)
+}
+
+/// `send_email`'s reads (the sender mailbox with suppressions, the domain's status), to run in
+/// the authentication batch: a send then costs two D1 round trips, that one and its write.
+pub fn prefetch_send(db: &Db, key_hash: &str, body: &serde_json::Value, now: i64) -> Option<crate::app::Prefetch> {
+    let input: crate::domain::send::SendEmailRequest = crate::http::from_body(body).ok()?;
+    let v = input.validate(now).ok()?;
+    let (address, domain, recipients) = sender_reads_of(&v);
+    let statements = mailboxes::sender_statements(db, AccountOf::KeyHash(key_hash), &address, &domain, &recipients).ok()?;
+    Some(crate::app::Prefetch { statements: statements.into(), key: sender_reads_key(&address, &domain, &recipients) })
+}
+
+/// The key's mailbox for this address (404 on `from` otherwise) and which recipients are
+/// suppressed, after checking that the address's domain may send (422): prefetched, or one
+/// round trip.
+async fn sender(ctx: &Ctx, v: &ValidatedSend) -> ApiResult<mailboxes::Sender> {
     let p = ctx.principal();
-    mailboxes::sender_and_suppressed(&ctx.db, &p.account_id, address, recipients)
-        .await?
+    let (address, domain, recipients) = sender_reads_of(v);
+    let results = match ctx.take_prefetched(&sender_reads_key(&address, &domain, &recipients)) {
+        Some(r) => r,
+        None => ctx.db.batch(mailboxes::sender_statements(&ctx.db, AccountOf::Id(&p.account_id), &address, &domain, &recipients)?.into()).await?,
+    };
+    if domain != p.default_domain && !mailboxes::verified_of(&results[1])? {
+        return Err(ApiError::unprocessable(
+            "domain_not_verified",
+            format!("`{domain}` is not a verified sending domain of this account; use {}", p.default_domain),
+        )
+        .with_field("from"));
+    }
+    mailboxes::sender_of(&results[0])?
         .filter(|s| p.can_use_mailbox(&s.mailbox.id))
         .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{address}` in this account")).with_field("from"))
 }
@@ -156,16 +189,9 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     // Mail that could never be signed is refused before anything is stored.
     identity::require_key(&ctx.env, p.livemode)?;
 
-    if !access::is_sending_domain(ctx, v.from.address.domain()).await? {
-        return Err(ApiError::unprocessable(
-            "domain_not_verified",
-            format!("`{}` is not a verified sending domain of this account; use {}", v.from.address.domain(), p.default_domain),
-        )
-        .with_field("from"));
-    }
-    // The sending mailbox and which recipients are suppressed, in one round trip.
-    let recipients: Vec<String> = v.all_recipients().map(|r| r.address.to_string().to_ascii_lowercase()).collect();
-    let mailboxes::Sender { mailbox, suppressed, oversight_email } = sender(ctx, &v.from.address.to_string().to_ascii_lowercase(), &recipients).await?;
+    // The sending domain, the mailbox and which recipients are suppressed, in one round trip
+    // (or none: prefetched with the key).
+    let mailboxes::Sender { mailbox, suppressed, oversight_email } = sender(ctx, v).await?;
     let mode = effective_mode(mailbox.oversight_mode, v.oversight_mode)?;
 
     // Suppressed recipients are skipped; with none left there is nothing to send.
@@ -247,21 +273,22 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
         statements.push(s);
     }
     ctx.db.batch(statements).await?;
+    let cost = ctx.db.cost();
     if held {
-        queues::kick_events(&ctx.env).await;
+        cost.queue.time(queues::kick_events(&ctx.env)).await;
     }
 
     // Stored: from here on a failure is repaired by the hourly sweep, so the caller gets its 202.
     if held {
-        if let Err(e) = oversight::hold(&ctx.env, &row).await {
+        if let Err(e) = cost.durable_object.time(oversight::hold(&ctx.env, &row)).await {
             worker::console_error!("{}: holding {} failed (the sweep expires it on time): {e}", ctx.request_id, row.id);
         }
         if let Some(n) = note {
-            if let Err(e) = queues::enqueue_delivery(&ctx.env, &n.id, None, ctx.now).await {
+            if let Err(e) = cost.queue.time(queues::enqueue_delivery(&ctx.env, &n.id, None, ctx.now)).await {
                 worker::console_error!("{}: enqueue of notification {} failed, the sweep will retry: {e}", ctx.request_id, n.id);
             }
         }
-    } else if let Err(e) = queues::enqueue_delivery(&ctx.env, &row.id, v.send_at, ctx.now).await {
+    } else if let Err(e) = cost.queue.time(queues::enqueue_delivery(&ctx.env, &row.id, v.send_at, ctx.now)).await {
         worker::console_error!("{}: enqueue of {} failed, the sweep will retry: {e}", ctx.request_id, row.id);
     }
     Ok(reply)

@@ -3,6 +3,7 @@
 //! `domain::delivery`; this file only does the I/O around them. Jobs are written by
 //! `app::queues`.
 
+use crate::store::Db;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -107,7 +108,7 @@ async fn deliver(env: &Env, config: &Config, job: &DeliveryJob) -> worker::Resul
             }
         }
         ProviderOutcome::Fail { reason } => {
-            messages::timeline(&db, &m.msg.id, now, "attempt", Some(&format!("#{attempt}: {reason}")))?.run().await?;
+            db.exec(messages::timeline(&db, &m.msg.id, now, "attempt", Some(&format!("#{attempt}: {reason}")))?).await?;
             fail(env, &db, &m, &reason, now).await?;
         }
     }
@@ -122,7 +123,7 @@ async fn give_up(env: &Env, job: &DeliveryJob) -> worker::Result<()> {
     fail(env, &db, &m, &reason, platform::now_ms()).await
 }
 
-async fn fail(env: &Env, db: &worker::D1Database, m: &messages::MessageWithMailbox, reason: &str, now: i64) -> worker::Result<()> {
+async fn fail(env: &Env, db: &Db, m: &messages::MessageWithMailbox, reason: &str, now: i64) -> worker::Result<()> {
     if messages::mark_failed(db, &m.msg.id, reason, now).await? {
         let payload = payloads::failed(&m.msg, &m.mailbox_address, reason, now);
         let mut batch = vec![messages::timeline(db, &m.msg.id, now, "failed", Some(reason))?];
@@ -148,7 +149,7 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messa
     let mut email: OutboundEmail = serde_json::from_str(&json).map_err(|e| e.to_string())?;
     // Every message leaves with its signed identity; the sandbox records it like the rest.
     let jws = identity::sign_for(env, m, &email, platform::now_ms())?;
-    messages::timeline(&db, message_id, platform::now_ms(), "identity", Some(&jws))?.run().await?;
+    db.exec(messages::timeline(&db, message_id, platform::now_ms(), "identity", Some(&jws))?).await?;
     email.headers.push((identity::HEADER.into(), jws.clone()));
     match provider {
         Provider::Sandbox => Ok(ProviderOutcome::Sent { provider_message_id: format!("sandbox_{message_id}") }),
@@ -186,7 +187,7 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messa
 
 /// Cloudflare Email Service: the stored MIME through the `EMAIL` binding, one envelope per
 /// recipient.
-async fn send_with_binding(env: &Env, db: &worker::D1Database, account_id: &str, email: &OutboundEmail, jws: &str) -> worker::Result<ProviderOutcome> {
+async fn send_with_binding(env: &Env, db: &Db, account_id: &str, email: &OutboundEmail, jws: &str) -> worker::Result<ProviderOutcome> {
     let stored = messages::blob(db, &email.message_id, Blob::Mime).await?.ok_or("the stored MIME is missing")?;
     // The identity header goes on top of the stored message (a JWS is one line, under 998 octets).
     let mime = format!("{}: {jws}\r\n{stored}", identity::HEADER);
@@ -194,7 +195,7 @@ async fn send_with_binding(env: &Env, db: &worker::D1Database, account_id: &str,
     // From a verified custom domain, DKIM-signed with its keys (identity header included).
     let (mime, dkim) = domains::dkim_sign(env, db, account_id, sender.domain(), mime, platform::now_ms()).await;
     if let Some(outcome) = dkim {
-        messages::timeline(db, &email.message_id, platform::now_ms(), "dkim", Some(&outcome))?.run().await?;
+        db.exec(messages::timeline(db, &email.message_id, platform::now_ms(), "dkim", Some(&outcome))?).await?;
     }
     let sender = sender.to_string();
     let binding = env.send_email("EMAIL")?;

@@ -2,7 +2,8 @@
 //! limit in one D1 round trip), an operator signed in to the console (a session cookie), or the
 //! deployment operator's `ADMIN_TOKEN`.
 
-use worker::{D1Database, Request};
+use crate::store::Db;
+use worker::{D1PreparedStatement, D1Result, Request};
 
 use super::{ApiError, ApiResult};
 use crate::domain::authority::{Actor, Role};
@@ -73,15 +74,28 @@ fn bearer(req: &Request) -> Option<String> {
     req.headers().get("Authorization").ok().flatten()
 }
 
-pub async fn authenticate(req: &Request, db: &D1Database, now: i64, default_limit: i64, account_limit: i64) -> ApiResult<Principal> {
+/// The SHA-256 (hex) of the bearer key, and whether it claims live mode; 401 when there is
+/// none or it is not one of ours.
+pub fn presented_key(req: &Request) -> ApiResult<(String, bool)> {
     let header = bearer(req).ok_or_else(ApiError::unauthorized)?;
     let key = ApiKeySecret::from_bearer(&header).ok_or_else(ApiError::unauthorized)?;
-    let hash = key.hash_hex();
-    let (row, count, account_count) = key_store::authenticate(db, &hash, ratelimit::window_start(now))
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+    Ok((key.hash_hex(), key.livemode()))
+}
+
+/// Looks the key up with its account and counts this request against the rate windows, in one
+/// D1 round trip that also runs `extra` (statements that find the account through the key's
+/// hash: an idempotency reservation, what the route will read). Their results come back in
+/// order, whatever the key turns out to be.
+pub async fn lookup(db: &Db, hash: &str, now: i64, extra: Vec<D1PreparedStatement>) -> ApiResult<(Option<(key_store::AuthRow, i64, i64)>, Vec<D1Result>)> {
+    Ok(key_store::authenticate(db, hash, ratelimit::window_start(now), extra).await?)
+}
+
+/// The principal of a looked-up key: 401 for no key or the wrong mode prefix, 429 over the
+/// key's or the account's rate limit.
+pub fn admit(found: Option<(key_store::AuthRow, i64, i64)>, hash: &str, livemode: bool, now: i64, default_limit: i64, account_limit: i64) -> ApiResult<Principal> {
+    let (row, count, account_count) = found.ok_or_else(ApiError::unauthorized)?;
     // The lookup was by hash; compare once more in constant time, and check the mode prefix.
-    if !secrets_equal(&row.key.key_hash, &hash) || (row.key.livemode == 1) != key.livemode() {
+    if !secrets_equal(&row.key.key_hash, hash) || (row.key.livemode == 1) != livemode {
         return Err(ApiError::unauthorized());
     }
     let limit = row.key.rate_limit_per_minute.unwrap_or(default_limit);

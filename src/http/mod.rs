@@ -57,8 +57,8 @@ pub fn json_response(status: u16, body: &str, request_id: &str, extra: &[(String
     Ok(Response::from_bytes(body.as_bytes().to_vec())?.with_status(status).with_headers(headers))
 }
 
-pub fn error_response(err: &ApiError, request_id: &str) -> worker::Result<Response> {
-    let mut extra = vec![];
+pub fn error_response(err: &ApiError, request_id: &str, timing: Option<(String, String)>) -> worker::Result<Response> {
+    let mut extra: Vec<(String, String)> = timing.into_iter().collect();
     if let Some(secs) = err.retry_after {
         extra.push(("Retry-After".to_string(), secs.to_string()));
     }

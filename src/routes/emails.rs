@@ -101,7 +101,7 @@ pub async fn cancel_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         .with_extra(json!({"status": current.msg.status})));
     };
     let detail = format!("by {}{}", p.key_id, input.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());
-    messages::timeline(&ctx.db, id, ctx.now, "cancelled", Some(&detail))?.run().await?;
+    ctx.db.exec(messages::timeline(&ctx.db, id, ctx.now, "cancelled", Some(&detail))?).await?;
     let mut m = visible_message(ctx, id).await?;
     m.msg.status = MessageStatus::Cancelled;
     Ok(Reply::ok(message_json(&m)))

@@ -22,6 +22,7 @@ pub mod send;
 pub mod suppressions;
 pub mod webhooks;
 
+use crate::store::Db;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -82,16 +83,18 @@ pub struct Route {
     /// About the whole account (its audit chain, domains, suppression list): a key limited to
     /// some mailboxes is refused (403 `mailbox_limited_key`).
     pub account_wide: bool,
+    /// Reads the handler will make, run in the key's lookup batch (`app::Prefetcher`).
+    pub prefetch: Option<app::Prefetcher>,
 }
 
 const fn get(path: &'static str, access: Access) -> Route {
-    Route { method: "GET", path, access, body: Body::None, answer: Answer::Json, idempotent: false, account_wide: false }
+    Route { method: "GET", path, access, body: Body::None, answer: Answer::Json, idempotent: false, account_wide: false, prefetch: None }
 }
 
 /// A POST takes a JSON body; a keyed one is idempotent.
 const fn post(path: &'static str, access: Access) -> Route {
     let idempotent = matches!(access, Access::Key(_));
-    Route { method: "POST", path, access, body: Body::Json, answer: Answer::Json, idempotent, account_wide: false }
+    Route { method: "POST", path, access, body: Body::Json, answer: Answer::Json, idempotent, account_wide: false, prefetch: None }
 }
 
 impl Route {
@@ -103,6 +106,9 @@ impl Route {
     }
     const fn account_wide(self) -> Route {
         Route { account_wide: true, ..self }
+    }
+    const fn prefetch(self, f: app::Prefetcher) -> Route {
+        Route { prefetch: Some(f), ..self }
     }
     const fn html(self) -> Route {
         Route { answer: Answer::Html, ..self }
@@ -138,7 +144,7 @@ pub const ROUTES: &[Route] = &[
     get("/list_mailboxes", Key(READ_OR_ADMIN)),
     post("/update_mailbox", Key(ADMIN)),
     post("/delete_mailbox", Key(ADMIN)),
-    post("/send_email", Key(SEND)),
+    post("/send_email", Key(SEND)).prefetch(app::outbound::prefetch_send),
     post("/cancel_email", Key(SEND)),
     get("/get_email", Key(READ_SEND_OR_OVERSIGHT)),
     get("/check_inbox", Key(READ)),
@@ -247,10 +253,13 @@ impl Served {
 }
 
 pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker::Result<Response> {
+    let started = worker::js_sys::Date::now();
     let request_id = platform::new_id(crate::domain::ids::REQUEST);
     let mut facts: Option<app::audit::Facts> = None;
     let mut page: Option<&'static Route> = None;
-    let result = serve(&mut req, env.clone(), &request_id, &mut facts, &mut page).await;
+    let db = store::db(&env)?;
+    let cost = db.cost().clone();
+    let result = serve(&mut req, env.clone(), db, &request_id, &mut facts, &mut page).await;
     if let Some(mut f) = facts {
         // Every authenticated state-changing call is audited, refused ones included.
         match &result {
@@ -281,15 +290,27 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
         (Err(e), Some(route)) => Ok(error_page(&e, route)),
         (r, _) => r,
     };
+    let timing = ("Server-Timing".to_string(), server_timing(&cost, worker::js_sys::Date::now() - started));
     match result {
-        Ok(s) => http::json_response(s.status, &s.body, &request_id, &s.headers),
+        Ok(mut s) => {
+            s.headers.push(timing);
+            http::json_response(s.status, &s.body, &request_id, &s.headers)
+        }
         Err(e) => {
             if e.status >= 500 {
                 worker::console_error!("{request_id}: {} {}", e.status, e.code);
             }
-            http::error_response(&e, &request_id)
+            http::error_response(&e, &request_id, Some(timing))
         }
     }
+}
+
+/// What the request cost on its own path: D1 round trips, queue sends and Durable Object calls
+/// (each with its count and summed milliseconds), and the total. Work after the answer (the
+/// audit entry when it is not in the request's batch) is not in it.
+fn server_timing(cost: &store::Cost, total_ms: f64) -> String {
+    let m = |name: &str, meter: &store::Meter| format!("{name};count={};dur={:.1}", meter.count(), meter.ms());
+    format!("{}, {}, {}, total;dur={total_ms:.1}", m("d1", &cost.d1), m("queue", &cost.queue), m("do", &cost.durable_object))
 }
 
 /// An error on a page: the same status, as a page; a console page without a session sends
@@ -314,7 +335,7 @@ fn error_page(e: &ApiError, route: &Route) -> Served {
 }
 
 /// The signed-in operator behind the console's session cookie; 401 `not_signed_in` otherwise.
-async fn console_principal(req: &Request, db: &worker::D1Database, now: i64) -> ApiResult<auth::Principal> {
+async fn console_principal(req: &Request, db: &Db, now: i64) -> ApiResult<auth::Principal> {
     let token = http::cookie(req, app::operators::COOKIE);
     let signed = match token {
         Some(t) => app::operators::session(db, &t, now).await?,
@@ -350,7 +371,7 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option<app::audit::Facts>, page: &mut Option<&'static Route>) -> ApiResult<Served> {
+async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, facts: &mut Option<app::audit::Facts>, page: &mut Option<&'static Route>) -> ApiResult<Served> {
     let path = req.path();
     let method = method_name(&req.method());
     let candidates: Vec<&Route> = ROUTES.iter().filter(|r| path_matches(r.path, &path)).collect();
@@ -370,7 +391,14 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
     }
     let now = platform::now_ms();
     let config = Config::from_env(&env);
-    let db = store::db(&env)?;
+    // A keyed JSON route reads its body first, so that the key's lookup can carry the
+    // idempotency reservation and the route's reads; its errors are answered in their usual
+    // place, after authentication.
+    let mut early_input = match (route.access, route.body) {
+        (Key(_), Body::Json) => Some(http::read_json_object(req).await.map(Input::Json)),
+        _ => None,
+    };
+    let mut early = Early::default();
     let principal = match route.access {
         Public => None,
         Console => Some(console_principal(req, &db, now).await?),
@@ -379,23 +407,36 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
             None
         }
         Key(scopes) => {
-            let p = auth::authenticate(req, &db, now, config.rate_limit_per_minute, config.account_rate_limit_per_minute).await?;
-            if route.method == "POST" {
-                // Every authenticated state-changing call is audited, refused ones included.
-                *facts = Some(app::audit::Facts {
-                    account_id: p.account_id.clone(),
-                    livemode: p.livemode,
-                    actor: p.key_id.clone(),
-                    action: route.path.trim_start_matches('/').to_string(),
-                    request_id: Some(request_id.to_string()),
-                    ip: req.headers().get("CF-Connecting-IP").ok().flatten(),
-                    country: req.cf().and_then(|cf| cf.country()),
-                    ..Default::default()
-                });
-            }
-            p.require_any(scopes)?;
-            if route.account_wide && p.mailboxes.is_some() {
-                return Err(ApiError::new(403, "mailbox_limited_key", "this key is limited to some mailboxes; this call is about the whole account"));
+            let (hash, livemode) = auth::presented_key(req)?;
+            let body = match &early_input {
+                Some(Ok(Input::Json(v))) => Some(v),
+                _ => None,
+            };
+            let (p, e) = key_principal(req, &db, route, &hash, livemode, body, now, &config).await?;
+            early = e;
+            let checked = (|| {
+                if route.method == "POST" {
+                    // Every authenticated state-changing call is audited, refused ones included.
+                    *facts = Some(app::audit::Facts {
+                        account_id: p.account_id.clone(),
+                        livemode: p.livemode,
+                        actor: p.key_id.clone(),
+                        action: route.path.trim_start_matches('/').to_string(),
+                        request_id: Some(request_id.to_string()),
+                        ip: req.headers().get("CF-Connecting-IP").ok().flatten(),
+                        country: req.cf().and_then(|cf| cf.country()),
+                        ..Default::default()
+                    });
+                }
+                p.require_any(scopes)?;
+                if route.account_wide && p.mailboxes.is_some() {
+                    return Err(ApiError::new(403, "mailbox_limited_key", "this key is limited to some mailboxes; this call is about the whole account"));
+                }
+                Ok(())
+            })();
+            if let Err(e) = checked {
+                early.release(&db, &p).await?;
+                return Err(e);
             }
             Some(p)
         }
@@ -410,10 +451,11 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
             return Err(ApiError::new(403, "cross_origin_form", "this form was posted from another site"));
         }
     }
-    let input = match route.body {
-        Body::None | Body::Raw => Input::None,
-        Body::Json => Input::Json(http::read_json_object(req).await?),
-        Body::Form => Input::Form(http::read_form(req).await?),
+    let input = match (early_input.take(), route.body) {
+        (Some(read), _) => read?,
+        (None, Body::None | Body::Raw) => Input::None,
+        (None, Body::Json) => Input::Json(http::read_json_object(req).await?),
+        (None, Body::Form) => Input::Form(http::read_form(req).await?),
     };
     if let Some(h) = principal.as_mut().filter(|p| p.human.is_some()) {
         // The console's live/test switch: `mode=test` in the query or the form.
@@ -441,6 +483,9 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
     }
 
     let mut ctx = Ctx::new(env, db, config, request_id, now, principal);
+    if let Some((key, results)) = early.prefetched.take() {
+        ctx.set_prefetched(key, results);
+    }
     let served = |reply: Reply| Served::from_reply(reply, route.answer);
 
     let idem_key = if route.idempotent && ctx.has_principal() { idempotency_key(req, input.json())? } else { None };
@@ -451,11 +496,23 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
         return dispatch(&ctx, route, req, &input).await.map(served);
     };
 
-    // Idempotency: reserve the key, or answer from what is stored under it.
+    // Idempotency: reserve the key, or answer from what is stored under it (both usually
+    // settled by the key's lookup already).
     let key = key.as_str().to_string();
-    let fingerprint = idempotency::fingerprint_for(&ctx.principal().key_id, route.method, route.path, input.json());
-    if let Some(replayed) = reserve_or_replay(&ctx, &key, &fingerprint).await? {
-        return Ok(replayed);
+    let p = ctx.principal();
+    let fingerprints = [idempotency::fingerprint_for(&auth::presented_key(req)?.0, route.method, route.path, input.json()), idempotency::fingerprint_for(&p.key_id, route.method, route.path, input.json())];
+    let owned = match early.idem.take() {
+        Some(EarlyIdem { key: k, outcome: IdemOutcome::Reserved }) if k == key => true,
+        Some(EarlyIdem { key: k, outcome: IdemOutcome::Existing(record) }) if k == key => match judge(&record, &fingerprints, platform::now_ms()) {
+            Judged::Answer(r) => return r,
+            Judged::Retry => false,
+        },
+        _ => false,
+    };
+    if !owned {
+        if let Some(replayed) = reserve_or_replay(&ctx, &key, &fingerprints).await? {
+            return Ok(replayed);
+        }
     }
     ctx.hold_idempotency_key(&key);
     let outcome = dispatch(&ctx, route, req, &input).await;
@@ -463,14 +520,126 @@ async fn serve(req: &mut Request, env: Env, request_id: &str, facts: &mut Option
     match &outcome {
         Ok(_) if ctx.idempotency_completed() => {}
         Ok(reply) if idempotency::is_stored(reply.status) => {
-            idem_store::complete(&ctx.db, &scope, reply.status, &reply.body.to_string())?.run().await?;
+            ctx.db.exec(idem_store::complete(&ctx.db, &scope, reply.status, &reply.body.to_string())?).await?;
         }
         Err(e) if idempotency::is_stored(e.status) => {
-            idem_store::complete(&ctx.db, &scope, e.status, &e.body(request_id).to_string())?.run().await?;
+            ctx.db.exec(idem_store::complete(&ctx.db, &scope, e.status, &e.body(request_id).to_string())?).await?;
         }
         _ => idem_store::release(&ctx.db, &scope).await?,
     }
     outcome.map(served)
+}
+
+/// What the key's lookup settled besides the key: the idempotency reservation and the route's
+/// prefetched reads.
+#[derive(Default)]
+struct Early {
+    idem: Option<EarlyIdem>,
+    prefetched: Option<(String, Vec<worker::D1Result>)>,
+}
+
+struct EarlyIdem {
+    key: String,
+    outcome: IdemOutcome,
+}
+
+enum IdemOutcome {
+    /// This request owns the key.
+    Reserved,
+    /// Another request holds or held it: its record.
+    Existing(idempotency::StoredRecord),
+    Unsettled,
+}
+
+impl Early {
+    /// Gives back a reservation made for a request that is refused before it runs.
+    async fn release(&self, db: &store::Db, p: &auth::Principal) -> ApiResult<()> {
+        if let Some(EarlyIdem { key, outcome: IdemOutcome::Reserved }) = &self.idem {
+            idem_store::release(db, &idem_store::Scope { account_id: &p.account_id, livemode: p.livemode, key }).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The key's principal, from one D1 round trip that also reserves the request's idempotency key
+/// and runs the route's prefetched reads.
+#[allow(clippy::too_many_arguments)]
+async fn key_principal(req: &Request, db: &store::Db, route: &Route, hash: &str, livemode: bool, body: Option<&Value>, now: i64, config: &Config) -> ApiResult<(auth::Principal, Early)> {
+    let mut extra = vec![];
+    let mut idem = None;
+    let mut prefetch_key = None;
+    if let Some(body) = body {
+        if route.idempotent {
+            if let Ok(Some(k)) = idempotency_key(req, body) {
+                let fingerprint = idempotency::fingerprint_for(hash, route.method, route.path, body);
+                extra.push(idem_store::reserve_for_key(db, hash, k.as_str(), &fingerprint, now)?);
+                extra.push(idem_store::load_for_key(db, hash, k.as_str())?);
+                idem = Some(k.as_str().to_string());
+            }
+        }
+        if let Some(pf) = route.prefetch.and_then(|f| f(db, hash, body, now)) {
+            extra.extend(pf.statements);
+            prefetch_key = Some(pf.key);
+        }
+    }
+    let (found, mut results) = auth::lookup(db, hash, now, extra).await?;
+    let mut early = Early::default();
+    if let Some(key) = idem {
+        let rest = results.split_off(2);
+        let outcome = if idem_store::reserved(&results[0])? {
+            IdemOutcome::Reserved
+        } else {
+            match idem_store::loaded(&results[1])? {
+                Some(record) => IdemOutcome::Existing(record),
+                // Not reserved and not found (the key was refused, or the record went): settled later.
+                None => IdemOutcome::Unsettled,
+            }
+        };
+        early.idem = Some(EarlyIdem { key, outcome });
+        results = rest;
+    }
+    if let Some(key) = prefetch_key {
+        early.prefetched = Some((key, results));
+    }
+    match auth::admit(found.clone(), hash, livemode, now, config.rate_limit_per_minute, config.account_rate_limit_per_minute) {
+        Ok(p) => Ok((p, early)),
+        Err(e) => {
+            // A reservation made through a key that is then refused (its mode prefix, a rate
+            // limit) is given back.
+            if let (Some((row, _, _)), Some(EarlyIdem { key, outcome: IdemOutcome::Reserved })) = (found, &early.idem) {
+                let scope = idem_store::Scope { account_id: &row.key.account_id, livemode: row.key.livemode == 1, key };
+                idem_store::release(db, &scope).await?;
+            }
+            Err(e)
+        }
+    }
+}
+
+enum Judged {
+    Answer(ApiResult<Served>),
+    /// Expired, stale or in progress: go through `reserve_or_replay`.
+    Retry,
+}
+
+/// What an existing record under the key means for this request. `fingerprints`: this
+/// request's (by key hash) and the one records made before that change carry (by key id).
+fn judge(record: &idempotency::StoredRecord, fingerprints: &[String; 2], now: i64) -> Judged {
+    if now - record.created_at > idempotency::TTL_MS {
+        return Judged::Retry;
+    }
+    let mut verdict = idempotency::on_existing(record, &fingerprints[0], now);
+    if matches!(verdict, Replay::Mismatch) {
+        verdict = idempotency::on_existing(record, &fingerprints[1], now);
+    }
+    match verdict {
+        Replay::Replay { status, body } => Judged::Answer(Ok(Served { status, body, headers: vec![("Idempotent-Replayed".into(), "true".into())], json: None })),
+        Replay::Mismatch => Judged::Answer(Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request; use a new key for a new request",
+        )
+        .with_field("idempotency_key"))),
+        Replay::Stale | Replay::InProgress => Judged::Retry,
+    }
 }
 
 fn idempotency_key(req: &Request, body: &Value) -> ApiResult<Option<IdempotencyKey>> {
@@ -488,44 +657,31 @@ fn idempotency_key(req: &Request, body: &Value) -> ApiResult<Option<IdempotencyK
 }
 
 /// `Ok(None)`: this request owns the key and runs. `Ok(Some(_))`: answer with this replay.
-async fn reserve_or_replay(ctx: &Ctx, key: &str, fingerprint: &str) -> ApiResult<Option<Served>> {
+async fn reserve_or_replay(ctx: &Ctx, key: &str, fingerprints: &[String; 2]) -> ApiResult<Option<Served>> {
     let scope = ctx.idem_scope(key);
     // A concurrent repeat waits briefly for the first to finish rather than failing at once.
     for wait in 0..8 {
         let now = platform::now_ms();
-        if idem_store::reserve(&ctx.db, &scope, fingerprint, now).await? {
+        if idem_store::reserve(&ctx.db, &scope, &fingerprints[0], now).await? {
             return Ok(None);
         }
         let Some(record) = idem_store::load(&ctx.db, &scope).await? else { continue };
-        if now - record.created_at > idempotency::TTL_MS {
-            if idem_store::take_over(&ctx.db, &scope, record.created_at, fingerprint, now).await? {
+        match judge(&record, fingerprints, now) {
+            Judged::Answer(a) => return a.map(Some),
+            Judged::Retry => {}
+        }
+        let expired = now - record.created_at > idempotency::TTL_MS;
+        if expired || matches!(idempotency::on_existing(&record, &fingerprints[0], now), Replay::Stale) {
+            if idem_store::take_over(&ctx.db, &scope, record.created_at, &fingerprints[0], now).await? {
                 return Ok(None);
             }
             continue;
         }
-        match idempotency::on_existing(&record, fingerprint, now) {
-            Replay::Replay { status, body } => {
-                return Ok(Some(Served { status, body, headers: vec![("Idempotent-Replayed".into(), "true".into())], json: None }));
-            }
-            Replay::Mismatch => {
-                return Err(ApiError::unprocessable(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with a different request; use a new key for a new request",
-                )
-                .with_field("idempotency_key"));
-            }
-            Replay::Stale => {
-                if idem_store::take_over(&ctx.db, &scope, record.created_at, fingerprint, now).await? {
-                    return Ok(None);
-                }
-            }
-            Replay::InProgress => {
-                if wait == 7 {
-                    break;
-                }
-                worker::Delay::from(Duration::from_millis(150)).await;
-            }
+        // In progress.
+        if wait == 7 {
+            break;
         }
+        worker::Delay::from(Duration::from_millis(150)).await;
     }
     Err(ApiError::conflict("idempotency_key_in_progress", "a request with this Idempotency-Key is still running; retry shortly")
         .with_field("idempotency_key")

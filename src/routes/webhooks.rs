@@ -175,7 +175,7 @@ pub async fn rotate_webhook_secret(ctx: &Ctx, body: &Value) -> ApiResult<Reply> 
     }));
     // The router stores the replay after this returns; it must not hold the new secret.
     if let Some(s) = ctx.idempotency_completion(&redacted(&reply))? {
-        s.run().await?;
+        ctx.db.exec(s).await?;
     }
     Ok(reply)
 }

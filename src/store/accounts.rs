@@ -1,7 +1,8 @@
 //! Accounts: created by the deployment's operator, each with a default sending domain.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, Result};
+use worker::Result;
 
 use crate::args;
 
@@ -16,7 +17,7 @@ pub struct AccountRow {
     pub created_at: i64,
 }
 
-pub fn insert(db: &D1Database, a: &AccountRow) -> Result<worker::D1PreparedStatement> {
+pub fn insert(db: &Db, a: &AccountRow) -> Result<worker::D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO accounts (id, name, default_domain, owner_email, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -24,10 +25,10 @@ pub fn insert(db: &D1Database, a: &AccountRow) -> Result<worker::D1PreparedState
     )
 }
 
-pub async fn get(db: &D1Database, id: &str) -> Result<Option<AccountRow>> {
+pub async fn get(db: &Db, id: &str) -> Result<Option<AccountRow>> {
     super::first(db, "SELECT * FROM accounts WHERE id = ?1", args![id]).await
 }
 
-pub async fn domain_taken(db: &D1Database, domain: &str) -> Result<bool> {
+pub async fn domain_taken(db: &Db, domain: &str) -> Result<bool> {
     super::exists(db, "SELECT 1 AS n FROM accounts WHERE default_domain = ?1", args![domain]).await
 }

@@ -1,8 +1,9 @@
 //! Audit entries in D1: insert (only ever by the `AuditChain` Durable Object), filtered pages,
 //! and the whole chain in order for verification and export.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, Result};
+use worker::Result;
 
 use crate::args;
 use crate::domain::audit::AuditEntry;
@@ -41,7 +42,7 @@ impl From<Row> for AuditEntry {
     }
 }
 
-pub async fn insert(db: &D1Database, e: &AuditEntry, at_ms: i64) -> Result<()> {
+pub async fn insert(db: &Db, e: &AuditEntry, at_ms: i64) -> Result<()> {
     super::run(
         db,
         "INSERT INTO audit_log (account_id, livemode, seq, id, at, at_ms, actor, action, mailbox, message_id, oversight_mode,
@@ -57,7 +58,7 @@ pub async fn insert(db: &D1Database, e: &AuditEntry, at_ms: i64) -> Result<()> {
 }
 
 /// The last entry of a chain as stored: `(seq, hash)`.
-pub async fn head(db: &D1Database, account_id: &str, livemode: bool) -> Result<Option<(i64, String)>> {
+pub async fn head(db: &Db, account_id: &str, livemode: bool) -> Result<Option<(i64, String)>> {
     #[derive(Deserialize)]
     struct H {
         seq: i64,
@@ -83,7 +84,7 @@ pub struct Filter<'a> {
 }
 
 /// A page of entries after `after_seq`, oldest first. Absent filters match everything.
-pub async fn page(db: &D1Database, account_id: &str, livemode: bool, f: &Filter<'_>, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+pub async fn page(db: &Db, account_id: &str, livemode: bool, f: &Filter<'_>, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
     let rows: Vec<Row> = super::all(
         db,
         "SELECT * FROM audit_log WHERE account_id = ?1 AND livemode = ?2 AND seq > ?3

@@ -2,8 +2,9 @@
 //! suppression, deleting a verified domain): requested by a key, decided by a human, one winner
 //! by compare-and-set. Mode changes keep their own table (`mode_changes`).
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1PreparedStatement, Result};
 
 use crate::args;
 use crate::domain::changes::ChangeKind;
@@ -25,7 +26,7 @@ pub struct ChangeRow {
     pub decided_by: Option<String>,
 }
 
-pub fn insert(db: &D1Database, c: &ChangeRow) -> Result<D1PreparedStatement> {
+pub fn insert(db: &Db, c: &ChangeRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO changes (id, account_id, kind, mailbox_id, subject, value, status, requested_by, requested_livemode, created_at)
@@ -38,7 +39,7 @@ pub fn insert(db: &D1Database, c: &ChangeRow) -> Result<D1PreparedStatement> {
 }
 
 /// A newer request for the same thing replaces one still waiting.
-pub fn supersede_pending(db: &D1Database, account_id: &str, kind: &str, subject: &str, now: i64) -> Result<D1PreparedStatement> {
+pub fn supersede_pending(db: &Db, account_id: &str, kind: &str, subject: &str, now: i64) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "UPDATE changes SET status = 'superseded', decided_at = ?4 WHERE account_id = ?1 AND kind = ?2 AND subject = ?3 AND status = 'pending'",
@@ -46,12 +47,12 @@ pub fn supersede_pending(db: &D1Database, account_id: &str, kind: &str, subject:
     )
 }
 
-pub async fn get(db: &D1Database, account_id: &str, id: &str) -> Result<Option<ChangeRow>> {
+pub async fn get(db: &Db, account_id: &str, id: &str) -> Result<Option<ChangeRow>> {
     super::first(db, "SELECT * FROM changes WHERE id = ?1 AND account_id = ?2", args![id, account_id]).await
 }
 
 /// Decides a waiting change: the row if this call won, `None` if it was no longer pending.
-pub async fn decide(db: &D1Database, account_id: &str, id: &str, status: ChangeStatus, now: i64, by: &str) -> Result<Option<ChangeRow>> {
+pub async fn decide(db: &Db, account_id: &str, id: &str, status: ChangeStatus, now: i64, by: &str) -> Result<Option<ChangeRow>> {
     super::first(
         db,
         "UPDATE changes SET status = ?3, decided_at = ?4, decided_by = ?5 WHERE id = ?1 AND account_id = ?2 AND status = 'pending' RETURNING *",
@@ -61,7 +62,7 @@ pub async fn decide(db: &D1Database, account_id: &str, id: &str, status: ChangeS
 }
 
 /// The account's waiting changes, oldest first (at most 100).
-pub async fn pending(db: &D1Database, account_id: &str, mailbox_id: Option<&str>) -> Result<Vec<ChangeRow>> {
+pub async fn pending(db: &Db, account_id: &str, mailbox_id: Option<&str>) -> Result<Vec<ChangeRow>> {
     super::all(
         db,
         "SELECT * FROM changes WHERE account_id = ?1 AND status = 'pending' AND (?2 IS NULL OR mailbox_id = ?2) ORDER BY id LIMIT 100",
@@ -71,7 +72,7 @@ pub async fn pending(db: &D1Database, account_id: &str, mailbox_id: Option<&str>
 }
 
 /// The newest waiting change of this kind about `subject`.
-pub async fn pending_for(db: &D1Database, account_id: &str, kind: ChangeKind, subject: &str) -> Result<Option<ChangeRow>> {
+pub async fn pending_for(db: &Db, account_id: &str, kind: ChangeKind, subject: &str) -> Result<Option<ChangeRow>> {
     super::first(
         db,
         "SELECT * FROM changes WHERE account_id = ?1 AND kind = ?2 AND subject = ?3 AND status = 'pending' ORDER BY id DESC LIMIT 1",

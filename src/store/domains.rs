@@ -1,7 +1,8 @@
 //! Custom sending domains: their records (JSON), status and sealed DKIM keys.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, Result};
+use worker::Result;
 
 use crate::domain::domains::DomainStatus;
 
@@ -25,7 +26,7 @@ pub struct DomainRow {
 }
 
 /// Inserts a new domain; fails with a UNIQUE violation when a live row holds the domain.
-pub async fn insert(db: &D1Database, d: &DomainRow) -> Result<()> {
+pub async fn insert(db: &Db, d: &DomainRow) -> Result<()> {
     super::run(
         db,
         "INSERT INTO domains (id, account_id, domain, status, records, dkim_ed25519_public, dkim_ed25519_private,
@@ -38,16 +39,16 @@ pub async fn insert(db: &D1Database, d: &DomainRow) -> Result<()> {
 }
 
 /// A live domain of the account.
-pub async fn get(db: &D1Database, account_id: &str, id: &str) -> Result<Option<DomainRow>> {
+pub async fn get(db: &Db, account_id: &str, id: &str) -> Result<Option<DomainRow>> {
     super::first(db, "SELECT * FROM domains WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL", args![account_id, id]).await
 }
 
 /// The account's live domain by name, whatever its status.
-pub async fn by_name(db: &D1Database, account_id: &str, domain: &str) -> Result<Option<DomainRow>> {
+pub async fn by_name(db: &Db, account_id: &str, domain: &str) -> Result<Option<DomainRow>> {
     super::first(db, "SELECT * FROM domains WHERE account_id = ?1 AND domain = ?2 AND deleted_at IS NULL", args![account_id, domain]).await
 }
 
-pub async fn list(db: &D1Database, account_id: &str, after: Option<&str>, limit: u32) -> Result<Vec<DomainRow>> {
+pub async fn list(db: &Db, account_id: &str, after: Option<&str>, limit: u32) -> Result<Vec<DomainRow>> {
     super::all(
         db,
         "SELECT * FROM domains WHERE account_id = ?1 AND deleted_at IS NULL AND id > ?2 ORDER BY id LIMIT ?3",
@@ -57,7 +58,7 @@ pub async fn list(db: &D1Database, account_id: &str, after: Option<&str>, limit:
 }
 
 /// Records the outcome of a check. `verified_at` moves only when the domain becomes verified.
-pub async fn record_check(db: &D1Database, d: &DomainRow, became_verified: bool, now: i64) -> Result<Option<DomainRow>> {
+pub async fn record_check(db: &Db, d: &DomainRow, became_verified: bool, now: i64) -> Result<Option<DomainRow>> {
     super::first(
         db,
         "UPDATE domains SET status = ?3, records = ?4, last_checked_at = ?5,
@@ -68,7 +69,7 @@ pub async fn record_check(db: &D1Database, d: &DomainRow, became_verified: bool,
     .await
 }
 
-pub async fn soft_delete(db: &D1Database, account_id: &str, id: &str, now: i64) -> Result<Option<DomainRow>> {
+pub async fn soft_delete(db: &Db, account_id: &str, id: &str, now: i64) -> Result<Option<DomainRow>> {
     super::first(
         db,
         "UPDATE domains SET deleted_at = ?3 WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL RETURNING *",
@@ -78,7 +79,7 @@ pub async fn soft_delete(db: &D1Database, account_id: &str, id: &str, now: i64) 
 }
 
 /// Pending and verified domains not checked since `checked_before`, oldest check first.
-pub async fn due_for_recheck(db: &D1Database, checked_before: i64, limit: u32) -> Result<Vec<DomainRow>> {
+pub async fn due_for_recheck(db: &Db, checked_before: i64, limit: u32) -> Result<Vec<DomainRow>> {
     super::all(
         db,
         "SELECT * FROM domains WHERE deleted_at IS NULL AND status IN ('pending', 'verified')
@@ -89,7 +90,7 @@ pub async fn due_for_recheck(db: &D1Database, checked_before: i64, limit: u32) -
 }
 
 /// Whether another account holds `domain` verified.
-pub async fn verified_elsewhere(db: &D1Database, account_id: &str, domain: &str) -> Result<bool> {
+pub async fn verified_elsewhere(db: &Db, account_id: &str, domain: &str) -> Result<bool> {
     super::exists(
         db,
         "SELECT 1 AS ok FROM domains WHERE domain = ?1 AND account_id <> ?2 AND status = 'verified' AND deleted_at IS NULL",

@@ -1,7 +1,8 @@
 //! The events outbox: an event is written in the same batch as the change it reports.
 
+use super::Db;
 use serde_json::Value;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1PreparedStatement, Result};
 
 use crate::args;
 
@@ -16,7 +17,7 @@ pub struct NewEvent<'a> {
     pub created_at: i64,
 }
 
-pub fn insert(db: &D1Database, e: &NewEvent<'_>) -> Result<D1PreparedStatement> {
+pub fn insert(db: &Db, e: &NewEvent<'_>) -> Result<D1PreparedStatement> {
     let ty = e.payload.get("type").and_then(Value::as_str).unwrap_or("");
     super::stmt(
         db,
@@ -28,7 +29,7 @@ pub fn insert(db: &D1Database, e: &NewEvent<'_>) -> Result<D1PreparedStatement> 
 
 /// The outbox row for an event about one message (its account, mode and mailbox); the payload
 /// carries its own `event_id`.
-pub fn about_message(db: &D1Database, m: &super::messages::MessageRow, payload: &Value) -> Result<D1PreparedStatement> {
+pub fn about_message(db: &Db, m: &super::messages::MessageRow, payload: &Value) -> Result<D1PreparedStatement> {
     insert(db, &NewEvent {
         id: payload.get("event_id").and_then(Value::as_str).unwrap_or_default(),
         account_id: &m.account_id,
@@ -55,7 +56,7 @@ pub struct EventRow {
 
 /// Takes up to `limit` undispatched events, oldest first, under a lease until `now + lease_ms`
 /// (one statement: two drains never take the same event; a drain that dies loses its lease).
-pub async fn claim_undispatched(db: &D1Database, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<EventRow>> {
+pub async fn claim_undispatched(db: &Db, now: i64, lease_ms: i64, limit: u32) -> Result<Vec<EventRow>> {
     super::all(
         db,
         "UPDATE events SET claimed_at = ?1
@@ -68,10 +69,10 @@ pub async fn claim_undispatched(db: &D1Database, now: i64, lease_ms: i64, limit:
 }
 
 /// Marks events handed to the delivery stage (`ids`: a JSON array).
-pub async fn mark_dispatched(db: &D1Database, ids: &str, now: i64) -> Result<()> {
+pub async fn mark_dispatched(db: &Db, ids: &str, now: i64) -> Result<()> {
     super::run(db, "UPDATE events SET dispatched_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))", args![now, ids]).await
 }
 
-pub async fn get(db: &D1Database, id: &str) -> Result<Option<EventRow>> {
+pub async fn get(db: &Db, id: &str) -> Result<Option<EventRow>> {
     super::first(db, "SELECT id, account_id, livemode, type, mailbox_id, payload, created_at FROM events WHERE id = ?1", args![id]).await
 }

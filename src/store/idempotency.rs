@@ -1,8 +1,9 @@
 //! Idempotency records: a reservation row that concurrent requests cannot both win (the
 //! primary key), completed with the answer to replay.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1PreparedStatement, D1Result, Result};
 
 use crate::args;
 use crate::domain::idempotency::StoredRecord;
@@ -22,7 +23,7 @@ pub struct Scope<'a> {
 }
 
 /// `true` when this request now owns the key.
-pub async fn reserve(db: &D1Database, s: &Scope<'_>, fingerprint: &str, now: i64) -> Result<bool> {
+pub async fn reserve(db: &Db, s: &Scope<'_>, fingerprint: &str, now: i64) -> Result<bool> {
     super::changed(
         db,
         "INSERT INTO idempotency (account_id, livemode, key, fingerprint, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -32,22 +33,64 @@ pub async fn reserve(db: &D1Database, s: &Scope<'_>, fingerprint: &str, now: i64
     .await
 }
 
-pub async fn load(db: &D1Database, s: &Scope<'_>) -> Result<Option<StoredRecord>> {
+/// The key's account and mode, found through the API key's hash (for statements that run in the
+/// authentication batch, before the account is known).
+const KEY_SCOPE: &str = "SELECT account_id, livemode FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL";
+
+/// `reserve` for the caller whose API key hashes to `key_hash`: its result has a row when this
+/// request now owns the idempotency key.
+pub fn reserve_for_key(db: &Db, key_hash: &str, key: &str, fingerprint: &str, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        &format!(
+            "INSERT INTO idempotency (account_id, livemode, key, fingerprint, created_at)
+             SELECT account_id, livemode, ?2, ?3, ?4 FROM ({KEY_SCOPE}) WHERE 1
+             ON CONFLICT (account_id, livemode, key) DO NOTHING RETURNING key"
+        ),
+        args![key_hash, key, fingerprint, now],
+    )
+}
+
+/// `load` for the caller whose API key hashes to `key_hash` (run after `reserve_for_key`).
+pub fn load_for_key(db: &Db, key_hash: &str, key: &str) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        &format!(
+            "SELECT i.fingerprint, i.status_code, i.body, i.created_at FROM idempotency i JOIN ({KEY_SCOPE}) k
+               ON i.account_id = k.account_id AND i.livemode = k.livemode WHERE i.key = ?2"
+        ),
+        args![key_hash, key],
+    )
+}
+
+/// Whether `reserve_for_key`'s result says the request owns the key.
+pub fn reserved(result: &D1Result) -> Result<bool> {
+    Ok(!result.results::<serde_json::Value>()?.is_empty())
+}
+
+/// `load_for_key`'s result.
+pub fn loaded(result: &D1Result) -> Result<Option<StoredRecord>> {
+    Ok(result.results::<Row>()?.into_iter().next().map(Row::into_record))
+}
+
+pub async fn load(db: &Db, s: &Scope<'_>) -> Result<Option<StoredRecord>> {
     let row: Option<Row> = super::first(
         db,
         "SELECT fingerprint, status_code, body, created_at FROM idempotency WHERE account_id = ?1 AND livemode = ?2 AND key = ?3",
         args![s.account_id, s.livemode, s.key],
     )
     .await?;
-    Ok(row.map(|r| StoredRecord {
-        fingerprint: r.fingerprint,
-        created_at: r.created_at,
-        response: r.status_code.map(|c| (c as u16, r.body.unwrap_or_default())),
-    }))
+    Ok(row.map(Row::into_record))
+}
+
+impl Row {
+    fn into_record(self) -> StoredRecord {
+        StoredRecord { fingerprint: self.fingerprint, created_at: self.created_at, response: self.status_code.map(|c| (c as u16, self.body.unwrap_or_default())) }
+    }
 }
 
 /// Takes over an abandoned or expired record; only one contender's compare-and-set succeeds.
-pub async fn take_over(db: &D1Database, s: &Scope<'_>, seen_created_at: i64, fingerprint: &str, now: i64) -> Result<bool> {
+pub async fn take_over(db: &Db, s: &Scope<'_>, seen_created_at: i64, fingerprint: &str, now: i64) -> Result<bool> {
     super::changed(
         db,
         "UPDATE idempotency SET fingerprint = ?5, created_at = ?6, status_code = NULL, body = NULL
@@ -57,7 +100,7 @@ pub async fn take_over(db: &D1Database, s: &Scope<'_>, seen_created_at: i64, fin
     .await
 }
 
-pub fn complete(db: &D1Database, s: &Scope<'_>, status: u16, body: &str) -> Result<D1PreparedStatement> {
+pub fn complete(db: &Db, s: &Scope<'_>, status: u16, body: &str) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "UPDATE idempotency SET status_code = ?4, body = ?5 WHERE account_id = ?1 AND livemode = ?2 AND key = ?3",
@@ -65,7 +108,7 @@ pub fn complete(db: &D1Database, s: &Scope<'_>, status: u16, body: &str) -> Resu
     )
 }
 
-pub async fn release(db: &D1Database, s: &Scope<'_>) -> Result<()> {
+pub async fn release(db: &Db, s: &Scope<'_>) -> Result<()> {
     super::run(
         db,
         "DELETE FROM idempotency WHERE account_id = ?1 AND livemode = ?2 AND key = ?3 AND status_code IS NULL",
@@ -74,6 +117,6 @@ pub async fn release(db: &D1Database, s: &Scope<'_>) -> Result<()> {
     .await
 }
 
-pub async fn prune(db: &D1Database, before: i64) -> Result<()> {
+pub async fn prune(db: &Db, before: i64) -> Result<()> {
     super::run(db, "DELETE FROM idempotency WHERE created_at < ?1", args![before]).await
 }

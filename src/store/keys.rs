@@ -1,7 +1,8 @@
 //! API keys (stored as SHA-256 only) and the per-key request counter behind rate limits.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1PreparedStatement, D1Result, Result};
 
 use crate::args;
 
@@ -36,7 +37,8 @@ struct CountRow {
 /// One round trip: the key with its account, and this minute's request counts for the key and
 /// for its whole account (the counters only move for a live, unrevoked key, so garbage keys
 /// cannot fill the table). The account's counter is the row `acct:<account id>`.
-pub async fn authenticate(db: &D1Database, key_hash: &str, window_start: i64) -> Result<Option<(AuthRow, i64, i64)>> {
+/// `extra` statements run in the same batch, after these; their results are returned in order.
+pub async fn authenticate(db: &Db, key_hash: &str, window_start: i64, extra: Vec<D1PreparedStatement>) -> Result<(Option<(AuthRow, i64, i64)>, Vec<D1Result>)> {
     let count = super::stmt(
         db,
         "INSERT INTO rate_windows (key_id, window_start, count)
@@ -59,14 +61,17 @@ pub async fn authenticate(db: &D1Database, key_hash: &str, window_start: i64) ->
          WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
         args![key_hash],
     )?;
-    let results = db.batch(vec![count, account_count, key]).await?;
+    let mut statements = vec![count, account_count, key];
+    statements.extend(extra);
+    let mut results = db.batch(statements).await?;
+    let rest = results.split_off(3);
     let count = results[0].results::<CountRow>()?.first().map_or(0, |c| c.count);
     let account = results[1].results::<CountRow>()?.first().map_or(0, |c| c.count);
     let row = results[2].results::<AuthRow>()?.into_iter().next();
-    Ok(row.map(|r| (r, count, account)))
+    Ok((row.map(|r| (r, count, account)), rest))
 }
 
-pub fn insert(db: &D1Database, k: &KeyRow) -> Result<D1PreparedStatement> {
+pub fn insert(db: &Db, k: &KeyRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO api_keys (id, account_id, livemode, name, key_hash, prefix, last4, scopes, mailboxes, rate_limit_per_minute, created_at)
@@ -79,7 +84,7 @@ pub fn insert(db: &D1Database, k: &KeyRow) -> Result<D1PreparedStatement> {
 }
 
 /// `test_only`: a test key manages only test keys.
-pub async fn list(db: &D1Database, account_id: &str, test_only: bool, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>> {
+pub async fn list(db: &Db, account_id: &str, test_only: bool, after: Option<&str>, limit: u32) -> Result<Vec<KeyRow>> {
     super::all(
         db,
         "SELECT * FROM api_keys WHERE account_id = ?1 AND id > ?2 AND (?4 = 0 OR livemode = 0) ORDER BY id LIMIT ?3",
@@ -88,11 +93,11 @@ pub async fn list(db: &D1Database, account_id: &str, test_only: bool, after: Opt
     .await
 }
 
-pub async fn get(db: &D1Database, account_id: &str, id: &str) -> Result<Option<KeyRow>> {
+pub async fn get(db: &Db, account_id: &str, id: &str) -> Result<Option<KeyRow>> {
     super::first(db, "SELECT * FROM api_keys WHERE account_id = ?1 AND id = ?2", args![account_id, id]).await
 }
 
-pub async fn revoke(db: &D1Database, account_id: &str, id: &str, now: i64) -> Result<Option<KeyRow>> {
+pub async fn revoke(db: &Db, account_id: &str, id: &str, now: i64) -> Result<Option<KeyRow>> {
     super::first(
         db,
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE account_id = ?1 AND id = ?2 RETURNING *",
@@ -101,12 +106,12 @@ pub async fn revoke(db: &D1Database, account_id: &str, id: &str, now: i64) -> Re
     .await
 }
 
-pub async fn prune_rate_windows(db: &D1Database, before: i64) -> Result<()> {
+pub async fn prune_rate_windows(db: &Db, before: i64) -> Result<()> {
     super::run(db, "DELETE FROM rate_windows WHERE window_start < ?1", args![before]).await
 }
 
 /// How many unrevoked keys the account has (both modes).
-pub async fn count_active(db: &D1Database, account_id: &str) -> Result<i64> {
+pub async fn count_active(db: &Db, account_id: &str) -> Result<i64> {
     #[derive(Deserialize)]
     struct N {
         n: i64,

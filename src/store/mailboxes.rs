@@ -1,8 +1,9 @@
 //! Mailboxes: an address of an account, its oversight mode, its oversight address and how
 //! long held mail waits. Deleted mailboxes keep their row (`deleted_at`) and their history.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1PreparedStatement, D1Result, Result};
 
 use crate::args;
 use crate::domain::oversight::OversightMode;
@@ -21,7 +22,7 @@ pub struct MailboxRow {
     pub deleted_at: Option<i64>,
 }
 
-pub fn insert(db: &D1Database, m: &MailboxRow) -> Result<D1PreparedStatement> {
+pub fn insert(db: &Db, m: &MailboxRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO mailboxes (id, account_id, address, display_name, oversight_mode, oversight_email, approval_ttl_secs, created_at, updated_at)
@@ -31,7 +32,7 @@ pub fn insert(db: &D1Database, m: &MailboxRow) -> Result<D1PreparedStatement> {
 }
 
 /// A live mailbox of the account, by id or by address.
-pub async fn find(db: &D1Database, account_id: &str, id_or_address: &str) -> Result<Option<MailboxRow>> {
+pub async fn find(db: &Db, account_id: &str, id_or_address: &str) -> Result<Option<MailboxRow>> {
     let col = if id_or_address.starts_with("mbx_") { "id" } else { "address" };
     super::first(
         db,
@@ -42,7 +43,7 @@ pub async fn find(db: &D1Database, account_id: &str, id_or_address: &str) -> Res
 }
 
 /// `allowed`: a JSON array of the mailbox ids a limited key may see (`None`: all).
-pub async fn list(db: &D1Database, account_id: &str, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<MailboxRow>> {
+pub async fn list(db: &Db, account_id: &str, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<MailboxRow>> {
     super::all(
         db,
         "SELECT * FROM mailboxes WHERE account_id = ?1 AND deleted_at IS NULL AND id > ?2
@@ -55,7 +56,7 @@ pub async fn list(db: &D1Database, account_id: &str, allowed: Option<&str>, afte
 /// Writes a mailbox's display name and approval TTL. Never its mode or its oversight address:
 /// those change only through `set_mode` and `set_oversight_email`, each a decision of its own,
 /// so an update built from an older read cannot undo a concurrent tightening.
-pub fn update(db: &D1Database, m: &MailboxRow) -> Result<D1PreparedStatement> {
+pub fn update(db: &Db, m: &MailboxRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "UPDATE mailboxes SET display_name = ?3, approval_ttl_secs = ?4, updated_at = ?5
@@ -64,7 +65,7 @@ pub fn update(db: &D1Database, m: &MailboxRow) -> Result<D1PreparedStatement> {
     )
 }
 
-pub async fn soft_delete(db: &D1Database, account_id: &str, id: &str, now: i64) -> Result<Option<MailboxRow>> {
+pub async fn soft_delete(db: &Db, account_id: &str, id: &str, now: i64) -> Result<Option<MailboxRow>> {
     super::first(
         db,
         "UPDATE mailboxes SET deleted_at = ?3, updated_at = ?3 WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL RETURNING *",
@@ -74,14 +75,14 @@ pub async fn soft_delete(db: &D1Database, account_id: &str, id: &str, now: i64) 
 }
 
 /// Sets a mailbox's oversight mode (decided elsewhere: a tightening, or an approved change).
-pub fn set_mode(db: &D1Database, id: &str, mode: OversightMode, now: i64) -> Result<D1PreparedStatement> {
+pub fn set_mode(db: &Db, id: &str, mode: OversightMode, now: i64) -> Result<D1PreparedStatement> {
     super::stmt(db, "UPDATE mailboxes SET oversight_mode = ?2, updated_at = ?3 WHERE id = ?1", args![id, mode.as_str(), now])
 }
 
 /// Live mailboxes at any of these addresses (inbound routing), of one account when given, whose
 /// domain the account still holds: its default domain, or a custom domain it has verified (a
 /// deleted or lost domain's mailboxes receive nothing).
-pub async fn at_addresses(db: &D1Database, addresses: &[String], account_id: Option<&str>) -> Result<Vec<MailboxRow>> {
+pub async fn at_addresses(db: &Db, addresses: &[String], account_id: Option<&str>) -> Result<Vec<MailboxRow>> {
     let list = serde_json::to_string(addresses).expect("strings serialize");
     super::all(
         db,
@@ -105,9 +106,55 @@ pub struct Sender {
     pub oversight_email: Option<String>,
 }
 
-/// The account's live mailbox at `address`, which of `recipients` are on the account's
-/// suppression list, and the owner's address, in one round trip (the send path).
-pub async fn sender_and_suppressed(db: &D1Database, account_id: &str, address: &str, recipients: &[String]) -> Result<Option<Sender>> {
+/// Whose account a statement is about: an id, or the account of the API key with this hash
+/// (for statements that run in the authentication batch, before the account is known).
+#[derive(Clone, Copy)]
+pub enum AccountOf<'a> {
+    Id(&'a str),
+    KeyHash(&'a str),
+}
+
+impl AccountOf<'_> {
+    /// The SQL expression for the account id, bound to `?1`.
+    fn expr(self) -> &'static str {
+        match self {
+            AccountOf::Id(_) => "?1",
+            AccountOf::KeyHash(_) => "(SELECT account_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL)",
+        }
+    }
+    fn value(&self) -> &str {
+        match self {
+            AccountOf::Id(v) | AccountOf::KeyHash(v) => v,
+        }
+    }
+}
+
+/// The send path's reads, for one batch: the account's mailbox at `address` with which of
+/// `recipients` are on the account's suppression list and the owner's address (`sender_of`),
+/// and whether `domain` is a verified domain of the account (`verified_of`).
+pub fn sender_statements(db: &Db, who: AccountOf<'_>, address: &str, domain: &str, recipients: &[String]) -> Result<[D1PreparedStatement; 2]> {
+    let acct = who.expr();
+    let list = serde_json::to_string(recipients).expect("strings serialize");
+    let sender = super::stmt(
+        db,
+        &format!(
+            "SELECT m.*, (SELECT json_group_array(s.address) FROM suppressions s
+                           WHERE s.account_id = m.account_id AND s.address IN (SELECT value FROM json_each(?3))) AS suppressed_json,
+                    (SELECT a.owner_email FROM accounts a WHERE a.id = m.account_id) AS owner_email
+             FROM mailboxes m WHERE m.account_id = {acct} AND m.address = ?2 AND m.deleted_at IS NULL"
+        ),
+        args![who.value(), address, &list],
+    )?;
+    let verified = super::stmt(
+        db,
+        &format!("SELECT EXISTS (SELECT 1 FROM domains WHERE account_id = {acct} AND domain = ?2 AND deleted_at IS NULL AND status = 'verified') AS verified"),
+        args![who.value(), domain],
+    )?;
+    Ok([sender, verified])
+}
+
+/// `sender_statements`' first result.
+pub fn sender_of(result: &D1Result) -> Result<Option<Sender>> {
     #[derive(Deserialize)]
     struct Row {
         #[serde(flatten)]
@@ -115,16 +162,7 @@ pub async fn sender_and_suppressed(db: &D1Database, account_id: &str, address: &
         suppressed_json: String,
         owner_email: Option<String>,
     }
-    let list = serde_json::to_string(recipients).expect("strings serialize");
-    let row: Option<Row> = super::first(
-        db,
-        "SELECT m.*, (SELECT json_group_array(s.address) FROM suppressions s
-                       WHERE s.account_id = ?1 AND s.address IN (SELECT value FROM json_each(?3))) AS suppressed_json,
-                (SELECT a.owner_email FROM accounts a WHERE a.id = ?1) AS owner_email
-         FROM mailboxes m WHERE m.account_id = ?1 AND m.address = ?2 AND m.deleted_at IS NULL",
-        args![account_id, address, &list],
-    )
-    .await?;
+    let row: Option<Row> = result.results::<Row>()?.into_iter().next();
     Ok(row.map(|r| Sender {
         oversight_email: r.mailbox.oversight_email.clone().or(r.owner_email),
         suppressed: serde_json::from_str(&r.suppressed_json).unwrap_or_default(),
@@ -132,8 +170,17 @@ pub async fn sender_and_suppressed(db: &D1Database, account_id: &str, address: &
     }))
 }
 
+/// `sender_statements`' second result.
+pub fn verified_of(result: &D1Result) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct V {
+        verified: i64,
+    }
+    Ok(result.results::<V>()?.first().is_some_and(|v| v.verified == 1))
+}
+
 /// Sets (or clears: the owner's address then applies) a mailbox's oversight address.
-pub fn set_oversight_email_stmt(db: &D1Database, account_id: &str, id: &str, email: Option<&str>, now: i64) -> Result<D1PreparedStatement> {
+pub fn set_oversight_email_stmt(db: &Db, account_id: &str, id: &str, email: Option<&str>, now: i64) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "UPDATE mailboxes SET oversight_email = ?3, updated_at = ?4 WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
@@ -141,6 +188,6 @@ pub fn set_oversight_email_stmt(db: &D1Database, account_id: &str, id: &str, ema
     )
 }
 
-pub async fn set_oversight_email(db: &D1Database, account_id: &str, id: &str, email: Option<&str>, now: i64) -> Result<()> {
-    set_oversight_email_stmt(db, account_id, id, email, now)?.run().await.map(|_| ())
+pub async fn set_oversight_email(db: &Db, account_id: &str, id: &str, email: Option<&str>, now: i64) -> Result<()> {
+    db.exec(set_oversight_email_stmt(db, account_id, id, email, now)?).await
 }

@@ -1,8 +1,9 @@
 //! Messages, their stored bodies (MIME and provider-ready JSON) and their timelines.
 //! Status changes are compare-and-set updates, so a redelivered queue message cannot act twice.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1PreparedStatement, Result};
 
 use crate::args;
 use crate::domain::message::{Direction, MessageKind, MessageStatus};
@@ -143,7 +144,7 @@ pub struct TimelineRow {
     pub detail: Option<String>,
 }
 
-pub fn insert(db: &D1Database, m: &MessageRow) -> Result<D1PreparedStatement> {
+pub fn insert(db: &Db, m: &MessageRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO messages (id, account_id, livemode, mailbox_id, direction, thread_id, from_addr, to_json, cc_json, bcc_json,
@@ -180,11 +181,11 @@ impl Blob {
     }
 }
 
-pub fn insert_blob(db: &D1Database, message_id: &str, kind: Blob, body: &str) -> Result<D1PreparedStatement> {
+pub fn insert_blob(db: &Db, message_id: &str, kind: Blob, body: &str) -> Result<D1PreparedStatement> {
     super::stmt(db, "INSERT INTO message_blobs (message_id, kind, body) VALUES (?1, ?2, ?3)", args![message_id, kind.as_str(), body])
 }
 
-pub async fn blob(db: &D1Database, message_id: &str, kind: Blob) -> Result<Option<String>> {
+pub async fn blob(db: &Db, message_id: &str, kind: Blob) -> Result<Option<String>> {
     #[derive(Deserialize)]
     struct B {
         body: String,
@@ -194,7 +195,7 @@ pub async fn blob(db: &D1Database, message_id: &str, kind: Blob) -> Result<Optio
         .map(|b| b.body))
 }
 
-pub fn timeline(db: &D1Database, message_id: &str, at: i64, kind: &str, detail: Option<&str>) -> Result<D1PreparedStatement> {
+pub fn timeline(db: &Db, message_id: &str, at: i64, kind: &str, detail: Option<&str>) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO message_timeline (message_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
@@ -202,7 +203,7 @@ pub fn timeline(db: &D1Database, message_id: &str, at: i64, kind: &str, detail: 
     )
 }
 
-pub async fn timeline_of(db: &D1Database, message_id: &str) -> Result<Vec<TimelineRow>> {
+pub async fn timeline_of(db: &Db, message_id: &str) -> Result<Vec<TimelineRow>> {
     super::all(db, "SELECT at, kind, detail FROM message_timeline WHERE message_id = ?1 ORDER BY seq", args![message_id]).await
 }
 
@@ -211,17 +212,17 @@ const WITH_MAILBOX: &str =
     "SELECT m.*, COALESCE(b.address, m.from_addr) AS mailbox_address FROM messages m LEFT JOIN mailboxes b ON b.id = m.mailbox_id";
 
 /// A message as its owner sees it: same account, same mode.
-pub async fn get_scoped(db: &D1Database, account_id: &str, livemode: bool, id: &str) -> Result<Option<MessageWithMailbox>> {
+pub async fn get_scoped(db: &Db, account_id: &str, livemode: bool, id: &str) -> Result<Option<MessageWithMailbox>> {
     super::first(db, &format!("{WITH_MAILBOX} WHERE m.id = ?1 AND m.account_id = ?2 AND m.livemode = ?3"), args![id, account_id, livemode]).await
 }
 
-pub async fn get(db: &D1Database, id: &str) -> Result<Option<MessageWithMailbox>> {
+pub async fn get(db: &Db, id: &str) -> Result<Option<MessageWithMailbox>> {
     super::first(db, &format!("{WITH_MAILBOX} WHERE m.id = ?1"), args![id]).await
 }
 
 /// Claims a message for one delivery attempt. `reclaim_before` lets a claim older than that
 /// be taken over (only used where the provider deduplicates repeats itself).
-pub async fn claim(db: &D1Database, id: &str, now: i64, reclaim_before: Option<i64>) -> Result<Option<i64>> {
+pub async fn claim(db: &Db, id: &str, now: i64, reclaim_before: Option<i64>) -> Result<Option<i64>> {
     #[derive(Deserialize)]
     struct A {
         attempts: i64,
@@ -237,7 +238,7 @@ pub async fn claim(db: &D1Database, id: &str, now: i64, reclaim_before: Option<i
     Ok(row.map(|a| a.attempts))
 }
 
-pub fn mark_sent(db: &D1Database, id: &str, provider: &str, provider_message_id: &str, now: i64) -> Result<D1PreparedStatement> {
+pub fn mark_sent(db: &Db, id: &str, provider: &str, provider_message_id: &str, now: i64) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "UPDATE messages SET status = 'sent', provider = ?2, provider_message_id = ?3, sent_at = ?4, updated_at = ?4, last_error = NULL
@@ -247,7 +248,7 @@ pub fn mark_sent(db: &D1Database, id: &str, provider: &str, provider_message_id:
 }
 
 /// Back to `queued` after a failed attempt that will be retried.
-pub fn release_for_retry(db: &D1Database, id: &str, reason: &str, now: i64) -> Result<D1PreparedStatement> {
+pub fn release_for_retry(db: &Db, id: &str, reason: &str, now: i64) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "UPDATE messages SET status = 'queued', last_error = ?2, updated_at = ?3 WHERE id = ?1 AND status = 'sending'",
@@ -256,7 +257,7 @@ pub fn release_for_retry(db: &D1Database, id: &str, reason: &str, now: i64) -> R
 }
 
 /// Marks a message failed unless it already reached an end state. `true` if this call did it.
-pub async fn mark_failed(db: &D1Database, id: &str, reason: &str, now: i64) -> Result<bool> {
+pub async fn mark_failed(db: &Db, id: &str, reason: &str, now: i64) -> Result<bool> {
     super::changed(
         db,
         "UPDATE messages SET status = 'failed', last_error = ?2, updated_at = ?3
@@ -267,7 +268,7 @@ pub async fn mark_failed(db: &D1Database, id: &str, reason: &str, now: i64) -> R
 }
 
 /// Cancels a message that has not started sending. `None` if it was not cancellable.
-pub async fn cancel(db: &D1Database, account_id: &str, livemode: bool, id: &str, now: i64) -> Result<Option<MessageRow>> {
+pub async fn cancel(db: &Db, account_id: &str, livemode: bool, id: &str, now: i64) -> Result<Option<MessageRow>> {
     super::first(
         db,
         "UPDATE messages SET status = 'cancelled', updated_at = ?4
@@ -279,7 +280,7 @@ pub async fn cancel(db: &D1Database, account_id: &str, livemode: bool, id: &str,
 
 /// Messages whose queue message may have been lost: queued but untouched for a while, or
 /// scheduled and due soon.
-pub async fn needing_enqueue(db: &D1Database, stale_before: i64, due_before: i64) -> Result<Vec<(String, Option<i64>)>> {
+pub async fn needing_enqueue(db: &Db, stale_before: i64, due_before: i64) -> Result<Vec<(String, Option<i64>)>> {
     #[derive(Deserialize)]
     struct R {
         id: String,
@@ -297,7 +298,7 @@ pub async fn needing_enqueue(db: &D1Database, stale_before: i64, due_before: i64
 
 /// Mirrors a decision taken by the Approval Durable Object. `true` if this call moved the
 /// message out of `pending_approval` (a repeat is a no-op).
-pub async fn mirror_decision(db: &D1Database, id: &str, status: MessageStatus, decision: &str, by: &str, at: i64, reason: Option<&str>) -> Result<bool> {
+pub async fn mirror_decision(db: &Db, id: &str, status: MessageStatus, decision: &str, by: &str, at: i64, reason: Option<&str>) -> Result<bool> {
     super::changed(
         db,
         "UPDATE messages SET status = ?2, decision = ?3, decided_by = ?4, decided_at = ?5, decision_reason = ?6, updated_at = ?5
@@ -310,7 +311,7 @@ pub async fn mirror_decision(db: &D1Database, id: &str, status: MessageStatus, d
 /// Held messages of an account and mode, oldest first.
 /// `allowed`: a JSON array of the mailbox ids a limited key may see.
 #[allow(clippy::too_many_arguments)]
-pub async fn list_pending(db: &D1Database, account_id: &str, livemode: bool, mailbox_id: Option<&str>, direction: Option<Direction>, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<MessageWithMailbox>> {
+pub async fn list_pending(db: &Db, account_id: &str, livemode: bool, mailbox_id: Option<&str>, direction: Option<Direction>, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<MessageWithMailbox>> {
     super::all(
         db,
         &format!("{WITH_MAILBOX} WHERE m.account_id = ?1 AND m.livemode = ?2 AND m.status = 'pending_approval'
@@ -323,12 +324,12 @@ pub async fn list_pending(db: &D1Database, account_id: &str, livemode: bool, mai
 }
 
 /// Held messages past their expiry (an alarm may have been lost): for the cron.
-pub async fn overdue_pending(db: &D1Database, now: i64) -> Result<Vec<MessageRow>> {
+pub async fn overdue_pending(db: &Db, now: i64) -> Result<Vec<MessageRow>> {
     super::all(db, "SELECT * FROM messages WHERE status = 'pending_approval' AND expires_at < ?1 LIMIT 200", args![now]).await
 }
 
 /// The thread of the nearest message (same account and mode) whose Message-ID is among `ids`.
-pub async fn thread_of_any(db: &D1Database, account_id: &str, livemode: bool, ids: &[String]) -> Result<Option<String>> {
+pub async fn thread_of_any(db: &Db, account_id: &str, livemode: bool, ids: &[String]) -> Result<Option<String>> {
     #[derive(Deserialize)]
     struct T {
         thread_id: String,
@@ -365,7 +366,7 @@ pub struct InboxFilter<'a> {
 }
 
 /// Visible mail (inbound held for approval is not), newest first (or oldest first for a thread).
-pub async fn inbox(db: &D1Database, f: &InboxFilter<'_>, limit: u32) -> Result<Vec<MessageWithMailbox>> {
+pub async fn inbox(db: &Db, f: &InboxFilter<'_>, limit: u32) -> Result<Vec<MessageWithMailbox>> {
     let order = if f.thread_id.is_some() { "ASC" } else { "DESC" };
     super::all(
         db,
@@ -392,13 +393,13 @@ pub async fn inbox(db: &D1Database, f: &InboxFilter<'_>, limit: u32) -> Result<V
 }
 
 /// The message a provider knows by its own id.
-pub async fn by_provider_id(db: &D1Database, provider: &str, provider_message_id: &str) -> Result<Option<MessageWithMailbox>> {
+pub async fn by_provider_id(db: &Db, provider: &str, provider_message_id: &str) -> Result<Option<MessageWithMailbox>> {
     super::first(db, &format!("{WITH_MAILBOX} WHERE m.provider = ?1 AND m.provider_message_id = ?2"), args![provider, provider_message_id]).await
 }
 
 /// What a provider reported after sending (`delivered`, `bounced`, `complained`). A later
 /// `delivered` never overwrites a bounce or a complaint.
-pub fn record_feedback(db: &D1Database, id: &str, status: MessageStatus, now: i64) -> Result<D1PreparedStatement> {
+pub fn record_feedback(db: &Db, id: &str, status: MessageStatus, now: i64) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "UPDATE messages SET status = ?2, updated_at = ?3 WHERE id = ?1 AND status IN ('sent', 'delivered') AND NOT (status = 'delivered' AND ?2 = 'delivered')",
@@ -406,11 +407,11 @@ pub fn record_feedback(db: &D1Database, id: &str, status: MessageStatus, now: i6
     )
 }
 
-pub async fn mark_read(db: &D1Database, id: &str) -> Result<()> {
+pub async fn mark_read(db: &Db, id: &str) -> Result<()> {
     super::run(db, "UPDATE messages SET read = 1 WHERE id = ?1", args![id]).await
 }
 
 /// Replaces the tags (a JSON array of strings).
-pub async fn set_tags(db: &D1Database, id: &str, tags_json: &str) -> Result<()> {
+pub async fn set_tags(db: &Db, id: &str, tags_json: &str) -> Result<()> {
     super::run(db, "UPDATE messages SET tags = ?2 WHERE id = ?1", args![id, tags_json]).await
 }

@@ -18,12 +18,80 @@ pub mod provider_events;
 pub mod suppressions;
 pub mod webhooks;
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use serde::de::DeserializeOwned;
 use wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, Env, Result};
+use worker::{D1Database, D1PreparedStatement, D1Result, Env, Result};
 
-pub fn db(env: &Env) -> Result<D1Database> {
-    env.d1("DB")
+pub fn db(env: &Env) -> Result<Db> {
+    Ok(Db { inner: env.d1("DB")?, cost: Rc::new(Cost::default()) })
+}
+
+/// The D1 binding, counting its round trips: every query, statement and batch goes through
+/// `Db` (the helpers below, `batch`, `exec`), so `cost()` says how many round trips a request
+/// made and how long they took (the `Server-Timing` header's `d1` metric).
+pub struct Db {
+    inner: D1Database,
+    cost: Rc<Cost>,
+}
+
+/// Round trips and their time, per kind of storage, for one request (or one consumer batch).
+#[derive(Default)]
+pub struct Cost {
+    pub d1: Meter,
+    pub queue: Meter,
+    pub durable_object: Meter,
+}
+
+/// A count of round trips and their summed wall time in milliseconds.
+#[derive(Default)]
+pub struct Meter {
+    count: Cell<u32>,
+    ms: Cell<f64>,
+}
+
+impl Meter {
+    /// Awaits one round trip and counts it.
+    pub async fn time<T>(&self, fut: impl std::future::Future<Output = T>) -> T {
+        let start = worker::js_sys::Date::now();
+        let out = fut.await;
+        self.count.set(self.count.get() + 1);
+        self.ms.set(self.ms.get() + (worker::js_sys::Date::now() - start));
+        out
+    }
+    pub fn count(&self) -> u32 {
+        self.count.get()
+    }
+    pub fn ms(&self) -> f64 {
+        self.ms.get()
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = D1Database;
+    /// For `prepare`: building a statement is not a round trip.
+    fn deref(&self) -> &D1Database {
+        &self.inner
+    }
+}
+
+impl Db {
+    /// Runs statements in one round trip (one transaction).
+    pub async fn batch(&self, statements: Vec<D1PreparedStatement>) -> Result<Vec<D1Result>> {
+        self.cost.d1.time(self.inner.batch(statements)).await
+    }
+
+    /// Runs one prepared statement.
+    pub async fn exec(&self, statement: D1PreparedStatement) -> Result<()> {
+        self.cost.d1.time(statement.run()).await.map(|_| ())
+    }
+
+    /// What this request has spent so far.
+    pub fn cost(&self) -> &Rc<Cost> {
+        &self.cost
+    }
 }
 
 /// A value bindable to a D1 statement.
@@ -80,31 +148,33 @@ fn stmt(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<D1PreparedStatem
     db.prepare(sql).bind(&values)
 }
 
-async fn first<T: DeserializeOwned>(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<Option<T>> {
-    stmt(db, sql, args)?.first::<T>(None).await
+async fn first<T: DeserializeOwned>(db: &Db, sql: &str, args: &[Arg<'_>]) -> Result<Option<T>> {
+    let s = stmt(db, sql, args)?;
+    db.cost.d1.time(s.first::<T>(None)).await
 }
 
-async fn all<T: DeserializeOwned>(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>> {
-    stmt(db, sql, args)?.all().await?.results::<T>()
+async fn all<T: DeserializeOwned>(db: &Db, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>> {
+    let s = stmt(db, sql, args)?;
+    db.cost.d1.time(s.all()).await?.results::<T>()
 }
 
-async fn run(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<()> {
-    stmt(db, sql, args)?.run().await.map(|_| ())
+async fn run(db: &Db, sql: &str, args: &[Arg<'_>]) -> Result<()> {
+    db.exec(stmt(db, sql, args)?).await
 }
 
 /// Runs a compare-and-set (an `UPDATE`/`INSERT … RETURNING` something) and says whether it
 /// changed a row: the one way to ask "did this call win".
-async fn changed(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<bool> {
-    Ok(stmt(db, sql, args)?.first::<serde_json::Value>(None).await?.is_some())
+async fn changed(db: &Db, sql: &str, args: &[Arg<'_>]) -> Result<bool> {
+    Ok(first::<serde_json::Value>(db, sql, args).await?.is_some())
 }
 
 /// Whether a query finds any row.
-async fn exists(db: &D1Database, sql: &str, args: &[Arg<'_>]) -> Result<bool> {
+async fn exists(db: &Db, sql: &str, args: &[Arg<'_>]) -> Result<bool> {
     changed(db, sql, args).await
 }
 
 /// Whether D1 answers at all (`/healthz`).
-pub async fn ping(db: &D1Database) -> Result<bool> {
+pub async fn ping(db: &Db) -> Result<bool> {
     #[derive(serde::Deserialize)]
     struct One {
         ok: i64,

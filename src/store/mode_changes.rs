@@ -1,8 +1,9 @@
 //! Mode changes that wait for a human: a mailbox asked for a looser oversight mode. Decided by
 //! compare-and-set on the row (one winner); a newer request or a tightening supersedes it.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1PreparedStatement, Result};
 
 use crate::args;
 use crate::domain::oversight::{ChangeStatus, OversightMode};
@@ -21,7 +22,7 @@ pub struct ModeChangeRow {
     pub decided_by: Option<String>,
 }
 
-pub fn insert(db: &D1Database, c: &ModeChangeRow) -> Result<D1PreparedStatement> {
+pub fn insert(db: &Db, c: &ModeChangeRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO mode_changes (id, account_id, mailbox_id, from_mode, to_mode, status, requested_by, created_at)
@@ -31,7 +32,7 @@ pub fn insert(db: &D1Database, c: &ModeChangeRow) -> Result<D1PreparedStatement>
 }
 
 /// The newest change still waiting for this mailbox.
-pub async fn pending_for(db: &D1Database, mailbox_id: &str) -> Result<Option<ModeChangeRow>> {
+pub async fn pending_for(db: &Db, mailbox_id: &str) -> Result<Option<ModeChangeRow>> {
     super::first(
         db,
         "SELECT * FROM mode_changes WHERE mailbox_id = ?1 AND status = 'pending' ORDER BY created_at DESC LIMIT 1",
@@ -41,7 +42,7 @@ pub async fn pending_for(db: &D1Database, mailbox_id: &str) -> Result<Option<Mod
 }
 
 /// Retires whatever still waits for this mailbox (a newer request, or a tightening).
-pub fn supersede_pending(db: &D1Database, mailbox_id: &str, now: i64) -> Result<D1PreparedStatement> {
+pub fn supersede_pending(db: &Db, mailbox_id: &str, now: i64) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "UPDATE mode_changes SET status = 'superseded', decided_at = ?2 WHERE mailbox_id = ?1 AND status = 'pending'",
@@ -49,12 +50,12 @@ pub fn supersede_pending(db: &D1Database, mailbox_id: &str, now: i64) -> Result<
     )
 }
 
-pub async fn get(db: &D1Database, account_id: &str, id: &str) -> Result<Option<ModeChangeRow>> {
+pub async fn get(db: &Db, account_id: &str, id: &str) -> Result<Option<ModeChangeRow>> {
     super::first(db, "SELECT * FROM mode_changes WHERE id = ?1 AND account_id = ?2", args![id, account_id]).await
 }
 
 /// Decides a waiting change: the row if this call won, `None` if it was no longer pending.
-pub async fn decide(db: &D1Database, account_id: &str, id: &str, status: ChangeStatus, now: i64, by: &str) -> Result<Option<ModeChangeRow>> {
+pub async fn decide(db: &Db, account_id: &str, id: &str, status: ChangeStatus, now: i64, by: &str) -> Result<Option<ModeChangeRow>> {
     super::first(
         db,
         "UPDATE mode_changes SET status = ?3, decided_at = ?4, decided_by = ?5
@@ -65,7 +66,7 @@ pub async fn decide(db: &D1Database, account_id: &str, id: &str, status: ChangeS
 }
 
 /// The account's waiting changes, optionally of one mailbox, oldest first (at most 100).
-pub async fn pending(db: &D1Database, account_id: &str, mailbox_id: Option<&str>) -> Result<Vec<ModeChangeRow>> {
+pub async fn pending(db: &Db, account_id: &str, mailbox_id: Option<&str>) -> Result<Vec<ModeChangeRow>> {
     super::all(
         db,
         "SELECT * FROM mode_changes WHERE account_id = ?1 AND status = 'pending' AND (?2 IS NULL OR mailbox_id = ?2) ORDER BY id LIMIT 100",

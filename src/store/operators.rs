@@ -1,8 +1,9 @@
 //! Operators (the humans of an account), their single-use sign-in links and their console
 //! sessions. Tokens are kept only as SHA-256 hashes.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1PreparedStatement, Result};
 
 use crate::args;
 use crate::domain::authority::Role;
@@ -18,7 +19,7 @@ pub struct OperatorRow {
     pub removed_at: Option<i64>,
 }
 
-pub fn insert(db: &D1Database, o: &OperatorRow) -> Result<D1PreparedStatement> {
+pub fn insert(db: &Db, o: &OperatorRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO operators (id, account_id, email, role, invited_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -27,16 +28,16 @@ pub fn insert(db: &D1Database, o: &OperatorRow) -> Result<D1PreparedStatement> {
 }
 
 /// The account's current operator with this address.
-pub async fn by_email(db: &D1Database, account_id: &str, email: &str) -> Result<Option<OperatorRow>> {
+pub async fn by_email(db: &Db, account_id: &str, email: &str) -> Result<Option<OperatorRow>> {
     super::first(db, "SELECT * FROM operators WHERE account_id = ?1 AND email = ?2 AND removed_at IS NULL", args![account_id, email]).await
 }
 
-pub async fn list(db: &D1Database, account_id: &str) -> Result<Vec<OperatorRow>> {
+pub async fn list(db: &Db, account_id: &str) -> Result<Vec<OperatorRow>> {
     super::all(db, "SELECT * FROM operators WHERE account_id = ?1 AND removed_at IS NULL ORDER BY created_at LIMIT 200", args![account_id]).await
 }
 
 /// Removes an operator and ends their sessions; `true` if this call removed them.
-pub async fn remove(db: &D1Database, account_id: &str, id: &str, now: i64) -> Result<bool> {
+pub async fn remove(db: &Db, account_id: &str, id: &str, now: i64) -> Result<bool> {
     let removed = super::changed(
         db,
         "UPDATE operators SET removed_at = ?3 WHERE account_id = ?1 AND id = ?2 AND removed_at IS NULL RETURNING id",
@@ -49,7 +50,7 @@ pub async fn remove(db: &D1Database, account_id: &str, id: &str, now: i64) -> Re
     Ok(removed)
 }
 
-pub fn insert_sign_in_link(db: &D1Database, token_hash: &str, operator_id: &str, now: i64, expires_at: i64) -> Result<D1PreparedStatement> {
+pub fn insert_sign_in_link(db: &Db, token_hash: &str, operator_id: &str, now: i64, expires_at: i64) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO sign_in_links (token_hash, operator_id, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
@@ -59,7 +60,7 @@ pub fn insert_sign_in_link(db: &D1Database, token_hash: &str, operator_id: &str,
 
 /// Uses a sign-in link once: the operator it signs in, if the link is unused, unexpired and
 /// the operator still there. A second use finds nothing.
-pub async fn use_sign_in_link(db: &D1Database, token_hash: &str, now: i64) -> Result<Option<OperatorRow>> {
+pub async fn use_sign_in_link(db: &Db, token_hash: &str, now: i64) -> Result<Option<OperatorRow>> {
     #[derive(Deserialize)]
     struct Used {
         operator_id: String,
@@ -75,7 +76,7 @@ pub async fn use_sign_in_link(db: &D1Database, token_hash: &str, now: i64) -> Re
 }
 
 /// A sign-in link's state without using it (the confirmation page).
-pub async fn sign_in_link_usable(db: &D1Database, token_hash: &str, now: i64) -> Result<bool> {
+pub async fn sign_in_link_usable(db: &Db, token_hash: &str, now: i64) -> Result<bool> {
     super::exists(db, "SELECT 1 AS ok FROM sign_in_links WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2", args![token_hash, now]).await
 }
 
@@ -112,7 +113,7 @@ pub struct NewSession<'a> {
     pub expires_at: i64,
 }
 
-pub async fn insert_session(db: &D1Database, s: &NewSession<'_>) -> Result<()> {
+pub async fn insert_session(db: &Db, s: &NewSession<'_>) -> Result<()> {
     super::run(
         db,
         "INSERT INTO sessions (id, token_hash, operator_id, account_id, csrf, user_agent, created_at, last_seen_at, expires_at)
@@ -123,7 +124,7 @@ pub async fn insert_session(db: &D1Database, s: &NewSession<'_>) -> Result<()> {
 }
 
 /// The live session behind a cookie, with its operator (still an operator) and account.
-pub async fn signed_in(db: &D1Database, token_hash: &str, now: i64) -> Result<Option<SignedIn>> {
+pub async fn signed_in(db: &Db, token_hash: &str, now: i64) -> Result<Option<SignedIn>> {
     super::first(
         db,
         "SELECT s.*, o.email, o.role, a.default_domain FROM sessions s
@@ -135,11 +136,11 @@ pub async fn signed_in(db: &D1Database, token_hash: &str, now: i64) -> Result<Op
     .await
 }
 
-pub async fn touch_session(db: &D1Database, id: &str, now: i64) -> Result<()> {
+pub async fn touch_session(db: &Db, id: &str, now: i64) -> Result<()> {
     super::run(db, "UPDATE sessions SET last_seen_at = ?2 WHERE id = ?1", args![id, now]).await
 }
 
-pub async fn sessions_of(db: &D1Database, operator_id: &str, now: i64) -> Result<Vec<SessionRow>> {
+pub async fn sessions_of(db: &Db, operator_id: &str, now: i64) -> Result<Vec<SessionRow>> {
     super::all(
         db,
         "SELECT * FROM sessions WHERE operator_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 ORDER BY created_at DESC LIMIT 50",
@@ -149,7 +150,7 @@ pub async fn sessions_of(db: &D1Database, operator_id: &str, now: i64) -> Result
 }
 
 /// Ends one of this operator's sessions; `true` if it was live.
-pub async fn revoke_session(db: &D1Database, operator_id: &str, id: &str, now: i64) -> Result<bool> {
+pub async fn revoke_session(db: &Db, operator_id: &str, id: &str, now: i64) -> Result<bool> {
     super::changed(
         db,
         "UPDATE sessions SET revoked_at = ?3 WHERE operator_id = ?1 AND id = ?2 AND revoked_at IS NULL RETURNING id",
@@ -159,13 +160,13 @@ pub async fn revoke_session(db: &D1Database, operator_id: &str, id: &str, now: i
 }
 
 /// Every current operator with this address, in any account (a person may run several).
-pub async fn everywhere(db: &D1Database, email: &str) -> Result<Vec<OperatorRow>> {
+pub async fn everywhere(db: &Db, email: &str) -> Result<Vec<OperatorRow>> {
     super::all(db, "SELECT * FROM operators WHERE email = ?1 AND removed_at IS NULL ORDER BY created_at LIMIT 20", args![email]).await
 }
 
 /// Whether an unused sign-in link for this operator was made since `since` (a new one is not
 /// sent while the last minute's is still unused, so the form cannot flood someone's inbox).
-pub async fn link_sent_since(db: &D1Database, operator_id: &str, since: i64, now: i64) -> Result<bool> {
+pub async fn link_sent_since(db: &Db, operator_id: &str, since: i64, now: i64) -> Result<bool> {
     super::exists(
         db,
         "SELECT 1 AS ok FROM sign_in_links WHERE operator_id = ?1 AND created_at > ?2 AND used_at IS NULL AND expires_at > ?3",

@@ -1,8 +1,9 @@
 //! The suppression list: addresses an account must not send to (unsubscribed, hard-bounced,
 //! complained, or added by hand). One row per (account, address), lower-cased.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, Result};
+use worker::Result;
 
 use crate::args;
 
@@ -15,7 +16,7 @@ pub struct SuppressionRow {
 }
 
 /// Adds (or keeps) a suppression; the first reason recorded stays.
-pub async fn add(db: &D1Database, account_id: &str, address: &str, reason: &str, source: Option<&str>, now: i64) -> Result<()> {
+pub async fn add(db: &Db, account_id: &str, address: &str, reason: &str, source: Option<&str>, now: i64) -> Result<()> {
     super::run(
         db,
         "INSERT INTO suppressions (account_id, address, reason, source, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -25,12 +26,12 @@ pub async fn add(db: &D1Database, account_id: &str, address: &str, reason: &str,
     .await
 }
 
-pub async fn get(db: &D1Database, account_id: &str, address: &str) -> Result<Option<SuppressionRow>> {
+pub async fn get(db: &Db, account_id: &str, address: &str) -> Result<Option<SuppressionRow>> {
     super::first(db, "SELECT * FROM suppressions WHERE account_id = ?1 AND address = ?2", args![account_id, address]).await
 }
 
 /// A page in address order, after `after`, optionally of one reason.
-pub async fn list(db: &D1Database, account_id: &str, reason: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<SuppressionRow>> {
+pub async fn list(db: &Db, account_id: &str, reason: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<SuppressionRow>> {
     super::all(
         db,
         "SELECT * FROM suppressions WHERE account_id = ?1 AND address > ?2 AND (?3 IS NULL OR reason = ?3) ORDER BY address LIMIT ?4",
@@ -40,6 +41,6 @@ pub async fn list(db: &D1Database, account_id: &str, reason: Option<&str>, after
 }
 
 /// Removes one; the removed row, or `None` if it was not there.
-pub async fn remove(db: &D1Database, account_id: &str, address: &str) -> Result<Option<SuppressionRow>> {
+pub async fn remove(db: &Db, account_id: &str, address: &str) -> Result<Option<SuppressionRow>> {
     super::first(db, "DELETE FROM suppressions WHERE account_id = ?1 AND address = ?2 RETURNING *", args![account_id, address]).await
 }

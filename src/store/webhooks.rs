@@ -1,8 +1,9 @@
 //! Webhook endpoints and their delivery attempts. An attempt is claimed by inserting its row
 //! (one per endpoint, event and attempt number), and finished by compare-and-set on `pending`.
 
+use super::Db;
 use serde::Deserialize;
-use worker::{D1Database, D1PreparedStatement, Result};
+use worker::{D1PreparedStatement, Result};
 
 use crate::args;
 use crate::domain::webhooks::AttemptStatus;
@@ -43,7 +44,7 @@ impl EndpointRow {
 
 const SELECT_ENDPOINT: &str = "SELECT w.*, m.address AS mailbox_address FROM webhook_endpoints w LEFT JOIN mailboxes m ON m.id = w.mailbox_id";
 
-pub fn insert(db: &D1Database, e: &EndpointRow) -> Result<D1PreparedStatement> {
+pub fn insert(db: &Db, e: &EndpointRow) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO webhook_endpoints (id, account_id, livemode, url, events, mailbox_id, format, secret, created_at)
@@ -52,7 +53,7 @@ pub fn insert(db: &D1Database, e: &EndpointRow) -> Result<D1PreparedStatement> {
     )
 }
 
-pub async fn count_live(db: &D1Database, account_id: &str, livemode: bool) -> Result<i64> {
+pub async fn count_live(db: &Db, account_id: &str, livemode: bool) -> Result<i64> {
     #[derive(Deserialize)]
     struct N {
         n: i64,
@@ -67,7 +68,7 @@ pub async fn count_live(db: &D1Database, account_id: &str, livemode: bool) -> Re
 }
 
 /// An endpoint of this account and mode; deleted ones too when `with_deleted`.
-pub async fn get(db: &D1Database, account_id: &str, livemode: bool, id: &str, with_deleted: bool) -> Result<Option<EndpointRow>> {
+pub async fn get(db: &Db, account_id: &str, livemode: bool, id: &str, with_deleted: bool) -> Result<Option<EndpointRow>> {
     super::first(
         db,
         &format!("{SELECT_ENDPOINT} WHERE w.id = ?1 AND w.account_id = ?2 AND w.livemode = ?3 AND (?4 = 1 OR w.deleted_at IS NULL)"),
@@ -77,13 +78,13 @@ pub async fn get(db: &D1Database, account_id: &str, livemode: bool, id: &str, wi
 }
 
 /// Any endpoint by id, whatever its state (for the delivery consumer).
-pub async fn by_id(db: &D1Database, id: &str) -> Result<Option<EndpointRow>> {
+pub async fn by_id(db: &Db, id: &str) -> Result<Option<EndpointRow>> {
     super::first(db, &format!("{SELECT_ENDPOINT} WHERE w.id = ?1"), args![id]).await
 }
 
 /// `allowed`: a JSON array of the mailbox ids a limited key may see (`None`: all); such a key
 /// sees only endpoints of those mailboxes.
-pub async fn list(db: &D1Database, account_id: &str, livemode: bool, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<EndpointRow>> {
+pub async fn list(db: &Db, account_id: &str, livemode: bool, allowed: Option<&str>, after: Option<&str>, limit: u32) -> Result<Vec<EndpointRow>> {
     super::all(
         db,
         &format!(
@@ -96,7 +97,7 @@ pub async fn list(db: &D1Database, account_id: &str, livemode: bool, allowed: Op
 }
 
 /// The endpoints events of this account and mode may go to.
-pub async fn active(db: &D1Database, account_id: &str, livemode: bool) -> Result<Vec<EndpointRow>> {
+pub async fn active(db: &Db, account_id: &str, livemode: bool) -> Result<Vec<EndpointRow>> {
     super::all(
         db,
         &format!("{SELECT_ENDPOINT} WHERE w.account_id = ?1 AND w.livemode = ?2 AND w.deleted_at IS NULL AND w.disabled_at IS NULL ORDER BY w.id"),
@@ -105,7 +106,7 @@ pub async fn active(db: &D1Database, account_id: &str, livemode: bool) -> Result
     .await
 }
 
-pub async fn soft_delete(db: &D1Database, account_id: &str, livemode: bool, id: &str, now: i64) -> Result<bool> {
+pub async fn soft_delete(db: &Db, account_id: &str, livemode: bool, id: &str, now: i64) -> Result<bool> {
     super::changed(
         db,
         "UPDATE webhook_endpoints SET deleted_at = ?4 WHERE id = ?1 AND account_id = ?2 AND livemode = ?3 AND deleted_at IS NULL RETURNING id",
@@ -115,7 +116,7 @@ pub async fn soft_delete(db: &D1Database, account_id: &str, livemode: bool, id: 
 }
 
 /// The current secret becomes the previous one (signing until `previous_expires_at`).
-pub async fn rotate_secret(db: &D1Database, account_id: &str, livemode: bool, id: &str, secret: &str, previous_expires_at: i64) -> Result<bool> {
+pub async fn rotate_secret(db: &Db, account_id: &str, livemode: bool, id: &str, secret: &str, previous_expires_at: i64) -> Result<bool> {
     super::changed(
         db,
         "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = ?5, secret = ?4
@@ -126,7 +127,7 @@ pub async fn rotate_secret(db: &D1Database, account_id: &str, livemode: bool, id
 }
 
 /// True when this call disabled it (it was enabled).
-pub async fn disable(db: &D1Database, id: &str, reason: &str, now: i64) -> Result<bool> {
+pub async fn disable(db: &Db, id: &str, reason: &str, now: i64) -> Result<bool> {
     super::changed(
         db,
         "UPDATE webhook_endpoints SET disabled_at = ?2, disabled_reason = ?3 WHERE id = ?1 AND disabled_at IS NULL RETURNING id",
@@ -153,7 +154,7 @@ pub struct DeliveryRow {
 }
 
 /// Claims one attempt by creating its `pending` row; `false` when that attempt already has one.
-pub async fn claim_attempt(db: &D1Database, id: &str, endpoint_id: &str, event_id: &str, attempt: u32, now: i64) -> Result<bool> {
+pub async fn claim_attempt(db: &Db, id: &str, endpoint_id: &str, event_id: &str, attempt: u32, now: i64) -> Result<bool> {
     super::changed(
         db,
         "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, attempt, status, created_at, updated_at)
@@ -163,7 +164,7 @@ pub async fn claim_attempt(db: &D1Database, id: &str, endpoint_id: &str, event_i
     .await
 }
 
-pub async fn attempt(db: &D1Database, endpoint_id: &str, event_id: &str, attempt: u32) -> Result<Option<DeliveryRow>> {
+pub async fn attempt(db: &Db, endpoint_id: &str, event_id: &str, attempt: u32) -> Result<Option<DeliveryRow>> {
     super::first(
         db,
         "SELECT * FROM webhook_deliveries WHERE endpoint_id = ?1 AND event_id = ?2 AND attempt = ?3",
@@ -173,7 +174,7 @@ pub async fn attempt(db: &D1Database, endpoint_id: &str, event_id: &str, attempt
 }
 
 /// Takes over a `pending` attempt whose worker went quiet before `stale_before` (it died mid-call).
-pub async fn take_over(db: &D1Database, id: &str, stale_before: i64, now: i64) -> Result<bool> {
+pub async fn take_over(db: &Db, id: &str, stale_before: i64, now: i64) -> Result<bool> {
     super::changed(
         db,
         "UPDATE webhook_deliveries SET updated_at = ?3 WHERE id = ?1 AND status = 'pending' AND updated_at < ?2 RETURNING id",
@@ -182,7 +183,7 @@ pub async fn take_over(db: &D1Database, id: &str, stale_before: i64, now: i64) -
     .await
 }
 
-pub async fn has_succeeded(db: &D1Database, endpoint_id: &str, event_id: &str) -> Result<bool> {
+pub async fn has_succeeded(db: &Db, endpoint_id: &str, event_id: &str) -> Result<bool> {
     super::exists(
         db,
         "SELECT id FROM webhook_deliveries WHERE endpoint_id = ?1 AND event_id = ?2 AND status = 'succeeded'",
@@ -201,7 +202,7 @@ pub struct Finish<'a> {
 
 /// Records how a claimed attempt ended. Fails with a UNIQUE violation if another attempt of the
 /// same delivery already succeeded.
-pub async fn finish(db: &D1Database, id: &str, f: &Finish<'_>, now: i64) -> Result<bool> {
+pub async fn finish(db: &Db, id: &str, f: &Finish<'_>, now: i64) -> Result<bool> {
     super::changed(
         db,
         "UPDATE webhook_deliveries SET status = ?2, response_code = ?3, latency_ms = ?4, error = ?5, next_retry_at = ?6, updated_at = ?7
@@ -221,7 +222,7 @@ pub struct DeliveryFilter<'a> {
     pub allowed: Option<&'a str>,
 }
 
-pub async fn list_deliveries(db: &D1Database, f: &DeliveryFilter<'_>, after: Option<&str>, limit: u32) -> Result<Vec<DeliveryRow>> {
+pub async fn list_deliveries(db: &Db, f: &DeliveryFilter<'_>, after: Option<&str>, limit: u32) -> Result<Vec<DeliveryRow>> {
     super::all(
         db,
         "SELECT d.*, e.type AS event_type FROM webhook_deliveries d
@@ -239,7 +240,7 @@ pub async fn list_deliveries(db: &D1Database, f: &DeliveryFilter<'_>, after: Opt
 
 /// Attempts whose next step was lost: a retry that is overdue with no later attempt, or an
 /// attempt left `pending` by a worker that died.
-pub async fn stalled(db: &D1Database, before: i64, limit: u32) -> Result<Vec<DeliveryRow>> {
+pub async fn stalled(db: &Db, before: i64, limit: u32) -> Result<Vec<DeliveryRow>> {
     super::all(
         db,
         "SELECT d.* FROM webhook_deliveries d
