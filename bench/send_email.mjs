@@ -1,6 +1,9 @@
 // `make bench`: POST /send_email latency and throughput of MultiMail edge against a minimal
-// TypeScript worker (bench/ts-worker), both under `wrangler dev` (local workerd + local SQLite D1
-// + local Queues) on loopback, with the same client, the same body and the same load.
+// TypeScript worker (bench/ts-worker) and a TypeScript worker doing the same essential work
+// (bench/ts-equal), all under `wrangler dev` (local workerd + local SQLite D1 + local Queues) on
+// loopback, with the same client, the same body and the same load. Ours' answers carry
+// `Server-Timing` (D1, queue and Durable Object round trips); the report counts them and checks
+// the figures against issue 13's targets.
 // See bench/README.md for what the numbers do and do not mean.
 //
 // Knobs (environment): BENCH_N1 (requests at c=1, default 300), BENCH_N32 (at c=32, default
@@ -21,6 +24,8 @@ const BIN = join(ROOT, 'node_modules', '.bin');
 const ENV = { ...process.env, PATH: `${BIN}:${process.env.PATH}`, WRANGLER_SEND_METRICS: 'false', CI: 'true' };
 const TS_CONFIG = join(ROOT, 'bench', 'ts-worker', 'wrangler.toml');
 const TS_KEY = 'mm_bench_ts_0123456789abcdef'; // the constant in bench/ts-worker/index.ts
+const EQ_CONFIG = join(ROOT, 'bench', 'ts-equal', 'wrangler.toml');
+const EQ_KEY = `mm_test_${'b'.repeat(43)}`; // seeded through bench/ts-equal's /bench/seed
 const WASM = join(ROOT, 'build', 'index_bg.wasm');
 
 const int = (name, dflt) => {
@@ -54,13 +59,25 @@ function post(agent, base, path, headers, payload) {
     }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString(), timing: res.headers['server-timing'] }));
       res.on('error', (e) => resolve({ status: 0, body: String(e) }));
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', (e) => resolve({ status: 0, body: String(e) }));
     req.end(payload);
   });
+}
+
+/** `Server-Timing: d1;count=2;dur=1.0, queue;count=1;dur=0.2, …` → {d1: 2, queue: 1, do: 0, total_ms}. */
+function parseTiming(h) {
+  if (!h) return null;
+  const out = {};
+  for (const part of h.split(',')) {
+    const [name, ...params] = part.trim().split(';');
+    const p = Object.fromEntries(params.map((x) => x.split('=')));
+    out[name] = name === 'total' ? Number(p.dur) : Number(p.count);
+  }
+  return out;
 }
 
 /** Whole-machine CPU time (all cores, from /proc/stat): [busy, total] in clock ticks. */
@@ -84,9 +101,10 @@ function pct(sorted, p) {
  * `headersFor(i)` gives request i's headers. Returns the raw latencies, wall time, non-202s (by
  * status and error code), the ids, and CPU counters; `summarize` turns loads into a row.
  */
-async function load(base, { n, c, headersFor, payload }) {
+async function load(base, { n, c, headersFor, payload, expect = 'queued' }) {
   const agent = new http.Agent({ keepAlive: true, maxSockets: c, maxFreeSockets: c });
   const lat = new Float64Array(n);
+  const timings = [];
   const bad = {};
   const ids = [];
   let next = 0;
@@ -101,11 +119,13 @@ async function load(base, { n, c, headersFor, payload }) {
       const s = performance.now();
       const r = await post(agent, base, '/send_email', headersFor(i), payload);
       lat[i] = performance.now() - s;
+      const t = parseTiming(r.timing);
+      if (t) timings.push(t);
       let ok = r.status === 202;
       if (ok) {
         try {
           const b = JSON.parse(r.body);
-          ok = b.status === 'queued' && typeof b.id === 'string';
+          ok = b.status === expect && typeof b.id === 'string';
           if (ok) ids.push(b.id);
         } catch { ok = false; }
       }
@@ -125,7 +145,7 @@ async function load(base, { n, c, headersFor, payload }) {
   const client = process.cpuUsage(client0);
   agent.destroy();
   return {
-    n, c, lat, wallMs, non202, bad, ids,
+    n, c, lat, wallMs, non202, bad, ids, timings,
     busyTicks: cpu1[0] - cpu0[0], totalTicks: cpu1[1] - cpu0[1], clientMs: (client.user + client.system) / 1000,
   };
 }
@@ -146,17 +166,30 @@ function summarize(parts) {
     // How busy the whole machine was (1.0 = every core) and how much of it was this client.
     machine_busy: round(sum((p) => p.busyTicks) / sum((p) => p.totalTicks), 2),
     client_cpu_cores: round(sum((p) => p.clientMs) / wallMs, 2),
+    round_trips: roundTrips(parts.flatMap((p) => p.timings)),
   };
+}
+
+/** Per-request round trips from Server-Timing (ours only): the most any request made, and the median. */
+function roundTrips(timings) {
+  if (timings.length === 0) return null;
+  const stat = (k) => {
+    const v = timings.map((t) => t[k]).sort((a, b) => a - b);
+    return { median: pct(v, 50), max: v[v.length - 1] };
+  };
+  const total = timings.map((t) => t.total).sort((a, b) => a - b);
+  return { d1: stat('d1'), queue: stat('queue'), do: stat('do'), server_total_median_ms: round(pct(total, 50)) };
 }
 
 const round = (x, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 // --- the two workers --------------------------------------------------------------------------
 
-/** The TS baseline under `wrangler dev`, started the way the harness starts ours. */
-async function startTsWorker() {
+/** A TS baseline under `wrangler dev`, started the way the harness starts ours. */
+async function startTsWorker(config = TS_CONFIG, database = 'multimail-bench-ts') {
+  const TS_CONFIG = config;
   const state = mkdtempSync(join(tmpdir(), 'mm-bench-ts-'));
-  await run(join(BIN, 'wrangler'), ['d1', 'migrations', 'apply', 'multimail-bench-ts', '--local', '--persist-to', state, '-c', TS_CONFIG],
+  await run(join(BIN, 'wrangler'), ['d1', 'migrations', 'apply', database, '--local', '--persist-to', state, '-c', TS_CONFIG],
     { cwd: ROOT, env: ENV });
   const port = await freePort();
   const inspector = await freePort();
@@ -202,6 +235,30 @@ async function drainOurs(w, limitMs = 300_000) {
   }
   say(`drain: still undelivered after ${limitMs / 1000}s, going on`);
   return null;
+}
+
+/** Waits (bounded) until a TS worker's queue consumer has taken everything; returns seconds. */
+async function drainSql(config, database, state, limitMs = 120_000) {
+  const t0 = Date.now();
+  while (Date.now() - t0 < limitMs) {
+    try {
+      const { stdout } = await run(join(BIN, 'wrangler'), ['d1', 'execute', database, '--local', '--persist-to', state, '-c', config, '--json', '--command',
+        "SELECT COUNT(*) AS n FROM messages WHERE status IN ('queued','sending')"], { cwd: ROOT, env: ENV });
+      if (JSON.parse(stdout)[0].results[0].n === 0) return round((Date.now() - t0) / 1000, 1);
+    } catch {}
+    await sleep(2000);
+  }
+  return null;
+}
+
+/** Sums the delivery consumer's `delivery cost: messages=N d1=X queue=Y` log lines. */
+function deliveryCost(log) {
+  let batches = 0, messages = 0, d1 = 0, queue = 0;
+  for (const m of log.matchAll(/delivery cost: messages=(\d+) d1=(\d+) queue=(\d+)/g)) {
+    batches++; messages += Number(m[1]); d1 += Number(m[2]); queue += Number(m[3]);
+  }
+  if (messages === 0) return null;
+  return { batches, messages, d1_per_message: round(d1 / messages), queue_per_message: round(queue / messages) };
 }
 
 // --- the run ----------------------------------------------------------------------------------
@@ -250,6 +307,7 @@ async function main() {
   say(`nproc ${meta.nproc}, node ${meta.node}, wrangler ${meta.wrangler}, commit ${meta.commit}, load ${meta.loadavg_start.join(' ')}`);
 
   let sizes;
+  let consumerCost = null;
   const rows = [];
   const drains = {};
   // `wrangler dev` watches src/ (wrangler.toml `watch_dir`): if someone edits it mid-run, ours is
@@ -321,6 +379,17 @@ async function main() {
     const reloadedC32 = reloads(ours) > before;
     record('ours', 'c=32 idem', { ...summarize(idem), reloaded_mid_phase: reloadedC32 });
     record('ours', 'c=32 no-idem', { ...summarize(plain), reloaded_mid_phase: reloadedC32 });
+    // The gated path: every send held for a human (the Approval object created, the approval
+    // request queued for the oversight address).
+    const gated = await ours.sender('Bench Gated', { mode: 'gated_send' });
+    const gatedPayload = body(gated.from);
+    const gatedAuth = { Authorization: `Bearer ${gated.test}` };
+    record('ours', 'gated c=1', await phase(ours, async () => [await load(ours.base, {
+      n: N1, c: 1, headersFor: (i) => ({ ...gatedAuth, 'Idempotency-Key': `bench-${RUN_ID}-gated-${i}` }), payload: gatedPayload, expect: 'pending_approval',
+    })]));
+    drains.ours_gated_s = await drainOurs(ours);
+    // What each delivery cost, from the consumer's own log lines (`delivery cost: …`).
+    consumerCost = deliveryCost(ours.log());
   } catch (e) {
     say(`ours failed; last of its log:\n${ours.log().slice(-3000)}`);
     throw e;
@@ -361,6 +430,42 @@ async function main() {
     running.delete(ts);
   }
 
+  await sleep(3000);
+
+  // The equal-work TypeScript worker (bench/ts-equal): ours' autonomous path in plain TS.
+  say('starting the equal-work TypeScript worker (bench/ts-equal, our schema, fresh local state)');
+  const eq = await startTsWorker(EQ_CONFIG, 'multimail-bench-ts-equal');
+  running.add(eq);
+  try {
+    const from = 'billing@bench-co.multimail.test';
+    const seeded = await fetch(`${eq.base}/bench/seed`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ key: EQ_KEY, address: from }) });
+    if (seeded.status !== 201) throw new Error(`ts-equal seed: ${seeded.status} ${await seeded.text()}`);
+    const payload = body(from);
+    const auth = { Authorization: `Bearer ${EQ_KEY}` };
+    const keyed = (tag) => (i) => ({ ...auth, 'Idempotency-Key': `bench-${RUN_ID}-eq-${tag}-${i}` });
+    const drainEq = () => drainSql(EQ_CONFIG, 'multimail-bench-ts-equal', eq.state);
+    const warm = await load(eq.base, { n: WARMUP, c: 8, headersFor: keyed('warm'), payload });
+    say(`ts-equal warm-up: ${WARMUP - warm.non202}/${WARMUP} 202`);
+    drains.eq_warmup_s = await drainEq();
+    record('ts-equal', 'c=1 idem', await phase(eq, async () => [await load(eq.base, { n: N1, c: 1, headersFor: keyed('c1'), payload })]));
+    drains.eq_c1_s = await drainEq();
+    record('ts-equal', 'c=32 idem', await phase(eq, async () => {
+      const parts = [];
+      const per = Math.floor(N32 / BLOCKS);
+      for (let b = 0; b < BLOCKS; b++) {
+        parts.push(await load(eq.base, { n: b === BLOCKS - 1 ? N32 - per * (BLOCKS - 1) : per, c: 32, headersFor: keyed(`c32b${b}`), payload }));
+        drains[`eq_c32_b${b}_s`] = await drainEq();
+      }
+      return parts;
+    }));
+  } catch (e) {
+    say(`ts-equal failed; last of its log:\n${eq.log().slice(-3000)}`);
+    throw e;
+  } finally {
+    await eq.stop();
+    running.delete(eq);
+  }
+
   const get = (w, l) => rows.find((r) => r.worker === w && r.label === l);
   const ratio = (a, b) => round(a / b, 2);
   const ratios = {};
@@ -368,6 +473,11 @@ async function main() {
     const o = get('ours', oursLabel), t = get('ts', tsLabel);
     ratios[`c=${c}`] = { median: ratio(o.median_ms, t.median_ms), p99: ratio(o.p99_ms, t.p99_ms), rps: ratio(o.rps, t.rps) };
   }
+  for (const [k, oursLabel, eqLabel] of [['c=1 vs equal', 'c=1 idem', 'c=1 idem'], ['c=32 vs equal', 'c=32 idem', 'c=32 idem']]) {
+    const o = get('ours', oursLabel), t = get('ts-equal', eqLabel);
+    ratios[k] = { median: ratio(o.median_ms, t.median_ms), p99: ratio(o.p99_ms, t.p99_ms), rps: ratio(o.rps, t.rps) };
+  }
+  ratios['gated c=1'] = { median: ratio(get('ours', 'gated c=1').median_ms, get('ts', 'c=1').median_ms) };
   const idemCost = (() => {
     const a = get('ours', 'c=32 idem'), b = get('ours', 'c=32 no-idem');
     return { median_ms: round(a.median_ms - b.median_ms), p99_ms: round(a.p99_ms - b.p99_ms), rps_ratio: ratio(a.rps, b.rps) };
@@ -404,6 +514,31 @@ async function main() {
   if (sizes.wasm_sha256_end !== sizes.wasm_sha256) {
     lines.push(`NOTE: build/index_bg.wasm changed during the run (${sizes.wasm_sha256} -> ${sizes.wasm_sha256_end}, ${sizes.wasm_raw_bytes_end} bytes): ours was rebuilt`);
   }
+  // Issue 13's targets, each against this run's figures.
+  const c1 = get('ours', 'c=1 idem'), c32 = get('ours', 'c=32 idem'), gatedRow = get('ours', 'gated c=1');
+  const targets = [
+    ['c=32 throughput vs minimal TS (idem)', '>= 0.7x', ratios['c=32'].rps, ratios['c=32'].rps >= 0.7],
+    ['c=1 median vs minimal TS (idem)', '<= 1.5x', ratios['c=1'].median, ratios['c=1'].median <= 1.5],
+    ['gated c=1 median vs minimal TS', '<= 2x', ratios['gated c=1'].median, ratios['gated c=1'].median <= 2],
+    ['c=1 p99 vs our own c=1 median (consumer delivering)', '<= 3x', ratio(c1.p99_ms, c1.median_ms), c1.p99_ms <= 3 * c1.median_ms],
+    ['D1 round trips per autonomous send (max)', '<= 2', c32.round_trips?.d1.max, c32.round_trips?.d1.max <= 2],
+    ['queue sends per autonomous send (max)', '<= 1', c32.round_trips?.queue.max, c32.round_trips?.queue.max <= 1],
+    ['Durable Object calls per autonomous send (max)', '0', c32.round_trips?.do.max, c32.round_trips?.do.max === 0],
+    ['D1 round trips per held send (max)', '<= 2', gatedRow.round_trips?.d1.max, gatedRow.round_trips?.d1.max <= 2],
+    ['D1 round trips per delivery (mean, from the consumer log)', '<= 2', consumerCost?.d1_per_message, consumerCost !== null && consumerCost.d1_per_message <= 2],
+    ['build/index_bg.wasm gzip -6', '<= 900 KB', `${round(sizes.wasm_gzip_bytes / 1000)} KB`, sizes.wasm_gzip_bytes <= 900_000],
+  ];
+  lines.push('');
+  lines.push('| target | wanted | this run | met |');
+  lines.push('|---|---|---:|---|');
+  for (const [name, want, got, met] of targets) lines.push(`| ${name} | ${want} | ${got} | ${met ? 'yes' : 'NO'} |`);
+  lines.push('');
+  lines.push('Round trips per request (Server-Timing), median / max:');
+  for (const r of rows.filter((x) => x.round_trips)) {
+    const t = r.round_trips;
+    lines.push(`- ${r.worker} ${r.label}: D1 ${t.d1.median}/${t.d1.max}, queue ${t.queue.median}/${t.queue.max}, Durable Object ${t.do.median}/${t.do.max}; server time median ${t.server_total_median_ms} ms`);
+  }
+  if (consumerCost) lines.push(`- ours' delivery consumer: ${consumerCost.messages} deliveries in ${consumerCost.batches} batches, ${consumerCost.d1_per_message} D1 round trips and ${consumerCost.queue_per_message} queue sends per delivery`);
   const drained = Object.values(drains).filter((x) => x !== null);
   const drainMax = drained.length ? Math.max(...drained) : 'n/a';
   lines.push(`our delivery consumer kept up: backlog empty within ${drainMax} s after every phase (one poll takes ~1 s)`
@@ -417,7 +552,7 @@ async function main() {
 
   mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
   const out = join(ROOT, 'bench', 'results', `${RUN_ID}.json`);
-  writeFileSync(out, JSON.stringify({ meta, sizes, rows, ratios, idempotency_cost_c32: idemCost, drain_s: drains }, null, 2) + '\n');
+  writeFileSync(out, JSON.stringify({ meta, sizes, rows, ratios, idempotency_cost_c32: idemCost, drain_s: drains, consumer: consumerCost, targets }, null, 2) + '\n');
   say(`wrote ${out}`);
 
   const reloaded = rows.filter((r) => r.reloaded_mid_phase);

@@ -1,6 +1,7 @@
-//! The hourly housekeeping (`[triggers] crons` in wrangler.toml): prune what expires, expire
-//! held messages whose alarm was lost, re-enqueue deliveries and events whose queue message may
-//! be lost, and re-verify custom domains. Each job logs its own failure and the rest still run.
+//! The cron (`[triggers] crons` in wrangler.toml). Every minute: seal the audit entries waiting
+//! in `audit_pending` into their chains. Every hour (`HOURLY`): prune what expires, expire held
+//! messages whose alarm was lost, re-enqueue deliveries and events whose queue message may be
+//! lost, and re-verify custom domains. Each job logs its own failure and the rest still run.
 
 use worker::Env;
 
@@ -11,7 +12,21 @@ use crate::domain::{idempotency, ratelimit};
 use crate::platform;
 use crate::store::{self, messages};
 
-pub async fn run(env: &Env) {
+/// The hourly schedule's cron expression (the other one is every minute).
+pub const HOURLY: &str = "0 * * * *";
+
+pub async fn run(env: &Env, cron: &str) {
+    match app::audit::seal_all(env).await {
+        Ok(n) if n > 0 => worker::console_log!("cron: sealed the audit entries of {n} chains"),
+        Ok(_) => {}
+        Err(e) => worker::console_error!("cron: sealing audit entries: {e}"),
+    }
+    if cron == HOURLY {
+        hourly(env).await;
+    }
+}
+
+async fn hourly(env: &Env) {
     let now = platform::now_ms();
     let Ok(db) = store::db(env) else { return };
     if let Err(e) = store::idempotency::prune(&db, now - idempotency::TTL_MS).await {

@@ -1,13 +1,16 @@
-//! Recording to the audit trail from the worker: builds the entry and hands it to the account's
-//! `AuditChain` Durable Object, which seals and stores it.
+//! Recording to the audit trail from the worker: builds the entry and records it in D1
+//! (`audit_pending`), in the caller's own write batch where it has one (`pending`) or in one
+//! write (`record`); the account's `AuditChain` Durable Object seals pending entries into the
+//! hash chain when the log is read (`seal`) and every minute from the cron (`seal_all`).
 
 use serde_json::Value;
-use worker::{Env, Headers, Method, Request, RequestInit};
+use worker::{D1PreparedStatement, Env, Headers, Method, Request, RequestInit};
 
 use crate::domain::audit::AuditEntry;
 use crate::domain::{ids, time::to_rfc3339};
 use crate::platform;
 use crate::store::messages::MessageRow;
+use crate::store::{self, Db};
 
 pub const PREFIX: &str = "aud";
 
@@ -54,29 +57,57 @@ pub async fn record_live(ctx: &crate::app::Ctx, action: &str, mailbox: Option<St
     .await;
 }
 
-/// Appends one entry. A failure is logged, never shown to the caller: the change it records has
+fn entry(f: Facts) -> AuditEntry {
+    let f = crate::domain::audit::bounded(f);
+    AuditEntry { id: platform::new_id(PREFIX), seq: 0, at: to_rfc3339(platform::now_ms()), prev_hash: String::new(), hash: String::new(), ..f }
+}
+
+/// The statement that records one entry, for a write batch of the change it records.
+pub fn pending(db: &Db, f: Facts) -> worker::Result<D1PreparedStatement> {
+    store::audit::pend(db, &entry(f))
+}
+
+/// Records one entry. A failure is logged, never shown to the caller: the change it records has
 /// already happened.
 pub async fn record(env: &Env, f: Facts) {
-    let now = platform::now_ms();
-    let f = crate::domain::audit::bounded(f);
-    let entry = AuditEntry { id: platform::new_id(PREFIX), seq: 0, at: to_rfc3339(now), prev_hash: String::new(), hash: String::new(), ..f };
-    if let Err(e) = send(env, &entry).await {
-        worker::console_error!("audit: could not append {} {} for {}: {e}", entry.action, entry.outcome, entry.account_id);
+    let e = entry(f);
+    let done = match store::db(env) {
+        Ok(db) => match store::audit::pend(&db, &e) {
+            Ok(s) => db.exec(s).await,
+            Err(err) => Err(err),
+        },
+        Err(err) => Err(err),
+    };
+    if let Err(err) = done {
+        worker::console_error!("audit: could not record {} {} for {}: {err}", e.action, e.outcome, e.account_id);
     }
 }
 
-async fn send(env: &Env, entry: &AuditEntry) -> worker::Result<()> {
+/// Has the chain's Durable Object seal what is pending (before the log is read).
+pub async fn seal(env: &Env, account_id: &str, livemode: bool) -> worker::Result<()> {
     let headers = Headers::new();
     headers.set("Content-Type", "application/json")?;
     let mut init = RequestInit::new();
-    let body = serde_json::to_string(entry).map_err(|e| e.to_string())?;
+    let body = serde_json::json!({"account_id": account_id, "livemode": livemode}).to_string();
     init.with_method(Method::Post).with_headers(headers).with_body(Some(body.into()));
-    let req = Request::new_with_init("https://audit/append", &init)?;
-    let resp = stub(env, &entry.account_id, entry.livemode)?.fetch_with_request(req).await?;
+    let req = Request::new_with_init("https://audit/seal", &init)?;
+    let resp = stub(env, account_id, livemode)?.fetch_with_request(req).await?;
     if resp.status_code() != 200 {
         return Err(worker::Error::RustError(format!("audit chain answered {}", resp.status_code())));
     }
     Ok(())
+}
+
+/// Seals every chain with entries waiting (the cron, every minute). Returns how many chains.
+pub async fn seal_all(env: &Env) -> worker::Result<usize> {
+    let db = store::db(env)?;
+    let chains = store::audit::pending_chains(&db, 500).await?;
+    for (account_id, livemode) in &chains {
+        if let Err(e) = seal(env, account_id, *livemode).await {
+            worker::console_error!("audit: sealing {account_id} ({}): {e}", if *livemode { "live" } else { "test" });
+        }
+    }
+    Ok(chains.len())
 }
 
 /// Entries read per D1 round trip when walking a chain.
@@ -86,6 +117,7 @@ pub const CHUNK: u32 = 500;
 /// head the chain's Durable Object wrote is missing: `domain::audit::Verifier`'s verdict.
 pub async fn verify(ctx: &crate::app::Ctx, account_id: &str, livemode: bool) -> worker::Result<Value> {
     use crate::store::audit::{self as store_audit, Filter};
+    seal(&ctx.env, account_id, livemode).await?;
     let mut verifier = crate::domain::audit::Verifier::default();
     let mut after = 0;
     'walk: loop {
@@ -109,6 +141,16 @@ pub async fn claimed_head(env: &Env, account_id: &str, livemode: bool) -> worker
     let mut resp = stub(env, account_id, livemode)?.fetch_with_str("https://audit/head").await?;
     let v: Value = resp.json().await?;
     Ok(v.get("seq").and_then(Value::as_i64))
+}
+
+/// Completes the facts of an API call that answered `status` (with `answer`, its JSON body).
+pub fn answered(f: &mut Facts, status: u16, answer: Option<&Value>, replayed: bool) {
+    f.outcome = if replayed { "replayed".into() } else { "ok".into() };
+    f.status = Some(i64::from(status));
+    let (mb, msg, mode) = subjects(&Value::Null, answer);
+    f.mailbox = mb.or(f.mailbox.take());
+    f.message_id = msg.or(f.message_id.take());
+    f.oversight_mode = mode.or(f.oversight_mode.take());
 }
 
 /// Pulls the mailbox, message and mode an answer (or the request) is about.

@@ -7,9 +7,6 @@ use crate::store::Db;
 use std::time::Duration;
 
 use base64::{engine::general_purpose::STANDARD, Engine};
-use wasm_bindgen::prelude::*;
-use worker::js_sys::{self, Uint8Array};
-use worker::wasm_bindgen_futures::JsFuture;
 use worker::{AbortController, Env, Fetch, Headers, Method, Request, RequestInit};
 
 use crate::domain::dkim::{self, Algorithm};
@@ -18,6 +15,7 @@ use crate::domain::domains::{self, DnsRecord, DomainStatus, RecordSettings, DKIM
 use crate::domain::sealed::SealingKey;
 use crate::domain::delivery::Provider;
 use crate::platform;
+use crate::app::webcrypto;
 use crate::store::domains::{self as store, DomainRow};
 
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,64 +60,13 @@ fn aad(domain_id: &str, selector: &str) -> String {
     format!("{domain_id}/{selector}")
 }
 
-// WebCrypto, as the Workers runtime provides it on `crypto.subtle`.
-#[wasm_bindgen]
-extern "C" {
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = generateKey, catch)]
-    fn subtle_generate_key(algorithm: &JsValue, extractable: bool, usages: &JsValue) -> Result<js_sys::Promise, JsValue>;
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = exportKey, catch)]
-    fn subtle_export_key(format: &str, key: &JsValue) -> Result<js_sys::Promise, JsValue>;
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = importKey, catch)]
-    fn subtle_import_key(format: &str, data: &Uint8Array, algorithm: &JsValue, extractable: bool, usages: &JsValue) -> Result<js_sys::Promise, JsValue>;
-    #[wasm_bindgen(js_namespace = ["crypto", "subtle"], js_name = sign, catch)]
-    fn subtle_sign(algorithm: &JsValue, key: &JsValue, data: &Uint8Array) -> Result<js_sys::Promise, JsValue>;
-}
-
-fn js_err(what: &str) -> impl Fn(JsValue) -> worker::Error + '_ {
-    move |e| worker::Error::RustError(format!("{what}: {e:?}"))
-}
-
-fn rsassa() -> worker::Result<JsValue> {
-    let algo = js_sys::Object::new();
-    js_sys::Reflect::set(&algo, &"name".into(), &"RSASSA-PKCS1-v1_5".into()).map_err(js_err("WebCrypto"))?;
-    js_sys::Reflect::set(&algo, &"hash".into(), &"SHA-256".into()).map_err(js_err("WebCrypto"))?;
-    Ok(algo.into())
-}
-
-async fn await_promise(p: Result<js_sys::Promise, JsValue>, what: &str) -> worker::Result<JsValue> {
-    JsFuture::from(p.map_err(js_err(what))?).await.map_err(js_err(what))
-}
-
-/// A fresh RSA-2048 key pair from WebCrypto: (SubjectPublicKeyInfo DER, PKCS#8 DER).
-async fn generate_rsa() -> worker::Result<(Vec<u8>, Vec<u8>)> {
-    let algo = rsassa()?;
-    js_sys::Reflect::set(&algo, &"modulusLength".into(), &JsValue::from(2048)).map_err(js_err("WebCrypto"))?;
-    js_sys::Reflect::set(&algo, &"publicExponent".into(), &Uint8Array::from(&[1u8, 0, 1][..])).map_err(js_err("WebCrypto"))?;
-    let usages = js_sys::Array::of2(&"sign".into(), &"verify".into());
-    let pair = await_promise(subtle_generate_key(&algo, true, &usages), "RSA key generation").await?;
-    let public = js_sys::Reflect::get(&pair, &"publicKey".into()).map_err(js_err("RSA key generation"))?;
-    let private = js_sys::Reflect::get(&pair, &"privateKey".into()).map_err(js_err("RSA key generation"))?;
-    let spki = await_promise(subtle_export_key("spki", &public), "RSA public key export").await?;
-    let pkcs8 = await_promise(subtle_export_key("pkcs8", &private), "RSA private key export").await?;
-    Ok((Uint8Array::new(&spki).to_vec(), Uint8Array::new(&pkcs8).to_vec()))
-}
-
-/// RSASSA-PKCS1-v1_5 with SHA-256 over `data` (WebCrypto hashes it).
-async fn rsa_sign(pkcs8: &[u8], data: &[u8]) -> worker::Result<Vec<u8>> {
-    let algo = rsassa()?;
-    let usages = js_sys::Array::of1(&"sign".into());
-    let key = await_promise(subtle_import_key("pkcs8", &Uint8Array::from(pkcs8), &algo, false, &usages), "RSA key import").await?;
-    let sig = await_promise(subtle_sign(&"RSASSA-PKCS1-v1_5".into(), &key, &Uint8Array::from(data)), "RSA signing").await?;
-    Ok(Uint8Array::new(&sig).to_vec())
-}
-
 /// A new domain row with fresh DKIM keys (private halves sealed) and its records to publish.
 pub async fn new_domain(env: &Env, id: String, account_id: &str, domain: &str, now: i64) -> worker::Result<DomainRow> {
     let settings = Settings::from_env(env);
     let seal = sealing_key(env)?;
     let seed: [u8; 32] = platform::random_bytes();
     let ed_public = dkim::ed25519_public(&seed);
-    let (rsa_spki, rsa_pkcs8) = generate_rsa().await?;
+    let (rsa_spki, rsa_pkcs8) = webcrypto::generate_rsa().await?;
     let records = domains::records_for(domain, &ed_public, &rsa_spki, &settings.records);
     Ok(DomainRow {
         dkim_ed25519_private: seal.seal(&seed, &aad(&id, DKIM_ED25519_SELECTOR), platform::random_bytes()),
@@ -247,7 +194,7 @@ async fn signatures(env: &Env, row: &DomainRow, message: &[u8], timestamp: i64) 
     let seed: [u8; 32] = unsealed(&row.dkim_ed25519_private, DKIM_ED25519_SELECTOR)?.try_into().map_err(|_| "the mm1e key is not 32 bytes")?;
     let pkcs8 = unsealed(&row.dkim_rsa_private, DKIM_RSA_SELECTOR)?;
     let rsa = dkim::prepare(message, Algorithm::RsaSha256, &row.domain, DKIM_RSA_SELECTOR, timestamp);
-    let rsa_header = dkim::finish(&rsa, &rsa_sign(&pkcs8, &rsa.data).await?);
+    let rsa_header = dkim::finish(&rsa, &webcrypto::rsa_sign(&pkcs8, &rsa.data).await?);
     let ed = dkim::prepare(message, Algorithm::Ed25519Sha256, &row.domain, DKIM_ED25519_SELECTOR, timestamp);
     let ed_header = dkim::sign_ed25519(&ed, &seed);
     Ok(format!("{ed_header}{rsa_header}"))

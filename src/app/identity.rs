@@ -11,7 +11,8 @@ use worker::Env;
 use crate::domain::address::Recipient;
 use crate::domain::approval::Status;
 use crate::domain::delivery::OutboundEmail;
-use crate::domain::identity::{body_sha256, rcpt_sha256, IdentityClaims, IdentityKey};
+use crate::app::webcrypto;
+use crate::domain::identity::{body_sha256, check, compact, rcpt_sha256, IdentityClaims, IdentityKey, Verified};
 use crate::http::ApiError;
 use crate::platform;
 use crate::store::messages::MessageWithMailbox;
@@ -67,9 +68,23 @@ pub fn issuer(env: &Env) -> String {
     platform::var(env, "PUBLIC_BASE_URL").unwrap_or_else(|| "http://127.0.0.1:8787".into())
 }
 
-/// Signs the identity of one message as it leaves.
-pub fn sign_for(env: &Env, m: &MessageWithMailbox, email: &OutboundEmail, now_ms: i64) -> worker::Result<String> {
-    Ok(current_key(env, m.msg.is_live())?.sign(&claims_for(env, m, email, now_ms)))
+/// Signs the identity of one message as it leaves (ES256 through WebCrypto).
+pub async fn sign_for(env: &Env, m: &MessageWithMailbox, email: &OutboundEmail, now_ms: i64) -> worker::Result<String> {
+    let key = current_key(env, m.msg.is_live())?;
+    let input = key.signing_input(&claims_for(env, m, email, now_ms));
+    let signature = webcrypto::es256_sign(key.private_jwk(), input.as_bytes()).await?;
+    Ok(compact(&input, &signature))
+}
+
+/// Checks an identity header against this deployment's published keys.
+pub async fn verify(env: &Env, jws: &str) -> worker::Result<Verified> {
+    match check(jws, &jwks(env)?) {
+        Err(verdict) => Ok(verdict),
+        Ok(c) => {
+            let ok = webcrypto::es256_verify(&c.public_jwk, c.signing_input.as_bytes(), &c.signature).await?;
+            Ok(c.verdict(ok))
+        }
+    }
 }
 
 /// The claims a message's identity header carries (what the console shows before approving).

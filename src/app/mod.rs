@@ -18,6 +18,7 @@ pub mod outbound;
 pub mod oversight;
 pub mod payloads;
 pub mod queues;
+pub mod webcrypto;
 pub mod webhook_secrets;
 
 use crate::store::Db;
@@ -41,6 +42,9 @@ pub struct Ctx {
     principal: Option<Principal>,
     idem: Option<IdemSlot>,
     prefetched: RefCell<Option<Prefetched>>,
+    /// The audit facts of this API call, for a handler that records them in its own batch.
+    audit: Option<audit::Facts>,
+    audited: Cell<bool>,
 }
 
 /// Reads a route asks for before its handler runs, so that they ride in the authentication
@@ -68,7 +72,30 @@ struct IdemSlot {
 
 impl Ctx {
     pub fn new(env: Env, db: Db, config: Config, request_id: &str, now: i64, principal: Option<Principal>) -> Ctx {
-        Ctx { env, db, config, request_id: request_id.to_string(), now, principal, idem: None, prefetched: RefCell::new(None) }
+        Ctx { env, db, config, request_id: request_id.to_string(), now, principal, idem: None, prefetched: RefCell::new(None), audit: None, audited: Cell::new(false) }
+    }
+
+    /// The facts the router will record about this call.
+    pub fn set_audit_facts(&mut self, f: Option<audit::Facts>) {
+        self.audit = f;
+    }
+
+    /// The statement that records this call's audit entry with `reply` as its answer, for a
+    /// handler's own write batch; call `audited` once the batch is stored. `None` when the call
+    /// is not audited.
+    pub fn audit_entry(&self, reply: &Reply) -> ApiResult<Option<D1PreparedStatement>> {
+        let Some(mut f) = self.audit.clone() else { return Ok(None) };
+        audit::answered(&mut f, reply.status, Some(&reply.body), false);
+        Ok(Some(audit::pending(&self.db, f)?))
+    }
+
+    /// The handler stored the audit entry with its batch: the router records nothing more.
+    pub fn audited(&self) {
+        self.audited.set(self.audit.is_some());
+    }
+
+    pub fn was_audited(&self) -> bool {
+        self.audited.get()
     }
 
     /// Keeps what the authentication batch read for the handler.

@@ -272,7 +272,14 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         statements.push(s);
     }
+    // The call's audit entry commits with the message (no write after the answer).
+    let audit_entry = ctx.audit_entry(&reply)?;
+    let audited = audit_entry.is_some();
+    statements.extend(audit_entry);
     ctx.db.batch(statements).await?;
+    if audited {
+        ctx.audited();
+    }
     let cost = ctx.db.cost();
     if held {
         cost.queue.time(queues::kick_events(&ctx.env)).await;

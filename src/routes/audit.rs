@@ -38,6 +38,8 @@ pub async fn get_audit_log(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         since_ms: time_param(&q, "since")?,
         until_ms: time_param(&q, "until")?,
     };
+    // What was recorded and not yet sealed joins the chain first.
+    audit::seal(&ctx.env, &p.account_id, p.livemode).await?;
     let mut rows = store_audit::page(&ctx.db, &p.account_id, p.livemode, &filter, after, limit + 1).await?;
     let next = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
@@ -55,6 +57,7 @@ pub async fn verify_audit_log(ctx: &Ctx) -> ApiResult<Reply> {
 
 pub async fn export_audit_log(ctx: &Ctx) -> ApiResult<Reply> {
     let p = ctx.principal();
+    audit::seal(&ctx.env, &p.account_id, p.livemode).await?;
     let mut out = String::new();
     let mut after = 0;
     loop {

@@ -13,6 +13,6 @@ pub async fn jwks(ctx: &Ctx) -> ApiResult<Reply> {
 pub async fn verify_identity(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let q = http::query_params(req, &["jws"])?;
     let jws = q.get("jws").ok_or_else(|| ApiError::invalid_field("jws", "`jws` is required: the MultiMail-Identity header's value"))?;
-    let v = crate::domain::identity::verify(jws, &identity::jwks(&ctx.env)?);
+    let v = identity::verify(&ctx.env, jws).await?;
     Ok(Reply::ok(serde_json::to_value(v).map_err(|_| ApiError::internal())?))
 }

@@ -237,6 +237,8 @@ struct Served {
     body: String,
     headers: Vec<(String, String)>,
     json: Option<Value>,
+    /// The handler stored the call's audit entry with its own batch.
+    audited: bool,
 }
 
 impl Served {
@@ -246,8 +248,8 @@ impl Served {
             headers.extend(HTML_HEADERS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         }
         match r.raw {
-            Some(raw) => Served { status: r.status, body: raw, headers, json: None },
-            None => Served { status: r.status, body: r.body.to_string(), headers, json: Some(r.body) },
+            Some(raw) => Served { status: r.status, body: raw, headers, json: None, audited: false },
+            None => Served { status: r.status, body: r.body.to_string(), headers, json: Some(r.body), audited: false },
         }
     }
 }
@@ -265,13 +267,8 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
         match &result {
             Ok(s) => {
                 let replayed = s.headers.iter().any(|(k, _)| k == "Idempotent-Replayed");
-                f.outcome = if replayed { "replayed".into() } else { "ok".into() };
-                f.status = Some(i64::from(s.status));
                 let answer = s.json.clone().or_else(|| serde_json::from_str(&s.body).ok());
-                let (mb, msg, mode) = app::audit::subjects(&Value::Null, answer.as_ref());
-                f.mailbox = mb.or(f.mailbox);
-                f.message_id = msg.or(f.message_id);
-                f.oversight_mode = mode.or(f.oversight_mode);
+                app::audit::answered(&mut f, s.status, answer.as_ref(), replayed);
             }
             Err(e) => {
                 f.outcome = e.code.to_string();
@@ -279,10 +276,12 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
                 f.detail = Some(e.message.chars().take(300).collect());
             }
         }
-        // Appended after the answer, within this invocation: the chain's Durable Object
-        // serialises appends per account, and callers should not queue behind it.
-        let env = env.clone();
-        wctx.wait_until(async move { app::audit::record(&env, f).await });
+        // Recorded after the answer, within this invocation (one D1 write), unless the
+        // handler stored it with its own batch.
+        if !matches!(&result, Ok(s) if s.audited) {
+            let env = env.clone();
+            wctx.wait_until(async move { app::audit::record(&env, f).await });
+        }
     }
     // A page for a person answers its errors as a page too (and an expired console session
     // with the sign-in page).
@@ -492,8 +491,10 @@ async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, fac
     if let (Some(f), Some(k)) = (facts.as_mut(), &idem_key) {
         f.idempotency_key = Some(k.as_str().to_string());
     }
+    ctx.set_audit_facts(facts.clone());
     let Some(key) = idem_key else {
-        return dispatch(&ctx, route, req, &input).await.map(served);
+        let outcome = dispatch(&ctx, route, req, &input).await;
+        return outcome.map(|r| Served { audited: ctx.was_audited(), ..served(r) });
     };
 
     // Idempotency: reserve the key, or answer from what is stored under it (both usually
@@ -527,7 +528,7 @@ async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, fac
         }
         _ => idem_store::release(&ctx.db, &scope).await?,
     }
-    outcome.map(served)
+    outcome.map(|r| Served { audited: ctx.was_audited(), ..served(r) })
 }
 
 /// What the key's lookup settled besides the key: the idempotency reservation and the route's
@@ -632,7 +633,7 @@ fn judge(record: &idempotency::StoredRecord, fingerprints: &[String; 2], now: i6
         verdict = idempotency::on_existing(record, &fingerprints[1], now);
     }
     match verdict {
-        Replay::Replay { status, body } => Judged::Answer(Ok(Served { status, body, headers: vec![("Idempotent-Replayed".into(), "true".into())], json: None })),
+        Replay::Replay { status, body } => Judged::Answer(Ok(Served { status, body, headers: vec![("Idempotent-Replayed".into(), "true".into())], json: None, audited: false })),
         Replay::Mismatch => Judged::Answer(Err(ApiError::unprocessable(
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request; use a new key for a new request",
@@ -865,6 +866,24 @@ mod tests {
                 assert_eq!(r.body, super::Body::None, "GET {} reads no body", r.path);
             }
         }
+    }
+
+    #[test]
+    fn a_stored_answer_replays_for_either_fingerprint_of_the_same_caller() {
+        use crate::domain::idempotency::StoredRecord;
+        let now = 1_000_000;
+        let fps = ["by-hash".to_string(), "by-key-id".to_string()];
+        let stored = |fp: &str| StoredRecord { fingerprint: fp.into(), created_at: now - 1000, response: Some((202, "{}".into())) };
+        // Records made before fingerprints used the key's hash carry its id: still replayed.
+        for fp in ["by-hash", "by-key-id"] {
+            assert!(matches!(super::judge(&stored(fp), &fps, now), super::Judged::Answer(Ok(ref s)) if s.status == 202), "{fp}");
+        }
+        assert!(matches!(super::judge(&stored("another request"), &fps, now), super::Judged::Answer(Err(ref e)) if e.code == "idempotency_key_reused"));
+        // Expired, or still running: settled by reserve_or_replay.
+        let old = StoredRecord { created_at: now - crate::domain::idempotency::TTL_MS - 1, ..stored("by-hash") };
+        assert!(matches!(super::judge(&old, &fps, now), super::Judged::Retry));
+        let running = StoredRecord { response: None, ..stored("by-hash") };
+        assert!(matches!(super::judge(&running, &fps, now), super::Judged::Retry));
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! Audit entries in D1: insert (only ever by the `AuditChain` Durable Object), filtered pages,
-//! and the whole chain in order for verification and export.
+//! Audit entries in D1: recorded entries waiting to be sealed (`audit_pending`, written by
+//! anyone), sealed entries (`audit_log`, written only by the `AuditChain` Durable Object),
+//! filtered pages, and the whole chain in order for verification and export.
 
 use super::Db;
 use serde::Deserialize;
-use worker::Result;
+use worker::{D1PreparedStatement, Result};
 
 use crate::args;
 use crate::domain::audit::AuditEntry;
@@ -42,8 +43,51 @@ impl From<Row> for AuditEntry {
     }
 }
 
-pub async fn insert(db: &Db, e: &AuditEntry, at_ms: i64) -> Result<()> {
-    super::run(
+/// Records an entry (not yet in the chain: its `seq` and hashes are set when it is sealed).
+pub fn pend(db: &Db, e: &AuditEntry) -> Result<D1PreparedStatement> {
+    let json = serde_json::to_string(e).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    super::stmt(db, "INSERT INTO audit_pending (account_id, livemode, entry) VALUES (?1, ?2, ?3)", args![&e.account_id, e.livemode, &json])
+}
+
+/// The oldest `limit` entries waiting to be sealed in one chain, with their `pid`s.
+pub async fn pending(db: &Db, account_id: &str, livemode: bool, limit: u32) -> Result<Vec<(i64, AuditEntry)>> {
+    #[derive(Deserialize)]
+    struct P {
+        pid: i64,
+        entry: String,
+    }
+    let rows: Vec<P> = super::all(
+        db,
+        "SELECT pid, entry FROM audit_pending WHERE account_id = ?1 AND livemode = ?2 ORDER BY pid LIMIT ?3",
+        args![account_id, livemode, i64::from(limit)],
+    )
+    .await?;
+    rows.into_iter()
+        .map(|r| serde_json::from_str(&r.entry).map(|e| (r.pid, e)).map_err(|e| worker::Error::RustError(format!("audit_pending {}: {e}", r.pid))))
+        .collect()
+}
+
+/// The chains with entries waiting (for the cron).
+pub async fn pending_chains(db: &Db, limit: u32) -> Result<Vec<(String, bool)>> {
+    #[derive(Deserialize)]
+    struct C {
+        account_id: String,
+        livemode: i64,
+    }
+    let rows: Vec<C> = super::all(db, "SELECT DISTINCT account_id, livemode FROM audit_pending LIMIT ?1", args![i64::from(limit)]).await?;
+    Ok(rows.into_iter().map(|c| (c.account_id, c.livemode == 1)).collect())
+}
+
+/// Seals: the chained entries go into `audit_log` and their pending rows (up to `last_pid`)
+/// go, in one batch.
+pub async fn seal(db: &Db, sealed: &[AuditEntry], account_id: &str, livemode: bool, last_pid: i64, at_ms: i64) -> Result<()> {
+    let mut batch = sealed.iter().map(|e| insert(db, e, at_ms)).collect::<Result<Vec<_>>>()?;
+    batch.push(super::stmt(db, "DELETE FROM audit_pending WHERE account_id = ?1 AND livemode = ?2 AND pid <= ?3", args![account_id, livemode, last_pid])?);
+    db.batch(batch).await.map(|_| ())
+}
+
+fn insert(db: &Db, e: &AuditEntry, at_ms: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
         db,
         "INSERT INTO audit_log (account_id, livemode, seq, id, at, at_ms, actor, action, mailbox, message_id, oversight_mode,
            outcome, status, request_id, idempotency_key, ip, country, detail, prev_hash, hash)
@@ -54,7 +98,6 @@ pub async fn insert(db: &Db, e: &AuditEntry, at_ms: i64) -> Result<()> {
             e.idempotency_key.as_deref(), e.ip.as_deref(), e.country.as_deref(), e.detail.as_deref(), &e.prev_hash, &e.hash
         ],
     )
-    .await
 }
 
 /// The last entry of a chain as stored: `(seq, hash)`.

@@ -220,22 +220,55 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<MessageWithMailbox>> {
     super::first(db, &format!("{WITH_MAILBOX} WHERE m.id = ?1"), args![id]).await
 }
 
-/// Claims a message for one delivery attempt. `reclaim_before` lets a claim older than that
-/// be taken over (only used where the provider deduplicates repeats itself).
-pub async fn claim(db: &Db, id: &str, now: i64, reclaim_before: Option<i64>) -> Result<Option<i64>> {
+/// One delivery attempt's claim, and what the attempt needs, from one round trip.
+pub struct Claim {
+    /// The attempt number when this call claimed the message; `None` when it did not (someone
+    /// else has it, it is done or cancelled, or it is scheduled for later).
+    pub attempt: Option<i64>,
+    /// The message as it is after the claim.
+    pub message: Option<MessageWithMailbox>,
+    /// The provider payload (`Blob::Outbound`).
+    pub outbound: Option<String>,
+    /// The stored MIME, when asked for.
+    pub mime: Option<String>,
+}
+
+/// Claims a message for one delivery attempt and reads it with its stored bodies, in one batch.
+/// A scheduled message is claimed only once it is due (`due_by`); `reclaim_before` (for test
+/// and for live messages) lets a claim older than that be taken over (only used where the
+/// provider deduplicates repeats).
+pub async fn claim(db: &Db, id: &str, now: i64, due_by: i64, reclaim_before: [Option<i64>; 2], with_mime: bool) -> Result<Claim> {
     #[derive(Deserialize)]
     struct A {
         attempts: i64,
     }
-    let row: Option<A> = super::first(
+    #[derive(Deserialize)]
+    struct B {
+        body: String,
+    }
+    let claim = super::stmt(
         db,
         "UPDATE messages SET status = 'sending', attempts = attempts + 1, claimed_at = ?2, updated_at = ?2
-         WHERE id = ?1 AND (status IN ('queued', 'scheduled') OR (status = 'sending' AND claimed_at < ?3))
+         WHERE id = ?1
+           AND (status IN ('queued', 'scheduled') OR (status = 'sending' AND claimed_at < CASE WHEN livemode = 1 THEN ?5 ELSE ?3 END))
+           AND (status != 'scheduled' OR send_at IS NULL OR send_at <= ?4)
          RETURNING attempts",
-        args![id, now, reclaim_before.unwrap_or(i64::MIN)],
-    )
-    .await?;
-    Ok(row.map(|a| a.attempts))
+        args![id, now, reclaim_before[0].unwrap_or(i64::MIN), due_by, reclaim_before[1].unwrap_or(i64::MIN)],
+    )?;
+    let read = super::stmt(db, &format!("{WITH_MAILBOX} WHERE m.id = ?1"), args![id])?;
+    let blob = |kind: Blob| super::stmt(db, "SELECT body FROM message_blobs WHERE message_id = ?1 AND kind = ?2", args![id, kind.as_str()]);
+    let mut batch = vec![claim, read, blob(Blob::Outbound)?];
+    if with_mime {
+        batch.push(blob(Blob::Mime)?);
+    }
+    let results = db.batch(batch).await?;
+    let body = |i: usize| -> Result<Option<String>> { Ok(match results.get(i) { Some(r) => r.results::<B>()?.into_iter().next().map(|b| b.body), None => None }) };
+    Ok(Claim {
+        attempt: results[0].results::<A>()?.first().map(|a| a.attempts),
+        message: results[1].results::<MessageWithMailbox>()?.into_iter().next(),
+        outbound: body(2)?,
+        mime: body(3)?,
+    })
 }
 
 pub fn mark_sent(db: &Db, id: &str, provider: &str, provider_message_id: &str, now: i64) -> Result<D1PreparedStatement> {

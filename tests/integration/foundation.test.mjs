@@ -994,6 +994,78 @@ test('create_api_key replayed under its Idempotency-Key does not reveal the secr
 });
 
 // ---------------------------------------------------------------------------------------------
+// what a call costs (the Server-Timing header; bench/README.md's targets)
+
+/** The Server-Timing header's metrics: {d1: {count, dur}, queue: …, do: …, total: {dur}}. */
+function timing(r) {
+  const h = r.headers.get('server-timing');
+  assert.ok(h, 'no Server-Timing header');
+  const out = {};
+  for (const part of h.split(',')) {
+    const [name, ...params] = part.trim().split(';');
+    out[name] = Object.fromEntries(params.map((p) => p.split('=')).map(([k, v]) => [k, Number(v)]));
+  }
+  for (const m of ['d1', 'queue', 'do']) assert.ok(Number.isInteger(out[m]?.count) && out[m].dur >= 0, `${m} in ${h}`);
+  assert.ok(out.total.dur >= out.d1.dur, h);
+  return out;
+}
+
+test('send_email costs two D1 round trips and one queue send; a held send adds the Approval object; a replay costs one', async () => {
+  const auto = await w.sender(uniq('Cost Auto'), { mode: 'autonomous' });
+  const body = { from: auto.from, to: 'ada@example.com', subject: 'cost', text: 'hello' };
+  const K = `cost-${randomBytes(6).toString('hex')}`;
+  const sent = await w.call('/send_email', { key: auto.live, body, headers: { 'Idempotency-Key': K } });
+  assert.equal(sent.status, 202, sent.text);
+  assert.equal(sent.body.status, 'queued');
+  let t = timing(sent);
+  assert.deepEqual([t.d1.count, t.queue.count, t.do.count], [2, 1, 0], sent.headers.get('server-timing'));
+  // Without a key, the same.
+  t = timing(await w.call('/send_email', { key: auto.live, body: { ...body, subject: 'no key' } }));
+  assert.deepEqual([t.d1.count, t.queue.count, t.do.count], [2, 1, 0]);
+  // The replay is answered from the key's lookup: one round trip, nothing sent.
+  const again = await w.call('/send_email', { key: auto.live, body, headers: { 'Idempotency-Key': K } });
+  assert.equal(again.headers.get('idempotent-replayed'), 'true');
+  assert.equal(again.body.id, sent.body.id);
+  t = timing(again);
+  assert.deepEqual([t.d1.count, t.queue.count, t.do.count], [1, 0, 0]);
+
+  // Held: the same two D1 round trips, the Approval object, the events kick and the request
+  // to the oversight address.
+  const gated = await w.sender(uniq('Cost Gated'), { mode: 'gated_send' });
+  const held = await w.call('/send_email', { key: gated.live, body: { ...body, from: gated.from }, headers: { 'Idempotency-Key': K } });
+  assert.equal(held.body.status, 'pending_approval', held.text);
+  t = timing(held);
+  assert.deepEqual([t.d1.count, t.do.count], [2, 1]);
+  assert.ok(t.queue.count <= 2, held.headers.get('server-timing'));
+
+  // The audit entry was stored with the message (no write after the answer), and it is in
+  // the chain once the log is read.
+  const log = await w.call('/get_audit_log', { key: auto.live, query: { action: 'send_email' } });
+  const entries = log.body.entries.filter((e) => e.message_id === sent.body.id && e.outcome !== 'replayed');
+  assert.equal(entries.length, 1, log.text);
+  assert.equal(entries[0].status, 202);
+  assert.equal(entries[0].idempotency_key, K);
+  assert.equal(entries[0].outcome, 'ok');
+  assert.equal(log.body.entries.filter((e) => e.outcome === 'replayed').length, 1, 'the replay is audited too');
+  assert.equal((await w.call('/verify_audit_log', { key: auto.live })).body.ok, true);
+  // Errors carry the header too.
+  timing(await w.call('/send_email', { key: auto.live, body: { from: auto.from } }));
+});
+
+test('an idempotency key reserved by a call that is then refused (scope) is given back', async () => {
+  const auto = await w.sender(uniq('Refused Reservation'), { mode: 'autonomous' });
+  const reader = assertOk(await mkKey(auto.live, { name: 'reader', scopes: ['read'] }), 201).key;
+  const K = `refused-${randomBytes(6).toString('hex')}`;
+  const body = { from: auto.from, to: 'ada@example.com', subject: 'x', text: 'y' };
+  assertError(await w.call('/send_email', { key: reader, body, headers: { 'Idempotency-Key': K } }), 403, 'insufficient_scope');
+  assert.equal((await w.sql(`SELECT count(*) AS n FROM idempotency WHERE key = '${K}'`))[0].n, 0, 'the reservation stayed');
+  // The key is free for the caller that may send (a kept reservation would answer 409 or 422).
+  const ok = await w.call('/send_email', { key: auto.live, body, headers: { 'Idempotency-Key': K } });
+  assert.equal(ok.status, 202, ok.text);
+  assert.equal(ok.headers.get('idempotent-replayed'), null);
+});
+
+// ---------------------------------------------------------------------------------------------
 // rate limits (a second worker with a tiny limit)
 
 test('rate limit: the 6th call in a minute with one key → 429 rate_limited with Retry-After; other keys unaffected', async () => {
