@@ -329,7 +329,7 @@ async function main() {
 
   // Ours.
   say('starting MultiMail edge (wrangler dev, fresh local state)');
-  const ours = await startWorker({ vars: { RATE_LIMIT_PER_MINUTE: '0' } });
+  const ours = await startWorker({ vars: { RATE_LIMIT_PER_MINUTE: '0' }, logLevel: 'log' });
   running.add(ours);
   try {
     // Sizes of what is being measured: read after wrangler dev's own `make -s build`.
@@ -504,7 +504,7 @@ async function main() {
   lines.push('');
   lines.push('| ours / ts | median | p99 | req/s |');
   lines.push('|---|---:|---:|---:|');
-  for (const [k, v] of Object.entries(ratios)) lines.push(`| ${k} | ${v.median} | ${v.p99} | ${v.rps} |`);
+  for (const [k, v] of Object.entries(ratios)) lines.push(`| ${k} | ${v.median} | ${v.p99 ?? ''} | ${v.rps ?? ''} |`);
   lines.push('');
   const signed = (x) => (x >= 0 ? `+${x}` : `${x}`);
   lines.push(`idempotency at c=32 (idem minus no-idem): median ${signed(idemCost.median_ms)} ms, p99 ${signed(idemCost.p99_ms)} ms, req/s x${idemCost.rps_ratio}`);

@@ -6,10 +6,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { startWorker } from './harness.mjs';
+import { startWorker, eventually } from './harness.mjs';
 
 let w;
-before(async () => { w = await startWorker(); });
+// `log`: the worker's own log lines too (the delivery consumer's cost line).
+before(async () => { w = await startWorker({ logLevel: 'log' }); });
 after(async () => { await w?.stop(); });
 
 // ---------------------------------------------------------------------------------------------
@@ -1050,6 +1051,15 @@ test('send_email costs two D1 round trips and one queue send; a held send adds t
   assert.equal((await w.call('/verify_audit_log', { key: auto.live })).body.ok, true);
   // Errors carry the header too.
   timing(await w.call('/send_email', { key: auto.live, body: { from: auto.from } }));
+
+  // Each delivery: two D1 round trips (claim with its reads; the outcome), from the consumer's
+  // own cost line after each batch.
+  const costs = await eventually(async () => {
+    const lines = [...w.log().matchAll(/delivery cost: messages=(\d+) d1=(\d+) queue=(\d+)/g)].map((m) => m.slice(1).map(Number));
+    return lines.length > 0 && lines;
+  }, { ms: 20_000 });
+  assert.ok(costs, 'no delivery cost line in the log');
+  for (const [messages, d1] of costs) assert.ok(d1 <= 2 * messages, `${d1} D1 round trips for ${messages} deliveries`);
 });
 
 test('an idempotency key reserved by a call that is then refused (scope) is given back', async () => {

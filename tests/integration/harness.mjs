@@ -28,9 +28,10 @@ export async function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * @param {{vars?: Record<string,string>}} opts  extra `--var`s (provider URLs, limits, …)
+ * @param {{vars?: Record<string,string>, logLevel?: string}} opts  extra `--var`s (provider URLs, limits, …);
+ *   `logLevel: 'log'` also shows the worker's own console.log lines in `log()`
  */
-export async function startWorker({ vars = {} } = {}) {
+export async function startWorker({ vars = {}, logLevel = 'info' } = {}) {
   mkdirSync(join(ROOT, 'tests', '.state'), { recursive: true });
   const state = mkdtempSync(join(ROOT, 'tests', '.state', 'w-'));
   const adminToken = 'adm_test_' + randomBytes(16).toString('hex');
@@ -46,7 +47,7 @@ export async function startWorker({ vars = {} } = {}) {
     ...vars,
   };
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspector),
-    '--persist-to', state, '--show-interactive-dev-session=false', '--log-level', 'info'];
+    '--persist-to', state, '--show-interactive-dev-session=false', '--log-level', logLevel];
   for (const [k, v] of Object.entries(allVars)) args.push('--var', `${k}:${v}`);
   const child = spawn(join(BIN, 'wrangler'), args, { cwd: ROOT, env: ENV, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
