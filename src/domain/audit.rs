@@ -33,6 +33,10 @@ pub struct AuditEntry {
     pub ip: Option<String>,
     pub country: Option<String>,
     pub detail: Option<String>,
+    /// How the call came in when not over plain HTTP: `mcp` for a tool call. Left out of the
+    /// entry (and so of its hash) when absent, so entries from before it hash as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
     #[serde(default)]
     pub prev_hash: String,
     #[serde(default)]
@@ -196,6 +200,7 @@ mod tests {
             ip: Some("127.0.0.1".into()),
             country: None,
             detail: Some("Grüße \"quoted\"".into()),
+            via: None,
             prev_hash: String::new(),
             hash: String::new(),
         }
@@ -227,6 +232,15 @@ mod tests {
         assert!(c.starts_with("{\"account_id\":\"acct_1\",\"action\":\"send_email\""), "{c}");
         assert!(!c.contains("prev_hash") && !c.contains("\"hash\""));
         assert!(c.contains("Grüße \\\"quoted\\\""), "non-ASCII stays as is: {c}");
+    }
+
+    #[test]
+    fn via_is_hashed_when_present_and_absent_otherwise() {
+        let plain = canonical(&entry(1));
+        assert!(!plain.contains("via"), "an entry without `via` hashes as before: {plain}");
+        let mcp = AuditEntry { via: Some("mcp".into()), ..entry(1) };
+        assert!(canonical(&mcp).contains("\"via\":\"mcp\""));
+        assert_ne!(chain_hash(GENESIS, &plain), chain_hash(GENESIS, &canonical(&mcp)));
     }
 
     #[test]

@@ -65,6 +65,10 @@ pub fn error_response(err: &ApiError, request_id: &str, timing: Option<(String, 
     if let Some(allow) = &err.allow {
         extra.push(("Allow".to_string(), allow.clone()));
     }
+    if err.status == 401 && err.code == "invalid_api_key" {
+        // RFC 6750: say how to authenticate (MCP clients read it too).
+        extra.push(("WWW-Authenticate".to_string(), "Bearer realm=\"MultiMail\"".to_string()));
+    }
     json_response(err.status, &err.body(request_id).to_string(), request_id, &extra)
 }
 

@@ -50,12 +50,15 @@ pub async fn get_audit_log(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     Ok(Reply::ok(json!({"entries": rows, "next_cursor": next})))
 }
 
-pub async fn verify_audit_log(ctx: &Ctx) -> ApiResult<Reply> {
+pub async fn verify_audit_log(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    // No parameters: an unknown one is refused like everywhere else.
+    http::query_params(req, &[])?;
     let p = ctx.principal();
     Ok(Reply::ok(audit::verify(ctx, &p.account_id, p.livemode).await?))
 }
 
-pub async fn export_audit_log(ctx: &Ctx) -> ApiResult<Reply> {
+pub async fn export_audit_log(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    http::query_params(req, &[])?;
     let p = ctx.principal();
     audit::seal(&ctx.env, &p.account_id, p.livemode).await?;
     let mut out = String::new();

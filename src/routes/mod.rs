@@ -15,6 +15,7 @@ pub mod inbound;
 pub mod inbox;
 pub mod keys;
 pub mod mailboxes;
+pub mod mcp;
 pub mod oversight;
 pub mod provider_events;
 pub mod review;
@@ -85,16 +86,18 @@ pub struct Route {
     pub account_wide: bool,
     /// Reads the handler will make, run in the key's lookup batch (`app::Prefetcher`).
     pub prefetch: Option<app::Prefetcher>,
+    /// A keyed `POST` is audited (`false` only for `/mcp`, whose tool calls are audited each).
+    pub audited: bool,
 }
 
 const fn get(path: &'static str, access: Access) -> Route {
-    Route { method: "GET", path, access, body: Body::None, answer: Answer::Json, idempotent: false, account_wide: false, prefetch: None }
+    Route { method: "GET", path, access, body: Body::None, answer: Answer::Json, idempotent: false, account_wide: false, prefetch: None, audited: true }
 }
 
 /// A POST takes a JSON body; a keyed one is idempotent.
 const fn post(path: &'static str, access: Access) -> Route {
     let idempotent = matches!(access, Access::Key(_));
-    Route { method: "POST", path, access, body: Body::Json, answer: Answer::Json, idempotent, account_wide: false, prefetch: None }
+    Route { method: "POST", path, access, body: Body::Json, answer: Answer::Json, idempotent, account_wide: false, prefetch: None, audited: true }
 }
 
 impl Route {
@@ -109,6 +112,9 @@ impl Route {
     }
     const fn prefetch(self, f: app::Prefetcher) -> Route {
         Route { prefetch: Some(f), ..self }
+    }
+    const fn unaudited(self) -> Route {
+        Route { audited: false, ..self }
     }
     const fn html(self) -> Route {
         Route { answer: Answer::Html, ..self }
@@ -128,6 +134,7 @@ const READ_OR_ADMIN: &[Scope] = &[Scope::Read, Scope::Admin];
 const READ_SEND_OR_OVERSIGHT: &[Scope] = &[Scope::Read, Scope::Send, Scope::Oversight];
 const OVERSIGHT: &[Scope] = &[Scope::Oversight];
 const READ_OR_OVERSIGHT: &[Scope] = &[Scope::Read, Scope::Oversight];
+const ANY_SCOPE: &[Scope] = &[Scope::Read, Scope::Send, Scope::Oversight, Scope::Admin];
 
 pub const ROUTES: &[Route] = &[
     get("/healthz", Public),
@@ -198,6 +205,8 @@ pub const ROUTES: &[Route] = &[
     post("/console/remove_operator", Console).form().html(),
     get("/console/sessions", Console).html(),
     post("/console/revoke_session", Console).form().html(),
+    // MCP (Streamable HTTP): JSON-RPC in the body; each tool call runs the route it names.
+    post("/mcp", Key(ANY_SCOPE)).raw().without_idempotency().unaudited(),
 ];
 
 /// What the router read from the request, as the route declared.
@@ -261,27 +270,11 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
     let mut page: Option<&'static Route> = None;
     let db = store::db(&env)?;
     let cost = db.cost().clone();
-    let result = serve(&mut req, env.clone(), db, &request_id, &mut facts, &mut page).await;
-    if let Some(mut f) = facts {
-        // Every authenticated state-changing call is audited, refused ones included.
-        match &result {
-            Ok(s) => {
-                let replayed = s.headers.iter().any(|(k, _)| k == "Idempotent-Replayed");
-                let answer = s.json.clone().or_else(|| serde_json::from_str(&s.body).ok());
-                app::audit::answered(&mut f, s.status, answer.as_ref(), replayed);
-            }
-            Err(e) => {
-                f.outcome = e.code.to_string();
-                f.status = Some(i64::from(e.status));
-                f.detail = Some(e.message.chars().take(300).collect());
-            }
-        }
-        // Recorded after the answer, within this invocation (one D1 write), unless the
-        // handler stored it with its own batch.
-        if !matches!(&result, Ok(s) if s.audited) {
-            let env = env.clone();
-            wctx.wait_until(async move { app::audit::record(&env, f).await });
-        }
+    let result = serve(&mut req, env.clone(), db, &request_id, &mut facts, &mut page, None).await;
+    if let Some(f) = unrecorded_facts(facts, &result) {
+        // Recorded after the answer, within this invocation (one D1 write).
+        let env = env.clone();
+        wctx.wait_until(async move { app::audit::record(&env, f).await });
     }
     // A page for a person answers its errors as a page too (and an expired console session
     // with the sign-in page).
@@ -302,6 +295,52 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
             http::error_response(&e, &request_id, Some(timing))
         }
     }
+}
+
+/// The audit facts of a finished call, completed with its outcome; `None` when it is not
+/// audited or its handler already stored the entry with its own batch. Every authenticated
+/// state-changing call is audited, refused ones included.
+fn unrecorded_facts(facts: Option<app::audit::Facts>, result: &ApiResult<Served>) -> Option<app::audit::Facts> {
+    let mut f = facts?;
+    match result {
+        Ok(s) if s.audited => return None,
+        Ok(s) => {
+            let replayed = s.headers.iter().any(|(k, _)| k == "Idempotent-Replayed");
+            let answer = s.json.clone().or_else(|| serde_json::from_str(&s.body).ok());
+            app::audit::answered(&mut f, s.status, answer.as_ref(), replayed);
+        }
+        Err(e) => {
+            f.outcome = e.code.to_string();
+            f.status = Some(i64::from(e.status));
+            f.detail = Some(e.message.chars().take(300).collect());
+        }
+    }
+    Some(f)
+}
+
+/// An answer from `call_internal`: the status, the body as text and its headers.
+pub struct Internal {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Runs one call through the whole pipeline as if it had come over HTTP (the key, its scopes
+/// and rate limit, idempotency, the handler), for `/mcp`'s tool calls: one source of truth for
+/// what a key may do. Its audit entry is recorded before this returns, marked `via`.
+pub async fn call_internal(env: &Env, mut req: Request, via: &'static str) -> worker::Result<Internal> {
+    let request_id = platform::new_id(crate::domain::ids::REQUEST);
+    let mut facts: Option<app::audit::Facts> = None;
+    let mut page: Option<&'static Route> = None;
+    let db = store::db(env)?;
+    let result = Box::pin(serve(&mut req, env.clone(), db, &request_id, &mut facts, &mut page, Some(via))).await;
+    if let Some(f) = unrecorded_facts(facts, &result) {
+        app::audit::record(env, f).await;
+    }
+    Ok(match result {
+        Ok(s) => Internal { status: s.status, body: s.body, headers: s.headers },
+        Err(e) => Internal { status: e.status, body: e.body(&request_id).to_string(), headers: vec![] },
+    })
 }
 
 /// What the request cost on its own path: D1 round trips, queue sends and Durable Object calls
@@ -370,7 +409,7 @@ fn method_name(m: &Method) -> &'static str {
     }
 }
 
-async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, facts: &mut Option<app::audit::Facts>, page: &mut Option<&'static Route>) -> ApiResult<Served> {
+async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, facts: &mut Option<app::audit::Facts>, page: &mut Option<&'static Route>, via: Option<&'static str>) -> ApiResult<Served> {
     let path = req.path();
     let method = method_name(&req.method());
     let candidates: Vec<&Route> = ROUTES.iter().filter(|r| path_matches(r.path, &path)).collect();
@@ -414,7 +453,7 @@ async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, fac
             let (p, e) = key_principal(req, &db, route, &hash, livemode, body, now, &config).await?;
             early = e;
             let checked = (|| {
-                if route.method == "POST" {
+                if route.method == "POST" && route.audited {
                     // Every authenticated state-changing call is audited, refused ones included.
                     *facts = Some(app::audit::Facts {
                         account_id: p.account_id.clone(),
@@ -424,6 +463,7 @@ async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, fac
                         request_id: Some(request_id.to_string()),
                         ip: req.headers().get("CF-Connecting-IP").ok().flatten(),
                         country: req.cf().and_then(|cf| cf.country()),
+                        via: via.map(str::to_string),
                         ..Default::default()
                     });
                 }
@@ -732,8 +772,8 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &mut Request, input: &Input) ->
         (_, "/list_domains") => domains::list_domains(ctx, req).await,
         (_, "/delete_domain") => domains::delete_domain(ctx, body).await,
         (_, "/get_audit_log") => audit::get_audit_log(ctx, req).await,
-        (_, "/verify_audit_log") => audit::verify_audit_log(ctx).await,
-        (_, "/export_audit_log") => audit::export_audit_log(ctx).await,
+        (_, "/verify_audit_log") => audit::verify_audit_log(ctx, req).await,
+        (_, "/export_audit_log") => audit::export_audit_log(ctx, req).await,
         (_, "/create_webhook") => webhooks::create_webhook(ctx, body).await,
         (_, "/list_webhooks") => webhooks::list_webhooks(ctx, req).await,
         (_, "/delete_webhook") => webhooks::delete_webhook(ctx, body).await,
@@ -760,6 +800,7 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &mut Request, input: &Input) ->
         (_, "/console/remove_operator") => console::settings::remove_operator(ctx, input).await,
         (_, "/console/sessions") => console::settings::sessions(ctx, req).await,
         (_, "/console/revoke_session") => console::settings::revoke_session(ctx, input).await,
+        (_, "/mcp") => mcp::mcp(ctx, req).await,
         (m, p) => {
             worker::console_error!("route {m} {p} is in ROUTES but not dispatched");
             Err(ApiError::internal())

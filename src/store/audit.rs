@@ -28,6 +28,7 @@ struct Row {
     ip: Option<String>,
     country: Option<String>,
     detail: Option<String>,
+    via: Option<String>,
     prev_hash: String,
     hash: String,
 }
@@ -38,7 +39,7 @@ impl From<Row> for AuditEntry {
             id: r.id, seq: r.seq, at: r.at, account_id: r.account_id, livemode: r.livemode == 1, actor: r.actor,
             action: r.action, mailbox: r.mailbox, message_id: r.message_id, oversight_mode: r.oversight_mode,
             outcome: r.outcome, status: r.status, request_id: r.request_id, idempotency_key: r.idempotency_key,
-            ip: r.ip, country: r.country, detail: r.detail, prev_hash: r.prev_hash, hash: r.hash,
+            ip: r.ip, country: r.country, detail: r.detail, via: r.via, prev_hash: r.prev_hash, hash: r.hash,
         }
     }
 }
@@ -90,12 +91,13 @@ fn insert(db: &Db, e: &AuditEntry, at_ms: i64) -> Result<D1PreparedStatement> {
     super::stmt(
         db,
         "INSERT INTO audit_log (account_id, livemode, seq, id, at, at_ms, actor, action, mailbox, message_id, oversight_mode,
-           outcome, status, request_id, idempotency_key, ip, country, detail, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+           outcome, status, request_id, idempotency_key, ip, country, detail, prev_hash, hash, via)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
         args![
             &e.account_id, e.livemode, e.seq, &e.id, &e.at, at_ms, &e.actor, &e.action, e.mailbox.as_deref(),
             e.message_id.as_deref(), e.oversight_mode.as_deref(), &e.outcome, e.status, e.request_id.as_deref(),
-            e.idempotency_key.as_deref(), e.ip.as_deref(), e.country.as_deref(), e.detail.as_deref(), &e.prev_hash, &e.hash
+            e.idempotency_key.as_deref(), e.ip.as_deref(), e.country.as_deref(), e.detail.as_deref(), &e.prev_hash, &e.hash,
+            e.via.as_deref()
         ],
     )
 }
