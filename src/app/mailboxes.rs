@@ -1,10 +1,12 @@
 //! Changing a mailbox (the API's `update_mailbox` and the console): its name and TTL at once;
 //! its mode through `mode_changes` (stricter at once, a key's looser one waits for a human);
-//! its oversight address at once for a human, through a change a human decides for a key.
+//! its oversight address at once for a human, through a change a human decides for a key; its
+//! pre-send scan at once when stricter (or for a human), else through a change a human decides.
 
 use crate::app::{changes, mode_changes, Ctx};
 use crate::domain::changes::ChangeKind;
 use crate::domain::oversight::OversightMode;
+use crate::domain::scan::ScanPolicy;
 use crate::http::{ApiResult, Reply};
 use crate::store::changes::ChangeRow;
 use crate::store::mailboxes::{self, MailboxRow};
@@ -18,11 +20,13 @@ pub struct Updated {
     pub pending: Option<ModeChangeRow>,
     /// An oversight-address change waiting for a human.
     pub email_change: Option<ChangeRow>,
+    /// A looser scan waiting for a human.
+    pub scan_change: Option<ChangeRow>,
 }
 
 /// Stores `mailbox` (its display name and TTL already set by the caller) with the mode and
 /// oversight address asked for, in one batch with the idempotent answer `render` makes.
-pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, mode: Option<OversightMode>, oversight_email: Option<&str>, render: impl FnOnce(&Updated) -> Reply) -> ApiResult<Reply> {
+pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, mode: Option<OversightMode>, oversight_email: Option<&str>, scan: Option<ScanPolicy>, render: impl FnOnce(&Updated) -> Reply) -> ApiResult<Reply> {
     let plan = mode_changes::plan(ctx, &mailbox, mode).await?;
     mailbox.updated_at = ctx.now;
     let mut batch = vec![mailboxes::update(&ctx.db, &mailbox)?];
@@ -39,17 +43,29 @@ pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, mode: Option<OversightMo
             email_change = Some(c);
         }
     }
+    // The pre-send scan: stricter at once; looser waits for a human unless one asks.
+    let mut scan_change = None;
+    if let Some(s) = scan.filter(|s| *s != mailbox.scan) {
+        if s.strictness() > mailbox.scan.strictness() || ctx.principal().actor().is_human() {
+            batch.push(mailboxes::set_scan_stmt(&ctx.db, &mailbox.account_id, &mailbox.id, s, ctx.now)?);
+            mailbox.scan = s;
+        } else {
+            let (c, statements) = changes::open(ctx, ChangeKind::ScanPolicy, Some(&mailbox.id), &mailbox.id, Some(s.as_str()))?;
+            batch.extend(statements);
+            scan_change = Some(c);
+        }
+    }
     let mut shown = mailbox.clone();
     if let Some(to) = plan.apply_now {
         shown.oversight_mode = to;
     }
-    let updated = Updated { shown, pending: plan.pending, email_change };
+    let updated = Updated { shown, pending: plan.pending, email_change, scan_change };
     let reply = render(&updated);
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         batch.push(s);
     }
     ctx.db.batch(batch).await?;
-    if let Some(c) = &updated.email_change {
+    for c in updated.email_change.iter().chain(&updated.scan_change) {
         changes::opened(ctx, c).await;
     }
     // Stricter (or a human's looser) applies at once, and says so.

@@ -13,6 +13,7 @@ use crate::domain::delivery::OutboundEmail;
 use crate::domain::message::{Direction, MessageKind, MessageStatus};
 use crate::domain::oversight::{effective_mode, OversightMode};
 use crate::domain::send::ValidatedSend;
+use crate::domain::scan::{self, ScanPolicy};
 use crate::domain::suppression;
 use crate::domain::{ids, mime, time::to_rfc3339};
 use crate::http::{ApiError, ApiResult, Reply};
@@ -140,6 +141,21 @@ fn notification(ctx: &Ctx, held: &MessageRow, v: &ValidatedSend, mailbox: &Mailb
     stage_outbound(ctx, platform::new_id(ids::MESSAGE), &note, &Owner::of(ctx, mailbox), OversightMode::Autonomous, MessageStatus::Queued, MessageKind::Notification, &thread, None).map(Some)
 }
 
+/// What the pre-send scan finds in a send (nothing when the mailbox's scan is off). Text
+/// attachments are scanned with the bodies.
+fn scan_findings(mailbox: &MailboxRow, v: &ValidatedSend) -> Vec<scan::Finding> {
+    if mailbox.scan == ScanPolicy::Off {
+        return vec![];
+    }
+    let texts: Vec<Option<&str>> = v.attachments.iter().map(|a| std::str::from_utf8(&a.content).ok()).collect();
+    scan::scan(&scan::Outbound {
+        subject: &v.subject,
+        text: v.text.as_deref(),
+        html: v.html.as_deref(),
+        attachments: v.attachments.iter().zip(texts).map(|(a, t)| (a.filename.as_str(), t)).collect(),
+    })
+}
+
 /// What identifies the send path's reads: the sender address, its domain and the recipients.
 fn sender_reads_key(address: &str, domain: &str, recipients: &[String]) -> String {
     format!("sender\n{address}\n{domain}\n{}", recipients.join("\n"))
@@ -226,7 +242,17 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     } else {
         v
     };
-    let held = mode.holds_outbound();
+    // The pre-send scan: a finding holds the message for a human whatever the mode (or refuses
+    // it, as the mailbox says).
+    let findings = scan_findings(&mailbox, v);
+    if mailbox.scan == ScanPolicy::Block && !findings.is_empty() {
+        let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        return Err(ApiError::unprocessable("scan_blocked", format!("the message looks like it carries {} ({}); this mailbox refuses such mail", rules.join(", "), findings[0].field))
+            .with_field(findings[0].field)
+            .with_extra(json!({"findings": rules})));
+    }
+    let hold_reason = findings.first().map(scan::Finding::reason);
+    let held = mode.holds_outbound() || hold_reason.is_some();
     let status = if held {
         MessageStatus::PendingApproval
     } else if v.send_at.is_some() {
@@ -240,8 +266,13 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     let to_list: Vec<String> = v.to.iter().map(ToString::to_string).collect();
 
     let mut note = None;
+    if let Some(reason) = &hold_reason {
+        let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        statements.push(messages::timeline(&ctx.db, &row.id, ctx.now, "scan", Some(&format!("{reason}: {} found; held for a human", rules.join(", "))))?);
+    }
     if held {
-        let payload = payloads::pending(&row, &mailbox.address, &to_list, ctx.now);
+        let mut payload = payloads::pending(&row, &mailbox.address, &to_list, ctx.now);
+        payload["hold_reason"] = json!(hold_reason);
         statements.push(events::about_message(&ctx.db, &row, &payload)?);
         if let Some(to) = oversight_email.as_deref() {
             if let Some(n) = notification(ctx, &row, v, &mailbox, to)? {
@@ -268,6 +299,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
         "metadata": v.metadata,
         "category": row.category,
         "suppressed": suppressed,
+        "hold_reason": hold_reason,
     }));
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         statements.push(s);

@@ -12,6 +12,8 @@ string_enum! {
         RemoveSuppression = "remove_suppression",
         /// Deleting a verified sending domain.
         DeleteDomain = "delete_domain",
+        /// A looser pre-send scan on a mailbox (`hold` → `off`, `block` → `hold` or `off`).
+        ScanPolicy = "scan_policy",
     }
 }
 
@@ -22,6 +24,7 @@ impl ChangeKind {
             ChangeKind::OversightEmail => format!("send approval requests for mailbox {subject} to {}", value.unwrap_or("the account owner")),
             ChangeKind::RemoveSuppression => format!("send to {subject} again (remove it from the suppression list)"),
             ChangeKind::DeleteDomain => format!("delete the verified sending domain {}", value.unwrap_or(subject)),
+            ChangeKind::ScanPolicy => format!("set the pre-send scan of mailbox {subject} to {}", value.unwrap_or("hold")),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod message;
 pub mod mime;
 pub mod oversight;
 pub mod ratelimit;
+pub mod scan;
 pub mod sealed;
 pub mod send;
 pub mod suppression;

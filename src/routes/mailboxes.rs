@@ -10,6 +10,7 @@ use crate::app::{access, changes, mailboxes, mode_changes, Ctx};
 use crate::domain::changes::ChangeKind;
 use crate::domain::address::EmailAddress;
 use crate::domain::oversight::{initial_mode, parse_ttl};
+use crate::domain::scan::ScanPolicy;
 use crate::domain::{ids, oversight::OversightMode, time::to_rfc3339};
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::platform;
@@ -27,6 +28,7 @@ fn mailbox_json(m: &MailboxRow, change: Option<&ModeChangeRow>) -> Value {
         "oversight_mode": m.oversight_mode,
         "oversight_email": m.oversight_email,
         "approval_ttl": m.approval_ttl_secs,
+        "scan": m.scan,
         "created_at": to_rfc3339(m.created_at),
         "updated_at": to_rfc3339(m.updated_at),
         "mode_change": change.map(mode_change_json),
@@ -96,6 +98,7 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         created_at: ctx.now,
         updated_at: ctx.now,
         deleted_at: None,
+        scan: Default::default(),
     };
     let change = waiting.map(|to| mode_changes::new_change(ctx, &mailbox, to));
     let mut batch = vec![store_mb::insert(&ctx.db, &mailbox)?];
@@ -157,6 +160,7 @@ struct UpdateMailbox {
     oversight_mode: Option<String>,
     oversight_email: Option<String>,
     approval_ttl: Option<Value>,
+    scan: Option<String>,
     #[allow(dead_code)]
     idempotency_key: Option<String>,
 }
@@ -173,9 +177,15 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         mailbox.approval_ttl_secs = parse_ttl(t).map_err(|m| ApiError::invalid_field("approval_ttl", m))?;
     }
     let requested = input.oversight_mode.as_deref().map(parse_mode).transpose()?;
-    mailboxes::update(ctx, mailbox, requested, new_email.as_deref(), |u| {
+    let scan = input
+        .scan
+        .as_deref()
+        .map(|s| ScanPolicy::parse(s).ok_or_else(|| ApiError::invalid_field("scan", format!("`{s}` is not a scan policy (off, hold, block)"))))
+        .transpose()?;
+    mailboxes::update(ctx, mailbox, requested, new_email.as_deref(), scan, |u| {
         let mut body = mailbox_json(&u.shown, u.pending.as_ref());
         body["oversight_email_change"] = json!(u.email_change.as_ref().map(changes::change_json));
+        body["scan_change"] = json!(u.scan_change.as_ref().map(changes::change_json));
         Reply::ok(body)
     })
     .await

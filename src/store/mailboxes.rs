@@ -7,6 +7,7 @@ use worker::{D1PreparedStatement, D1Result, Result};
 
 use crate::args;
 use crate::domain::oversight::OversightMode;
+use crate::domain::scan::ScanPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct MailboxRow {
@@ -20,6 +21,9 @@ pub struct MailboxRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub deleted_at: Option<i64>,
+    /// The pre-send scan's policy (`domain::scan`).
+    #[serde(default)]
+    pub scan: ScanPolicy,
 }
 
 pub fn insert(db: &Db, m: &MailboxRow) -> Result<D1PreparedStatement> {
@@ -177,6 +181,15 @@ pub fn verified_of(result: &D1Result) -> Result<bool> {
         verified: i64,
     }
     Ok(result.results::<V>()?.first().is_some_and(|v| v.verified == 1))
+}
+
+/// Sets a mailbox's pre-send scan policy.
+pub fn set_scan_stmt(db: &Db, account_id: &str, id: &str, scan: ScanPolicy, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "UPDATE mailboxes SET scan = ?3, updated_at = ?4 WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+        args![account_id, id, scan.as_str(), now],
+    )
 }
 
 /// Sets (or clears: the owner's address then applies) a mailbox's oversight address.

@@ -14,6 +14,7 @@ use crate::app::{access, mailboxes, operators, Ctx};
 use crate::domain::address::EmailAddress;
 use crate::domain::authority::{self, Role};
 use crate::domain::keys::{Scope, Scopes};
+use crate::domain::scan::ScanPolicy;
 use crate::domain::oversight::{parse_ttl, OversightMode};
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::routes::Input;
@@ -35,19 +36,24 @@ pub async fn mailboxes(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     for m in &rows {
         let id = esc(&m.id);
         body.push_str(&format!(
-            "<section aria-labelledby=\"h-{id}\"><h2 id=\"h-{id}\">{addr}</h2><dl><dt>Mode</dt><dd>{mode}</dd><dt>Oversight address</dt><dd>{ov}</dd><dt>Approval TTL</dt><dd>{ttl} s</dd></dl>",
-            addr = esc(&m.address), mode = m.oversight_mode, ov = esc(m.oversight_email.as_deref().unwrap_or("the account owner")), ttl = m.approval_ttl_secs,
+            "<section aria-labelledby=\"h-{id}\"><h2 id=\"h-{id}\">{addr}</h2><dl><dt>Mode</dt><dd>{mode}</dd><dt>Oversight address</dt><dd>{ov}</dd><dt>Approval TTL</dt><dd>{ttl} s</dd><dt>Pre-send scan</dt><dd>{scan}</dd></dl>",
+            addr = esc(&m.address), mode = m.oversight_mode, ov = esc(m.oversight_email.as_deref().unwrap_or("the account owner")), ttl = m.approval_ttl_secs, scan = m.scan,
         ));
         if owner {
             let options: String = OversightMode::ALL
                 .iter()
                 .map(|o| format!("<option value=\"{v}\"{sel}>{v}</option>", v = o.as_str(), sel = if *o == m.oversight_mode { " selected" } else { "" }))
                 .collect();
+            let scans: String = ScanPolicy::ALL
+                .iter()
+                .map(|o| format!("<option value=\"{v}\"{sel}>{v}</option>", v = o.as_str(), sel = if *o == m.scan { " selected" } else { "" }))
+                .collect();
             body.push_str(&format!(
                 "<form method=\"post\" action=\"/console/update_mailbox\" class=\"inline\">{h}<input type=\"hidden\" name=\"id\" value=\"{id}\">\
                  <label for=\"mode-{id}\">Mode</label><select id=\"mode-{id}\" name=\"oversight_mode\">{options}</select>\
                  <label for=\"ov-{id}\">Oversight address</label><input id=\"ov-{id}\" name=\"oversight_email\" type=\"email\" value=\"{ov}\" maxlength=\"254\">\
                  <label for=\"ttl-{id}\">Approval TTL (seconds)</label><input id=\"ttl-{id}\" name=\"approval_ttl\" inputmode=\"numeric\" value=\"{ttl}\" size=\"8\">\
+                 <label for=\"scan-{id}\">Pre-send scan</label><select id=\"scan-{id}\" name=\"scan\">{scans}</select>\
                  <button type=\"submit\">Save</button></form>",
                 h = hidden(ctx), ov = esc(m.oversight_email.as_deref().unwrap_or("")), ttl = m.approval_ttl_secs,
             ));
@@ -73,8 +79,12 @@ pub async fn update_mailbox(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
         let v = t.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(t));
         mailbox.approval_ttl_secs = parse_ttl(&v).map_err(|m| ApiError::invalid_field("approval_ttl", m))?;
     }
+    let scan = match input.form_value("scan").filter(|s| !s.is_empty()) {
+        Some(s) => Some(ScanPolicy::parse(s).ok_or_else(|| ApiError::invalid_field("scan", "not a scan policy"))?),
+        None => None,
+    };
     let address = mailbox.address.clone();
-    mailboxes::update(ctx, mailbox, mode, email.as_deref(), |_| Reply::ok(Value::Null)).await?;
+    mailboxes::update(ctx, mailbox, mode, email.as_deref(), scan, |_| Reply::ok(Value::Null)).await?;
     Ok(see_other(ctx, "/console/mailboxes", &format!("Saved {address}.")))
 }
 
