@@ -16,6 +16,7 @@ pub mod mode_changes;
 pub mod operators;
 pub mod outbound;
 pub mod oversight;
+pub mod pause;
 pub mod payloads;
 pub mod queues;
 pub mod webcrypto;

@@ -207,7 +207,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
 
     // The sending domain, the mailbox and which recipients are suppressed, in one round trip
     // (or none: prefetched with the key).
-    let mailboxes::Sender { mailbox, suppressed, oversight_email } = sender(ctx, v).await?;
+    let mailboxes::Sender { mailbox, suppressed, oversight_email, paused } = sender(ctx, v).await?;
     let mode = effective_mode(mailbox.oversight_mode, v.oversight_mode)?;
 
     // Suppressed recipients are skipped; with none left there is nothing to send.
@@ -253,8 +253,11 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     }
     let hold_reason = findings.first().map(scan::Finding::reason);
     let held = mode.holds_outbound() || hold_reason.is_some();
+    // Paused (the mailbox or the account): a message that would go out waits for a resume.
     let status = if held {
         MessageStatus::PendingApproval
+    } else if paused {
+        MessageStatus::Paused
     } else if v.send_at.is_some() {
         MessageStatus::Scheduled
     } else {
@@ -266,6 +269,9 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     let to_list: Vec<String> = v.to.iter().map(ToString::to_string).collect();
 
     let mut note = None;
+    if status == MessageStatus::Paused {
+        statements.push(messages::timeline(&ctx.db, &row.id, ctx.now, "paused", Some("sending waits: the mailbox or the account is paused"))?);
+    }
     if let Some(reason) = &hold_reason {
         let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
         statements.push(messages::timeline(&ctx.db, &row.id, ctx.now, "scan", Some(&format!("{reason}: {} found; held for a human", rules.join(", "))))?);
@@ -327,6 +333,8 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
                 worker::console_error!("{}: enqueue of notification {} failed, the sweep will retry: {e}", ctx.request_id, n.id);
             }
         }
+    } else if status == MessageStatus::Paused {
+        // Nothing to enqueue: a resume releases it.
     } else if let Err(e) = cost.queue.time(queues::enqueue_delivery(&ctx.env, &row.id, v.send_at, ctx.now)).await {
         worker::console_error!("{}: enqueue of {} failed, the sweep will retry: {e}", ctx.request_id, row.id);
     }

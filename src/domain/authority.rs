@@ -94,6 +94,21 @@ pub fn may_decide_message(actor: Actor<'_>) -> Result<(), DomainError> {
 /// Whether `actor` may decide a change that weakens oversight. Mailboxes, suppressions and
 /// domains serve both modes, so such a change weakens live oversight: a test credential may
 /// not decide it.
+/// Who may pause sending (a tightening, effective for both modes at once): an `oversight` key
+/// of either mode, or an operator who may decide mail.
+pub fn may_pause(actor: Actor<'_>) -> Result<(), DomainError> {
+    match actor {
+        Actor::Key { scopes, .. } if scopes.has(Scope::Oversight) => Ok(()),
+        other => may_decide_message(other),
+    }
+}
+
+/// Resuming releases mail of both modes: a human decides it, as a change that weakens
+/// oversight (a live `oversight` key, or an operator who may decide).
+pub fn may_resume(actor: Actor<'_>) -> Result<(), DomainError> {
+    may_decide_change(actor)
+}
+
 pub fn may_decide_change(actor: Actor<'_>) -> Result<(), DomainError> {
     match actor {
         Actor::Key { scopes, live } if scopes.has(Scope::Oversight) => {

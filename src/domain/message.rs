@@ -51,6 +51,8 @@ string_enum! {
         Expired = "expired",
         Cancelled = "cancelled",
         Failed = "failed",
+        /// Waiting while its mailbox or account is paused; released by a resume.
+        Paused = "paused",
     }
 }
 

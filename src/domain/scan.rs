@@ -228,7 +228,7 @@ fn luhn(d: &[u8]) -> bool {
             x
         }
     }).sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Phrases that try to steer a model, when they appear in text the agent quotes from an email

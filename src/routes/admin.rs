@@ -63,6 +63,7 @@ pub async fn create_account(ctx: &Ctx, body: &serde_json::Value) -> ApiResult<Re
         default_domain: domain,
         owner_email: Some(owner_email.clone()),
         created_at: ctx.now,
+        paused_at: None,
     };
     let owner = OperatorRow {
         id: platform::new_id(operators::OPERATOR_PREFIX),

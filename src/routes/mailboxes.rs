@@ -29,6 +29,7 @@ fn mailbox_json(m: &MailboxRow, change: Option<&ModeChangeRow>) -> Value {
         "oversight_email": m.oversight_email,
         "approval_ttl": m.approval_ttl_secs,
         "scan": m.scan,
+        "paused_at": m.paused_at.map(to_rfc3339),
         "created_at": to_rfc3339(m.created_at),
         "updated_at": to_rfc3339(m.updated_at),
         "mode_change": change.map(mode_change_json),
@@ -99,6 +100,7 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         updated_at: ctx.now,
         deleted_at: None,
         scan: Default::default(),
+        paused_at: None,
     };
     let change = waiting.map(|to| mode_changes::new_change(ctx, &mailbox, to));
     let mut batch = vec![store_mb::insert(&ctx.db, &mailbox)?];

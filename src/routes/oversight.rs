@@ -1,11 +1,12 @@
 //! Humans deciding: `decide_email` (a held message, by its Approval Durable Object, or a mode
-//! change, by compare-and-set in D1) and `list_pending` (what waits, oldest first).
+//! change, by compare-and-set in D1), `list_pending` (what waits, oldest first), and the kill
+//! switch, `pause` and `resume` (`app::pause`).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
-use crate::app::{access, changes, mode_changes, oversight, Ctx};
+use crate::app::{access, changes, mode_changes, oversight, pause, Ctx};
 use crate::domain::message::Direction;
 use crate::domain::time::to_rfc3339;
 use crate::http::{self, ApiError, ApiResult, Reply};
@@ -101,4 +102,43 @@ pub async fn list_pending(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
             .map(changes::change_json).collect::<Vec<_>>(),
         "next_cursor": next,
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    /// A mailbox (id or address); the whole account without one.
+    mailbox: Option<String>,
+    reason: Option<String>,
+    #[allow(dead_code)]
+    idempotency_key: Option<String>,
+}
+
+/// What a pause or resume is about: the named mailbox (one this key may use), or the whole
+/// account (refused to a key limited to some mailboxes).
+async fn pause_target(ctx: &Ctx, mailbox: Option<&str>) -> ApiResult<Option<crate::store::mailboxes::MailboxRow>> {
+    match mailbox {
+        Some(m) => Ok(Some(access::visible_mailbox(ctx, m).await.map_err(|e| e.with_field("mailbox"))?)),
+        None if ctx.principal().mailboxes.is_some() => {
+            Err(ApiError::new(403, "mailbox_limited_key", "this key is limited to some mailboxes; name one in `mailbox` (it cannot pause or resume the whole account)"))
+        }
+        None => Ok(None),
+    }
+}
+
+pub async fn pause_sending(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let input: PauseBody = http::from_body(body)?;
+    if input.reason.as_deref().is_some_and(|r| r.chars().count() > 500) {
+        return Err(ApiError::invalid_field("reason", "`reason` is at most 500 characters"));
+    }
+    let m = pause_target(ctx, input.mailbox.as_deref()).await?;
+    let target = m.as_ref().map_or(pause::Target::Account, pause::Target::Mailbox);
+    Ok(Reply::ok(pause::pause(ctx, &target, input.reason.as_deref()).await?))
+}
+
+pub async fn resume_sending(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
+    let input: PauseBody = http::from_body(body)?;
+    let m = pause_target(ctx, input.mailbox.as_deref()).await?;
+    let target = m.as_ref().map_or(pause::Target::Account, pause::Target::Mailbox);
+    Ok(Reply::ok(pause::resume(ctx, &target).await?))
 }

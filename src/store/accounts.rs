@@ -15,6 +15,9 @@ pub struct AccountRow {
     #[serde(default)]
     pub owner_email: Option<String>,
     pub created_at: i64,
+    /// Set while the whole account's sending is paused.
+    #[serde(default)]
+    pub paused_at: Option<i64>,
 }
 
 pub fn insert(db: &Db, a: &AccountRow) -> Result<worker::D1PreparedStatement> {
@@ -23,6 +26,11 @@ pub fn insert(db: &Db, a: &AccountRow) -> Result<worker::D1PreparedStatement> {
         "INSERT INTO accounts (id, name, default_domain, owner_email, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         args![&a.id, &a.name, &a.default_domain, a.owner_email.as_deref(), a.created_at],
     )
+}
+
+/// Pauses (`Some(now)`, keeping an earlier pause's time) or resumes (`None`) the account.
+pub fn set_paused_stmt(db: &Db, id: &str, at: Option<i64>) -> Result<worker::D1PreparedStatement> {
+    super::stmt(db, "UPDATE accounts SET paused_at = CASE WHEN ?2 IS NULL THEN NULL ELSE COALESCE(paused_at, ?2) END WHERE id = ?1", args![id, at])
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<AccountRow>> {

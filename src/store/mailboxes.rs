@@ -24,6 +24,9 @@ pub struct MailboxRow {
     /// The pre-send scan's policy (`domain::scan`).
     #[serde(default)]
     pub scan: ScanPolicy,
+    /// Set while the mailbox is paused.
+    #[serde(default)]
+    pub paused_at: Option<i64>,
 }
 
 pub fn insert(db: &Db, m: &MailboxRow) -> Result<D1PreparedStatement> {
@@ -108,6 +111,8 @@ pub struct Sender {
     pub mailbox: MailboxRow,
     pub suppressed: Vec<String>,
     pub oversight_email: Option<String>,
+    /// The mailbox or its whole account is paused.
+    pub paused: bool,
 }
 
 /// Whose account a statement is about: an id, or the account of the API key with this hash
@@ -144,7 +149,8 @@ pub fn sender_statements(db: &Db, who: AccountOf<'_>, address: &str, domain: &st
         &format!(
             "SELECT m.*, (SELECT json_group_array(s.address) FROM suppressions s
                            WHERE s.account_id = m.account_id AND s.address IN (SELECT value FROM json_each(?3))) AS suppressed_json,
-                    (SELECT a.owner_email FROM accounts a WHERE a.id = m.account_id) AS owner_email
+                    (SELECT a.owner_email FROM accounts a WHERE a.id = m.account_id) AS owner_email,
+                    (SELECT a.paused_at FROM accounts a WHERE a.id = m.account_id) AS account_paused_at
              FROM mailboxes m WHERE m.account_id = {acct} AND m.address = ?2 AND m.deleted_at IS NULL"
         ),
         args![who.value(), address, &list],
@@ -165,9 +171,11 @@ pub fn sender_of(result: &D1Result) -> Result<Option<Sender>> {
         mailbox: MailboxRow,
         suppressed_json: String,
         owner_email: Option<String>,
+        account_paused_at: Option<i64>,
     }
     let row: Option<Row> = result.results::<Row>()?.into_iter().next();
     Ok(row.map(|r| Sender {
+        paused: r.mailbox.paused_at.is_some() || r.account_paused_at.is_some(),
         oversight_email: r.mailbox.oversight_email.clone().or(r.owner_email),
         suppressed: serde_json::from_str(&r.suppressed_json).unwrap_or_default(),
         mailbox: r.mailbox,
@@ -181,6 +189,16 @@ pub fn verified_of(result: &D1Result) -> Result<bool> {
         verified: i64,
     }
     Ok(result.results::<V>()?.first().is_some_and(|v| v.verified == 1))
+}
+
+/// Pauses (`Some(now)`, keeping an earlier pause's time) or resumes (`None`) a mailbox.
+pub fn set_paused_stmt(db: &Db, account_id: &str, id: &str, at: Option<i64>, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "UPDATE mailboxes SET paused_at = CASE WHEN ?3 IS NULL THEN NULL ELSE COALESCE(paused_at, ?3) END, updated_at = ?4
+         WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+        args![account_id, id, at, now],
+    )
 }
 
 /// Sets a mailbox's pre-send scan policy.

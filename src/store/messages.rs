@@ -220,6 +220,10 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<MessageWithMailbox>> {
     super::first(db, &format!("{WITH_MAILBOX} WHERE m.id = ?1"), args![id]).await
 }
 
+/// A user's message (not our own notifications to humans) whose mailbox or account is paused.
+const PAUSED: &str = "(messages.kind = 'message' AND (EXISTS (SELECT 1 FROM mailboxes b WHERE b.id = messages.mailbox_id AND b.paused_at IS NOT NULL)
+     OR EXISTS (SELECT 1 FROM accounts a WHERE a.id = messages.account_id AND a.paused_at IS NOT NULL)))";
+
 /// One delivery attempt's claim, and what the attempt needs, from one round trip.
 pub struct Claim {
     /// The attempt number when this call claimed the message; `None` when it did not (someone
@@ -246,6 +250,21 @@ pub async fn claim(db: &Db, id: &str, now: i64, due_by: i64, reclaim_before: [Op
     struct B {
         body: String,
     }
+    // Paused: a due message waits in `paused` (with a timeline entry) instead of being claimed.
+    let park = super::stmt(
+        db,
+        &format!(
+            "UPDATE messages SET status = 'paused', updated_at = ?2
+             WHERE id = ?1 AND status IN ('queued', 'scheduled') AND (status != 'scheduled' OR send_at IS NULL OR send_at <= ?3) AND {PAUSED}"
+        ),
+        args![id, now, due_by],
+    )?;
+    let parked = super::stmt(
+        db,
+        "INSERT INTO message_timeline (message_id, at, kind, detail)
+         SELECT ?1, ?2, 'paused', 'delivery waits: the mailbox or the account is paused' WHERE changes() > 0",
+        args![id, now],
+    )?;
     let claim = super::stmt(
         db,
         "UPDATE messages SET status = 'sending', attempts = attempts + 1, claimed_at = ?2, updated_at = ?2
@@ -257,18 +276,48 @@ pub async fn claim(db: &Db, id: &str, now: i64, due_by: i64, reclaim_before: [Op
     )?;
     let read = super::stmt(db, &format!("{WITH_MAILBOX} WHERE m.id = ?1"), args![id])?;
     let blob = |kind: Blob| super::stmt(db, "SELECT body FROM message_blobs WHERE message_id = ?1 AND kind = ?2", args![id, kind.as_str()]);
-    let mut batch = vec![claim, read, blob(Blob::Outbound)?];
+    let mut batch = vec![park, parked, claim, read, blob(Blob::Outbound)?];
     if with_mime {
         batch.push(blob(Blob::Mime)?);
     }
     let results = db.batch(batch).await?;
     let body = |i: usize| -> Result<Option<String>> { Ok(match results.get(i) { Some(r) => r.results::<B>()?.into_iter().next().map(|b| b.body), None => None }) };
     Ok(Claim {
-        attempt: results[0].results::<A>()?.first().map(|a| a.attempts),
-        message: results[1].results::<MessageWithMailbox>()?.into_iter().next(),
-        outbound: body(2)?,
-        mime: body(3)?,
+        attempt: results[2].results::<A>()?.first().map(|a| a.attempts),
+        message: results[3].results::<MessageWithMailbox>()?.into_iter().next(),
+        outbound: body(4)?,
+        mime: body(5)?,
     })
+}
+
+/// After a resume: the account's paused messages (of one mailbox, or all) whose mailbox and
+/// account are no longer paused go back to `queued` (or `scheduled`, when their time is still
+/// ahead), with a timeline entry, in one batch. Returns `(id, send_at)` oldest first, to enqueue.
+pub async fn release_paused(db: &Db, account_id: &str, mailbox_id: Option<&str>, now: i64, by: &str) -> Result<Vec<(String, Option<i64>)>> {
+    #[derive(Deserialize)]
+    struct R {
+        id: String,
+        send_at: Option<i64>,
+        created_at: i64,
+    }
+    let which = format!("account_id = ?1 AND status = 'paused' AND (?2 IS NULL OR mailbox_id = ?2) AND NOT {PAUSED}");
+    let timeline = super::stmt(
+        db,
+        &format!("INSERT INTO message_timeline (message_id, at, kind, detail) SELECT id, ?3, 'resumed', ?4 FROM messages WHERE {which}"),
+        args![account_id, mailbox_id, now, &format!("released by {by}")],
+    )?;
+    let release = super::stmt(
+        db,
+        &format!(
+            "UPDATE messages SET status = CASE WHEN send_at IS NOT NULL AND send_at > ?3 THEN 'scheduled' ELSE 'queued' END, updated_at = ?3
+             WHERE {which} RETURNING id, send_at, created_at"
+        ),
+        args![account_id, mailbox_id, now],
+    )?;
+    let results = db.batch(vec![timeline, release]).await?;
+    let mut rows = results[1].results::<R>()?;
+    rows.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(rows.into_iter().map(|r| (r.id, r.send_at)).collect())
 }
 
 pub fn mark_sent(db: &Db, id: &str, provider: &str, provider_message_id: &str, now: i64) -> Result<D1PreparedStatement> {

@@ -1,18 +1,21 @@
-// Agent-safety controls against the real worker (issue 15): the pre-send scan. A message that
+// Agent-safety controls against the real worker (issue 15): the pre-send scan (a message that
 // seems to carry a secret, a card number or a prompt injection in quoted text is held for a
-// human even in `autonomous` (or refused with `scan: block`); loosening the scan is a change a
-// human decides. docs/safety.md lists the rules.
+// human even in `autonomous`, or refused with `scan: block`; loosening the scan is a change a
+// human decides) and the kill switch (pause and resume). Live mail goes to a local capture of
+// Resend's API, so what reached the "provider" is counted. docs/safety.md.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { startWorker, eventually } from './harness.mjs';
+import { startCapture } from './capture.mjs';
 
-let w, a;
+let w, a, cap;
 before(async () => {
-  w = await startWorker();
+  cap = await startCapture();
+  w = await startWorker({ vars: { EMAIL_PROVIDER: 'resend', RESEND_BASE_URL: cap.url, RESEND_API_KEY: 're_test_secret' } });
   a = await w.sender('Safety Co', { mode: 'autonomous' });
 });
-after(async () => { await w?.stop(); });
+after(async () => { await w?.stop(); await cap?.close?.(); });
 
 const PEM = '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----';
 const send = (key, from, body) => w.call('/send_email', { key, body: { from, to: 'ada@example.com', subject: `Scan ${randomBytes(3).toString('hex')}`, ...body } });
@@ -94,4 +97,71 @@ test('scan: block refuses and stores nothing; a key may tighten at once, but loo
   const log = await w.call('/get_audit_log', { key: a.live, query: { mailbox: box.body.id } });
   const actions = log.body.entries.map((e) => e.action);
   assert.ok(actions.includes('change.requested') && actions.includes('change.approved'), actions.join(' '));
+});
+
+/** Requests the provider capture got for one message (Resend's payload carries our id header). */
+const atProvider = (id) => cap.requests.filter((r) => r.text.includes(id)).length;
+const providerIndex = (id) => cap.requests.findIndex((r) => r.text.includes(id));
+const status = async (key, id) => (await w.call('/get_email', { key, query: { id } })).body;
+
+test('pause stops a queued message before the provider sees it; new sends wait; resume sends each once, in order', async () => {
+  const acct = await w.sender('Pause Co', { mode: 'autonomous' });
+  // Scheduled two seconds ahead: queued for delivery, not yet due.
+  const early = await send(acct.live, acct.from, { text: 'one', send_at: new Date(Date.now() + 2000).toISOString() });
+  assert.equal(early.body.status, 'scheduled', early.text);
+  // The agent's key cannot pull the switch; the human's can.
+  assert.equal((await w.call('/pause', { key: acct.live, body: {} })).status, 403);
+  const p = await w.call('/pause', { key: acct.oversight, body: { reason: 'the agent is misbehaving' } });
+  assert.equal(p.status, 200, p.text);
+  assert.deepEqual([p.body.paused, p.body.scope], [true, 'account']);
+  // A new send waits.
+  const later = await send(acct.live, acct.from, { text: 'two' });
+  assert.equal(later.status, 202, later.text);
+  assert.equal(later.body.status, 'paused');
+  // The scheduled one reaches its time and waits too, without a provider call.
+  const parked = await eventually(async () => (await status(acct.live, early.body.id)).status === 'paused', { ms: 20_000 });
+  assert.ok(parked, 'the queued message was not stopped');
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(atProvider(early.body.id) + atProvider(later.body.id), 0, 'a paused message reached the provider');
+  const timeline = (await status(acct.live, early.body.id)).timeline.map((t) => t.event);
+  assert.ok(timeline.includes('paused'), timeline.join(' '));
+  // A test key cannot resume (it would release live mail); a limited key must name a mailbox.
+  const testOversight = await w.adminKey(acct.account.id, { scopes: ['oversight'], livemode: false, name: 'test human' });
+  const denied = await w.call('/resume', { key: testOversight, body: {} });
+  assert.equal(denied.status, 403);
+  assert.equal(denied.body.error.code, 'live_oversight_required');
+  assert.equal((await w.call('/pause', { key: acct.oversight, body: { mailbox: 'mbx_nope' } })).status, 404);
+  // Resume: both are released, oldest first, and each reaches the provider once.
+  const r = await w.call('/resume', { key: acct.oversight, body: {} });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.body.released, 2);
+  for (const id of [early.body.id, later.body.id]) {
+    const sent = await eventually(async () => (await status(acct.live, id)).status === 'sent', { ms: 20_000 });
+    assert.ok(sent, `${id} was not sent after the resume`);
+  }
+  await new Promise((r2) => setTimeout(r2, 1000));
+  assert.equal(atProvider(early.body.id), 1);
+  assert.equal(atProvider(later.body.id), 1);
+  assert.ok(providerIndex(early.body.id) < providerIndex(later.body.id), 'released out of order');
+  // Every step is audited in the live chain.
+  const actions = (await w.call('/get_audit_log', { key: acct.live })).body.entries.map((e) => e.action);
+  assert.ok(actions.includes('pause') && actions.includes('resume'), actions.join(' '));
+});
+
+test('pausing one mailbox leaves the others sending; approval requests to humans still go out', async () => {
+  const acct = await w.sender('Partial Pause Co', { mode: 'autonomous' });
+  const other = await w.call('/create_mailbox', { key: acct.live, body: { address: `other@${acct.account.default_domain}` } });
+  const p = await w.call('/pause', { key: acct.oversight, body: { mailbox: acct.from } });
+  assert.equal(p.body.scope, 'mailbox');
+  assert.equal((await send(acct.live, acct.from, { text: 'x' })).body.status, 'paused');
+  // The other mailbox (gated_send) still holds for a human, and its approval email is sent.
+  const held = await send(acct.live, other.body.address, { text: 'y' });
+  assert.equal(held.body.status, 'pending_approval');
+  const boxes = (await w.call('/list_mailboxes', { key: acct.live })).body.mailboxes;
+  assert.ok(boxes.find((m) => m.address === acct.from).paused_at);
+  assert.equal(boxes.find((m) => m.address === other.body.address).paused_at, null);
+  // Bad input: an unknown field; nothing paused.
+  assert.equal((await w.call('/pause', { key: acct.oversight, body: { mailbox: other.body.id, bogus: 1 } })).status, 400);
+  assert.equal((await w.call('/list_mailboxes', { key: acct.live })).body.mailboxes.find((m) => m.address === other.body.address).paused_at, null);
+  await w.call('/resume', { key: acct.oversight, body: { mailbox: acct.from } });
 });

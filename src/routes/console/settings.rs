@@ -28,17 +28,32 @@ pub async fn mailboxes(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let p = ctx.principal();
     let rows = store_mb::list(&ctx.db, &p.account_id, None, None, 100).await?;
     let owner = owner_only(ctx).is_ok();
+    let decider = authority::may_pause(p.actor()).is_ok();
     let mut body = note(req);
     body.push_str("<p>Mailboxes serve live and test mail alike. Without an oversight address, approval requests go to the account owner.</p>");
+    // The kill switch: the whole account, then each mailbox below.
+    let account_paused = crate::store::accounts::get(&ctx.db, &p.account_id).await?.and_then(|a| a.paused_at);
+    body.push_str(&format!(
+        "<section aria-labelledby=\"h-pause\"><h2 id=\"h-pause\">Sending</h2><p>{}</p>{}</section>",
+        match account_paused {
+            Some(at) => format!("<strong>All sending is paused</strong> since {}. Messages wait until you resume.", time(at)),
+            None => "Sending runs. Pausing stops every new and queued message of this account at once, in both modes, until a human resumes.".into(),
+        },
+        if decider { pause_form(ctx, None, account_paused.is_some(), "the whole account") } else { String::new() }
+    ));
     if rows.is_empty() {
         body.push_str("<p>No mailboxes yet.</p>");
     }
     for m in &rows {
         let id = esc(&m.id);
         body.push_str(&format!(
-            "<section aria-labelledby=\"h-{id}\"><h2 id=\"h-{id}\">{addr}</h2><dl><dt>Mode</dt><dd>{mode}</dd><dt>Oversight address</dt><dd>{ov}</dd><dt>Approval TTL</dt><dd>{ttl} s</dd><dt>Pre-send scan</dt><dd>{scan}</dd></dl>",
+            "<section aria-labelledby=\"h-{id}\"><h2 id=\"h-{id}\">{addr}</h2><dl><dt>Mode</dt><dd>{mode}</dd><dt>Oversight address</dt><dd>{ov}</dd><dt>Approval TTL</dt><dd>{ttl} s</dd><dt>Pre-send scan</dt><dd>{scan}</dd><dt>Sending</dt><dd>{sending}</dd></dl>",
             addr = esc(&m.address), mode = m.oversight_mode, ov = esc(m.oversight_email.as_deref().unwrap_or("the account owner")), ttl = m.approval_ttl_secs, scan = m.scan,
+            sending = m.paused_at.map_or_else(|| "runs".to_string(), |at| format!("paused since {}", time(at))),
         ));
+        if decider {
+            body.push_str(&pause_form(ctx, Some(&m.id), m.paused_at.is_some(), &m.address));
+        }
         if owner {
             let options: String = OversightMode::ALL
                 .iter()
@@ -86,6 +101,34 @@ pub async fn update_mailbox(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
     let address = mailbox.address.clone();
     mailboxes::update(ctx, mailbox, mode, email.as_deref(), scan, |_| Reply::ok(Value::Null)).await?;
     Ok(see_other(ctx, "/console/mailboxes", &format!("Saved {address}.")))
+}
+
+/// A Pause or Resume button for the account (`mailbox: None`) or one mailbox.
+fn pause_form(ctx: &Ctx, mailbox: Option<&str>, paused: bool, what: &str) -> String {
+    let field = mailbox.map(|m| format!("<input type=\"hidden\" name=\"mailbox\" value=\"{}\">", esc(m))).unwrap_or_default();
+    let (action, label, class) = if paused { ("resume", "Resume sending", "") } else { ("pause", "Pause sending", " class=\"danger\"") };
+    format!(
+        "<form method=\"post\" action=\"/console/{action}\" class=\"inline\">{h}{field}<button type=\"submit\"{class} aria-label=\"{label}: {what}\">{label}</button></form>",
+        h = hidden(ctx), what = esc(what)
+    )
+}
+
+/// The console's kill switch: pause (any operator who may decide) and resume (the same: a human).
+pub async fn pause(ctx: &Ctx, input: &Input, resume: bool) -> ApiResult<Reply> {
+    let m = match input.form_value("mailbox").filter(|m| !m.is_empty()) {
+        Some(id) => Some(access::visible_mailbox(ctx, id).await?),
+        None => None,
+    };
+    let target = m.as_ref().map_or(crate::app::pause::Target::Account, crate::app::pause::Target::Mailbox);
+    let what = m.as_ref().map_or_else(|| "the whole account".to_string(), |m| m.address.clone());
+    let note = if resume {
+        let done = crate::app::pause::resume(ctx, &target).await?;
+        format!("Resumed {what}; {} waiting messages released.", done["released"])
+    } else {
+        crate::app::pause::pause(ctx, &target, Some("paused in the console")).await?;
+        format!("Paused {what}.")
+    };
+    Ok(see_other(ctx, "/console/mailboxes", &note))
 }
 
 pub async fn keys(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
