@@ -10,6 +10,7 @@ use crate::app::{audit, Ctx};
 use crate::domain::authority::{self, Weakening};
 use crate::domain::changes::ChangeKind;
 use crate::domain::oversight::ChangeStatus;
+use crate::domain::disclosure::AiDisclosure;
 use crate::domain::scan::ScanPolicy;
 use crate::domain::time::to_rfc3339;
 use crate::http::{ApiError, ApiResult};
@@ -139,6 +140,10 @@ async fn apply(ctx: &Ctx, kind: ChangeKind, subject: &str, value: Option<&str>) 
         ChangeKind::DeleteDomain => {
             domains::soft_delete(&ctx.db, &p.account_id, subject, ctx.now).await?;
         }
+        ChangeKind::AiDisclosure => {
+            let d = value.and_then(AiDisclosure::parse).unwrap_or_default();
+            ctx.db.exec(mailboxes::set_ai_disclosure_stmt(&ctx.db, &p.account_id, subject, d, ctx.now)?).await?;
+        }
         ChangeKind::ScanPolicy => {
             let policy = value.and_then(ScanPolicy::parse).unwrap_or_default();
             ctx.db.exec(mailboxes::set_scan_stmt(&ctx.db, &p.account_id, subject, policy, ctx.now)?).await?;
@@ -149,7 +154,7 @@ async fn apply(ctx: &Ctx, kind: ChangeKind, subject: &str, value: Option<&str>) 
 
 /// Every change is recorded in the live chain, whichever mode's credential asked or decided.
 async fn record(ctx: &Ctx, action: &str, kind: ChangeKind, subject: &str, value: Option<&str>, change_id: Option<&str>) {
-    let mailbox = matches!(kind, ChangeKind::OversightEmail | ChangeKind::ScanPolicy).then(|| subject.to_string());
+    let mailbox = matches!(kind, ChangeKind::OversightEmail | ChangeKind::ScanPolicy | ChangeKind::AiDisclosure).then(|| subject.to_string());
     let detail = format!("{}{}", change_id.map(|c| format!("{c}: ")).unwrap_or_default(), kind.describe(subject, value));
     audit::record_live(ctx, action, mailbox, detail).await;
 }

@@ -6,6 +6,7 @@
 use crate::app::{changes, mode_changes, Ctx};
 use crate::domain::changes::ChangeKind;
 use crate::domain::oversight::OversightMode;
+use crate::domain::disclosure::AiDisclosure;
 use crate::domain::scan::ScanPolicy;
 use crate::http::{ApiResult, Reply};
 use crate::store::changes::ChangeRow;
@@ -22,11 +23,23 @@ pub struct Updated {
     pub email_change: Option<ChangeRow>,
     /// A looser scan waiting for a human.
     pub scan_change: Option<ChangeRow>,
+    /// Less AI disclosure waiting for a human.
+    pub disclosure_change: Option<ChangeRow>,
 }
 
 /// Stores `mailbox` (its display name and TTL already set by the caller) with the mode and
 /// oversight address asked for, in one batch with the idempotent answer `render` makes.
-pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, mode: Option<OversightMode>, oversight_email: Option<&str>, scan: Option<ScanPolicy>, render: impl FnOnce(&Updated) -> Reply) -> ApiResult<Reply> {
+/// The settings an update may change besides the name and TTL (`None`: left as they are).
+#[derive(Default)]
+pub struct Settings<'a> {
+    pub mode: Option<OversightMode>,
+    pub oversight_email: Option<&'a str>,
+    pub scan: Option<ScanPolicy>,
+    pub ai_disclosure: Option<AiDisclosure>,
+}
+
+pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, settings: Settings<'_>, render: impl FnOnce(&Updated) -> Reply) -> ApiResult<Reply> {
+    let Settings { mode, oversight_email, scan, ai_disclosure } = settings;
     let plan = mode_changes::plan(ctx, &mailbox, mode).await?;
     mailbox.updated_at = ctx.now;
     let mut batch = vec![mailboxes::update(&ctx.db, &mailbox)?];
@@ -55,17 +68,29 @@ pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, mode: Option<OversightMo
             scan_change = Some(c);
         }
     }
+    // AI disclosure: more at once; less waits for a human unless one asks.
+    let mut disclosure_change = None;
+    if let Some(d) = ai_disclosure.filter(|d| *d != mailbox.ai_disclosure) {
+        if d.strictness() > mailbox.ai_disclosure.strictness() || ctx.principal().actor().is_human() {
+            batch.push(mailboxes::set_ai_disclosure_stmt(&ctx.db, &mailbox.account_id, &mailbox.id, d, ctx.now)?);
+            mailbox.ai_disclosure = d;
+        } else {
+            let (c, statements) = changes::open(ctx, ChangeKind::AiDisclosure, Some(&mailbox.id), &mailbox.id, Some(d.as_str()))?;
+            batch.extend(statements);
+            disclosure_change = Some(c);
+        }
+    }
     let mut shown = mailbox.clone();
     if let Some(to) = plan.apply_now {
         shown.oversight_mode = to;
     }
-    let updated = Updated { shown, pending: plan.pending, email_change, scan_change };
+    let updated = Updated { shown, pending: plan.pending, email_change, scan_change, disclosure_change };
     let reply = render(&updated);
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         batch.push(s);
     }
     ctx.db.batch(batch).await?;
-    for c in updated.email_change.iter().chain(&updated.scan_change) {
+    for c in updated.email_change.iter().chain(&updated.scan_change).chain(&updated.disclosure_change) {
         changes::opened(ctx, c).await;
     }
     // Stricter (or a human's looser) applies at once, and says so.

@@ -13,6 +13,7 @@ use crate::domain::delivery::OutboundEmail;
 use crate::domain::message::{Direction, MessageKind, MessageStatus};
 use crate::domain::oversight::{effective_mode, OversightMode};
 use crate::domain::send::ValidatedSend;
+use crate::domain::disclosure::AiDisclosure;
 use crate::domain::scan::{self, ScanPolicy};
 use crate::domain::suppression;
 use crate::domain::{ids, mime, time::to_rfc3339};
@@ -252,6 +253,16 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
             .with_extra(json!({"findings": rules})));
     }
     let hold_reason = findings.first().map(scan::Finding::reason);
+    // AI disclosure (after the scan, which looks at what the agent wrote): the header and
+    // footer go into the MIME and the provider payload alike.
+    let mut disclosed;
+    let v = if mailbox.ai_disclosure == AiDisclosure::None {
+        v
+    } else {
+        disclosed = v.clone();
+        mailbox.ai_disclosure.apply(&mut disclosed);
+        &disclosed
+    };
     let held = mode.holds_outbound() || hold_reason.is_some();
     // Paused (the mailbox or the account): a message that would go out waits for a resume.
     let status = if held {

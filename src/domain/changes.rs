@@ -14,6 +14,8 @@ string_enum! {
         DeleteDomain = "delete_domain",
         /// A looser pre-send scan on a mailbox (`hold` → `off`, `block` → `hold` or `off`).
         ScanPolicy = "scan_policy",
+        /// Less AI disclosure on a mailbox (`footer` → `header` or `none`, `header` → `none`).
+        AiDisclosure = "ai_disclosure",
     }
 }
 
@@ -25,6 +27,7 @@ impl ChangeKind {
             ChangeKind::RemoveSuppression => format!("send to {subject} again (remove it from the suppression list)"),
             ChangeKind::DeleteDomain => format!("delete the verified sending domain {}", value.unwrap_or(subject)),
             ChangeKind::ScanPolicy => format!("set the pre-send scan of mailbox {subject} to {}", value.unwrap_or("hold")),
+            ChangeKind::AiDisclosure => format!("set the AI disclosure of mailbox {subject} to {}", value.unwrap_or("none")),
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct IdentityClaims {
     pub message_id: String,
     pub body_sha256: String,
     pub iat: i64,
+    /// Whether a human reviewed the message: `approved`, or `none` (sent without review). With
+    /// the mailbox's AI disclosure, what a recipient's tools can show (`domain::disclosure`).
+    #[serde(default)]
+    pub reviewed: String,
 }
 
 pub fn body_sha256(text: Option<&str>, html: Option<&str>) -> String {
@@ -246,6 +250,7 @@ mod tests {
             iat: 1_764_000_000,
             livemode: true,
             rcpt_sha256: rcpt_sha256(["Ada@Example.com", "bob@example.com"]),
+            reviewed: "approved".into(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod authority;
 pub mod changes;
 pub mod delivery;
+pub mod disclosure;
 pub mod dkim;
 pub mod doh;
 pub mod domains;

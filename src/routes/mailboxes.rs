@@ -10,6 +10,7 @@ use crate::app::{access, changes, mailboxes, mode_changes, Ctx};
 use crate::domain::changes::ChangeKind;
 use crate::domain::address::EmailAddress;
 use crate::domain::oversight::{initial_mode, parse_ttl};
+use crate::domain::disclosure::AiDisclosure;
 use crate::domain::scan::ScanPolicy;
 use crate::domain::{ids, oversight::OversightMode, time::to_rfc3339};
 use crate::http::{self, ApiError, ApiResult, Reply};
@@ -30,6 +31,7 @@ fn mailbox_json(m: &MailboxRow, change: Option<&ModeChangeRow>) -> Value {
         "approval_ttl": m.approval_ttl_secs,
         "scan": m.scan,
         "paused_at": m.paused_at.map(to_rfc3339),
+        "ai_disclosure": m.ai_disclosure,
         "created_at": to_rfc3339(m.created_at),
         "updated_at": to_rfc3339(m.updated_at),
         "mode_change": change.map(mode_change_json),
@@ -101,6 +103,7 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         deleted_at: None,
         scan: Default::default(),
         paused_at: None,
+        ai_disclosure: Default::default(),
     };
     let change = waiting.map(|to| mode_changes::new_change(ctx, &mailbox, to));
     let mut batch = vec![store_mb::insert(&ctx.db, &mailbox)?];
@@ -163,6 +166,7 @@ struct UpdateMailbox {
     oversight_email: Option<String>,
     approval_ttl: Option<Value>,
     scan: Option<String>,
+    ai_disclosure: Option<String>,
     #[allow(dead_code)]
     idempotency_key: Option<String>,
 }
@@ -184,10 +188,17 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         .as_deref()
         .map(|s| ScanPolicy::parse(s).ok_or_else(|| ApiError::invalid_field("scan", format!("`{s}` is not a scan policy (off, hold, block)"))))
         .transpose()?;
-    mailboxes::update(ctx, mailbox, requested, new_email.as_deref(), scan, |u| {
+    let ai_disclosure = input
+        .ai_disclosure
+        .as_deref()
+        .map(|s| AiDisclosure::parse(s).ok_or_else(|| ApiError::invalid_field("ai_disclosure", format!("`{s}` is not a disclosure (none, header, footer)"))))
+        .transpose()?;
+    let settings = mailboxes::Settings { mode: requested, oversight_email: new_email.as_deref(), scan, ai_disclosure };
+    mailboxes::update(ctx, mailbox, settings, |u| {
         let mut body = mailbox_json(&u.shown, u.pending.as_ref());
         body["oversight_email_change"] = json!(u.email_change.as_ref().map(changes::change_json));
         body["scan_change"] = json!(u.scan_change.as_ref().map(changes::change_json));
+        body["ai_disclosure_change"] = json!(u.disclosure_change.as_ref().map(changes::change_json));
         Reply::ok(body)
     })
     .await

@@ -7,6 +7,7 @@ use worker::{D1PreparedStatement, D1Result, Result};
 
 use crate::args;
 use crate::domain::oversight::OversightMode;
+use crate::domain::disclosure::AiDisclosure;
 use crate::domain::scan::ScanPolicy;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -27,6 +28,9 @@ pub struct MailboxRow {
     /// Set while the mailbox is paused.
     #[serde(default)]
     pub paused_at: Option<i64>,
+    /// What recipients are told about AI authorship (`domain::disclosure`).
+    #[serde(default)]
+    pub ai_disclosure: AiDisclosure,
 }
 
 pub fn insert(db: &Db, m: &MailboxRow) -> Result<D1PreparedStatement> {
@@ -198,6 +202,15 @@ pub fn set_paused_stmt(db: &Db, account_id: &str, id: &str, at: Option<i64>, now
         "UPDATE mailboxes SET paused_at = CASE WHEN ?3 IS NULL THEN NULL ELSE COALESCE(paused_at, ?3) END, updated_at = ?4
          WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
         args![account_id, id, at, now],
+    )
+}
+
+/// Sets a mailbox's AI disclosure.
+pub fn set_ai_disclosure_stmt(db: &Db, account_id: &str, id: &str, d: AiDisclosure, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "UPDATE mailboxes SET ai_disclosure = ?3, updated_at = ?4 WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+        args![account_id, id, d.as_str(), now],
     )
 }
 

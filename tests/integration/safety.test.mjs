@@ -165,3 +165,33 @@ test('pausing one mailbox leaves the others sending; approval requests to humans
   assert.equal((await w.call('/list_mailboxes', { key: acct.live })).body.mailboxes.find((m) => m.address === other.body.address).paused_at, null);
   await w.call('/resume', { key: acct.oversight, body: { mailbox: acct.from } });
 });
+
+test('AI disclosure: a footer and header reach the provider, the identity says nothing reviewed it; less disclosure waits for a human', async () => {
+  const acct = await w.sender('Disclosure Co', { mode: 'autonomous' });
+  const mbx = acct.mailbox.id;
+  const more = await w.call('/update_mailbox', { key: acct.live, body: { id: mbx, ai_disclosure: 'footer' } });
+  assert.equal(more.status, 200, more.text);
+  assert.equal(more.body.ai_disclosure, 'footer');
+  assert.equal(more.body.ai_disclosure_change, null);
+  assert.equal((await w.call('/update_mailbox', { key: acct.live, body: { id: mbx, ai_disclosure: 'loud' } })).status, 400);
+  const r = await send(acct.live, acct.from, { text: 'Your order shipped.', html: '<p>Your order shipped.</p>' });
+  assert.equal(r.body.status, 'queued', r.text);
+  const req = await eventually(async () => cap.requests.find((x) => x.text.includes(r.body.id)), { ms: 20_000 });
+  assert.ok(req, 'nothing reached the provider');
+  const payload = req.json;
+  assert.equal(payload.headers['AI-Disclosure'], 'mode=ai-originated');
+  assert.match(payload.text, /This message was written by an AI agent\.\n$/);
+  assert.match(payload.html, /This message was written by an AI agent\./);
+  const jws = payload.headers['MultiMail-Identity'];
+  const claims = JSON.parse(Buffer.from(jws.split('.')[1], 'base64url').toString());
+  assert.equal(claims.reviewed, 'none');
+  const verdict = await w.call('/verify_identity', { query: { jws } });
+  assert.equal(verdict.body.valid, true, verdict.text);
+  // Less disclosure, asked by a key: a change for a human; the footer stays meanwhile.
+  const less = await w.call('/update_mailbox', { key: acct.live, body: { id: mbx, ai_disclosure: 'none' } });
+  assert.equal(less.body.ai_disclosure, 'footer');
+  assert.equal(less.body.ai_disclosure_change.kind, 'ai_disclosure');
+  const d = await w.call('/decide_email', { key: acct.oversight, body: { id: less.body.ai_disclosure_change.id, decision: 'approve' } });
+  assert.equal(d.status, 200, d.text);
+  assert.equal((await w.call('/list_mailboxes', { key: acct.live })).body.mailboxes.find((m) => m.id === mbx).ai_disclosure, 'none');
+});

@@ -14,6 +14,7 @@ use crate::app::{access, mailboxes, operators, Ctx};
 use crate::domain::address::EmailAddress;
 use crate::domain::authority::{self, Role};
 use crate::domain::keys::{Scope, Scopes};
+use crate::domain::disclosure::AiDisclosure;
 use crate::domain::scan::ScanPolicy;
 use crate::domain::oversight::{parse_ttl, OversightMode};
 use crate::http::{ApiError, ApiResult, Reply};
@@ -59,6 +60,10 @@ pub async fn mailboxes(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
                 .iter()
                 .map(|o| format!("<option value=\"{v}\"{sel}>{v}</option>", v = o.as_str(), sel = if *o == m.oversight_mode { " selected" } else { "" }))
                 .collect();
+            let disclosures: String = AiDisclosure::ALL
+                .iter()
+                .map(|o| format!("<option value=\"{v}\"{sel}>{v}</option>", v = o.as_str(), sel = if *o == m.ai_disclosure { " selected" } else { "" }))
+                .collect();
             let scans: String = ScanPolicy::ALL
                 .iter()
                 .map(|o| format!("<option value=\"{v}\"{sel}>{v}</option>", v = o.as_str(), sel = if *o == m.scan { " selected" } else { "" }))
@@ -69,6 +74,7 @@ pub async fn mailboxes(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
                  <label for=\"ov-{id}\">Oversight address</label><input id=\"ov-{id}\" name=\"oversight_email\" type=\"email\" value=\"{ov}\" maxlength=\"254\">\
                  <label for=\"ttl-{id}\">Approval TTL (seconds)</label><input id=\"ttl-{id}\" name=\"approval_ttl\" inputmode=\"numeric\" value=\"{ttl}\" size=\"8\">\
                  <label for=\"scan-{id}\">Pre-send scan</label><select id=\"scan-{id}\" name=\"scan\">{scans}</select>\
+                 <label for=\"ai-{id}\">AI disclosure</label><select id=\"ai-{id}\" name=\"ai_disclosure\">{disclosures}</select>\
                  <button type=\"submit\">Save</button></form>",
                 h = hidden(ctx), ov = esc(m.oversight_email.as_deref().unwrap_or("")), ttl = m.approval_ttl_secs,
             ));
@@ -99,7 +105,12 @@ pub async fn update_mailbox(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
         None => None,
     };
     let address = mailbox.address.clone();
-    mailboxes::update(ctx, mailbox, mode, email.as_deref(), scan, |_| Reply::ok(Value::Null)).await?;
+    let ai_disclosure = match input.form_value("ai_disclosure").filter(|s| !s.is_empty()) {
+        Some(s) => Some(AiDisclosure::parse(s).ok_or_else(|| ApiError::invalid_field("ai_disclosure", "not a disclosure"))?),
+        None => None,
+    };
+    let settings = mailboxes::Settings { mode, oversight_email: email.as_deref(), scan, ai_disclosure };
+    mailboxes::update(ctx, mailbox, settings, |_| Reply::ok(Value::Null)).await?;
     Ok(see_other(ctx, "/console/mailboxes", &format!("Saved {address}.")))
 }
 
