@@ -16,7 +16,8 @@ use crate::domain::time::to_rfc3339;
 use crate::http::{ApiError, ApiResult};
 use crate::platform;
 use crate::store::changes::{self, ChangeRow};
-use crate::store::{domains, mailboxes, suppressions};
+use crate::domain::rules::{RuleAction, RuleDirection};
+use crate::store::{domains, mailboxes, rules, suppressions};
 
 pub const CHANGE_PREFIX: &str = "chg";
 
@@ -140,6 +141,25 @@ async fn apply(ctx: &Ctx, kind: ChangeKind, subject: &str, value: Option<&str>) 
         ChangeKind::DeleteDomain => {
             domains::soft_delete(&ctx.db, &p.account_id, subject, ctx.now).await?;
         }
+        ChangeKind::AllowRule => {
+            let r = rules::RuleRow {
+                id: platform::new_id(crate::domain::ids::RULE),
+                account_id: p.account_id.clone(),
+                mailbox_id: value.filter(|v| !v.is_empty()).map(str::to_string),
+                direction: RuleDirection::Send.as_str().into(),
+                action: RuleAction::Allow,
+                pattern: subject.to_string(),
+                created_at: ctx.now,
+                created_by: p.actor_name(),
+            };
+            ctx.db.exec(rules::insert(&ctx.db, &r)?).await?;
+        }
+        ChangeKind::RemoveBlockRule => {
+            rules::delete(&ctx.db, &p.account_id, subject).await?;
+        }
+        ChangeKind::AllowlistBypass => {
+            ctx.db.exec(mailboxes::set_allowlist_bypass_stmt(&ctx.db, &p.account_id, subject, true, ctx.now)?).await?;
+        }
         ChangeKind::AiDisclosure => {
             let d = value.and_then(AiDisclosure::parse).unwrap_or_default();
             ctx.db.exec(mailboxes::set_ai_disclosure_stmt(&ctx.db, &p.account_id, subject, d, ctx.now)?).await?;
@@ -154,7 +174,7 @@ async fn apply(ctx: &Ctx, kind: ChangeKind, subject: &str, value: Option<&str>) 
 
 /// Every change is recorded in the live chain, whichever mode's credential asked or decided.
 async fn record(ctx: &Ctx, action: &str, kind: ChangeKind, subject: &str, value: Option<&str>, change_id: Option<&str>) {
-    let mailbox = matches!(kind, ChangeKind::OversightEmail | ChangeKind::ScanPolicy | ChangeKind::AiDisclosure).then(|| subject.to_string());
+    let mailbox = matches!(kind, ChangeKind::OversightEmail | ChangeKind::ScanPolicy | ChangeKind::AiDisclosure | ChangeKind::AllowlistBypass).then(|| subject.to_string());
     let detail = format!("{}{}", change_id.map(|c| format!("{c}: ")).unwrap_or_default(), kind.describe(subject, value));
     audit::record_live(ctx, action, mailbox, detail).await;
 }

@@ -25,6 +25,8 @@ pub struct Updated {
     pub scan_change: Option<ChangeRow>,
     /// Less AI disclosure waiting for a human.
     pub disclosure_change: Option<ChangeRow>,
+    /// The allow-list bypass turned on, waiting for a human.
+    pub bypass_change: Option<ChangeRow>,
 }
 
 /// Stores `mailbox` (its display name and TTL already set by the caller) with the mode and
@@ -36,10 +38,11 @@ pub struct Settings<'a> {
     pub oversight_email: Option<&'a str>,
     pub scan: Option<ScanPolicy>,
     pub ai_disclosure: Option<AiDisclosure>,
+    pub allowlist_bypass: Option<bool>,
 }
 
 pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, settings: Settings<'_>, render: impl FnOnce(&Updated) -> Reply) -> ApiResult<Reply> {
-    let Settings { mode, oversight_email, scan, ai_disclosure } = settings;
+    let Settings { mode, oversight_email, scan, ai_disclosure, allowlist_bypass } = settings;
     let plan = mode_changes::plan(ctx, &mailbox, mode).await?;
     mailbox.updated_at = ctx.now;
     let mut batch = vec![mailboxes::update(&ctx.db, &mailbox)?];
@@ -80,17 +83,29 @@ pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, settings: Settings<'_>, 
             disclosure_change = Some(c);
         }
     }
+    // The allow-list bypass: off at once; on (sending unheld) waits for a human unless one asks.
+    let mut bypass_change = None;
+    if let Some(on) = allowlist_bypass.filter(|on| *on != (mailbox.allowlist_bypass == 1)) {
+        if !on || ctx.principal().actor().is_human() {
+            batch.push(mailboxes::set_allowlist_bypass_stmt(&ctx.db, &mailbox.account_id, &mailbox.id, on, ctx.now)?);
+            mailbox.allowlist_bypass = i64::from(on);
+        } else {
+            let (c, statements) = changes::open(ctx, ChangeKind::AllowlistBypass, Some(&mailbox.id), &mailbox.id, Some("true"))?;
+            batch.extend(statements);
+            bypass_change = Some(c);
+        }
+    }
     let mut shown = mailbox.clone();
     if let Some(to) = plan.apply_now {
         shown.oversight_mode = to;
     }
-    let updated = Updated { shown, pending: plan.pending, email_change, scan_change, disclosure_change };
+    let updated = Updated { shown, pending: plan.pending, email_change, scan_change, disclosure_change, bypass_change };
     let reply = render(&updated);
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         batch.push(s);
     }
     ctx.db.batch(batch).await?;
-    for c in updated.email_change.iter().chain(&updated.scan_change).chain(&updated.disclosure_change) {
+    for c in updated.email_change.iter().chain(&updated.scan_change).chain(&updated.disclosure_change).chain(&updated.bypass_change) {
         changes::opened(ctx, c).await;
     }
     // Stricter (or a human's looser) applies at once, and says so.

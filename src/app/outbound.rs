@@ -14,12 +14,15 @@ use crate::domain::message::{Direction, MessageKind, MessageStatus};
 use crate::domain::oversight::{effective_mode, OversightMode};
 use crate::domain::send::ValidatedSend;
 use crate::domain::disclosure::AiDisclosure;
+use crate::domain::rules::{self, RuleAction};
 use crate::domain::scan::{self, ScanPolicy};
 use crate::domain::suppression;
 use crate::domain::{ids, mime, time::to_rfc3339};
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::platform;
-use crate::store::mailboxes::{self, AccountOf, MailboxRow};
+use crate::store::mailboxes::{self, MailboxRow};
+use crate::store::AccountOf;
+use crate::store::rules as rule_store;
 use crate::store::Db;
 use crate::store::{events, messages::{self, Blob, MessageRow, NewMessage}};
 
@@ -180,7 +183,7 @@ pub fn prefetch_send(db: &Db, key_hash: &str, body: &serde_json::Value, now: i64
 /// The key's mailbox for this address (404 on `from` otherwise) and which recipients are
 /// suppressed, after checking that the address's domain may send (422): prefetched, or one
 /// round trip.
-async fn sender(ctx: &Ctx, v: &ValidatedSend) -> ApiResult<mailboxes::Sender> {
+async fn sender(ctx: &Ctx, v: &ValidatedSend) -> ApiResult<(mailboxes::Sender, Vec<(RuleAction, String)>)> {
     let p = ctx.principal();
     let (address, domain, recipients) = sender_reads_of(v);
     let results = match ctx.take_prefetched(&sender_reads_key(&address, &domain, &recipients)) {
@@ -194,9 +197,10 @@ async fn sender(ctx: &Ctx, v: &ValidatedSend) -> ApiResult<mailboxes::Sender> {
         )
         .with_field("from"));
     }
-    mailboxes::sender_of(&results[0])?
+    let sender = mailboxes::sender_of(&results[0])?
         .filter(|s| p.can_use_mailbox(&s.mailbox.id))
-        .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{address}` in this account")).with_field("from"))
+        .ok_or_else(|| ApiError::new(404, "mailbox_not_found", format!("no mailbox `{address}` in this account")).with_field("from"))?;
+    Ok((sender, rule_store::of(&results[2])?))
 }
 
 /// The path every outbound message takes (`send_email`, `reply_email`): sender and oversight
@@ -208,7 +212,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
 
     // The sending domain, the mailbox and which recipients are suppressed, in one round trip
     // (or none: prefetched with the key).
-    let mailboxes::Sender { mailbox, suppressed, oversight_email, paused } = sender(ctx, v).await?;
+    let (mailboxes::Sender { mailbox, suppressed, oversight_email, paused }, send_rules) = sender(ctx, v).await?;
     let mode = effective_mode(mailbox.oversight_mode, v.oversight_mode)?;
 
     // Suppressed recipients are skipped; with none left there is nothing to send.
@@ -229,6 +233,16 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
             v.to.push(first);
         }
     }
+    // Recipient rules: a blocked recipient refuses the send; in a gated mode, a mailbox that
+    // opted in sends to recipients all on its allow list without a hold.
+    let recipients: Vec<String> = v.all_recipients().map(|r| r.address.to_string().to_ascii_lowercase()).collect();
+    let verdict = rules::judge(&send_rules, &recipients);
+    if !verdict.blocked.is_empty() {
+        return Err(ApiError::new(403, "recipient_blocked", format!("a recipient rule blocks sending to {}", verdict.blocked.join(", ")))
+            .with_field("to")
+            .with_extra(json!({"blocked": verdict.blocked})));
+    }
+    let bypass = mode.holds_outbound() && mailbox.allowlist_bypass == 1 && verdict.all_allowed;
     let v = &v;
     let id = platform::new_id(ids::MESSAGE);
     let mut v_owned;
@@ -263,7 +277,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
         mailbox.ai_disclosure.apply(&mut disclosed);
         &disclosed
     };
-    let held = mode.holds_outbound() || hold_reason.is_some();
+    let held = (mode.holds_outbound() && !bypass) || hold_reason.is_some();
     // Paused (the mailbox or the account): a message that would go out waits for a resume.
     let status = if held {
         MessageStatus::PendingApproval
@@ -280,6 +294,9 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     let to_list: Vec<String> = v.to.iter().map(ToString::to_string).collect();
 
     let mut note = None;
+    if bypass && !held {
+        statements.push(messages::timeline(&ctx.db, &row.id, ctx.now, "allowlisted", Some("every recipient is on the allow list: sent without a hold (allowlist_bypass)"))?);
+    }
     if status == MessageStatus::Paused {
         statements.push(messages::timeline(&ctx.db, &row.id, ctx.now, "paused", Some("sending waits: the mailbox or the account is paused"))?);
     }

@@ -16,6 +16,12 @@ string_enum! {
         ScanPolicy = "scan_policy",
         /// Less AI disclosure on a mailbox (`footer` → `header` or `none`, `header` → `none`).
         AiDisclosure = "ai_disclosure",
+        /// An allow rule for recipients (what a gated mailbox with `allowlist_bypass` sends unheld).
+        AllowRule = "allow_rule",
+        /// Removing a block rule for recipients.
+        RemoveBlockRule = "remove_block_rule",
+        /// Turning on a mailbox's `allowlist_bypass`.
+        AllowlistBypass = "allowlist_bypass",
     }
 }
 
@@ -28,6 +34,9 @@ impl ChangeKind {
             ChangeKind::DeleteDomain => format!("delete the verified sending domain {}", value.unwrap_or(subject)),
             ChangeKind::ScanPolicy => format!("set the pre-send scan of mailbox {subject} to {}", value.unwrap_or("hold")),
             ChangeKind::AiDisclosure => format!("set the AI disclosure of mailbox {subject} to {}", value.unwrap_or("none")),
+            ChangeKind::AllowRule => format!("allow sending to {subject} ({})", value.map_or("every mailbox".to_string(), |m| format!("mailbox {m}"))),
+            ChangeKind::RemoveBlockRule => format!("remove the block on {} (rule {subject})", value.unwrap_or("?")),
+            ChangeKind::AllowlistBypass => format!("let mailbox {subject} send to allow-listed recipients without a hold"),
         }
     }
 }

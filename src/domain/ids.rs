@@ -10,6 +10,7 @@ pub const MESSAGE: &str = "msg";
 pub const THREAD: &str = "thr";
 pub const EVENT: &str = "evt";
 pub const REQUEST: &str = "req";
+pub const RULE: &str = "rul";
 
 /// `prefix_` + 26 base32 characters from a millisecond clock and 10 random bytes.
 pub fn new_id(prefix: &str, now_ms: u64, random: [u8; 10]) -> String {

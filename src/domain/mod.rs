@@ -23,6 +23,7 @@ pub mod message;
 pub mod mime;
 pub mod oversight;
 pub mod ratelimit;
+pub mod rules;
 pub mod scan;
 pub mod sealed;
 pub mod send;

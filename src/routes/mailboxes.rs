@@ -32,6 +32,7 @@ fn mailbox_json(m: &MailboxRow, change: Option<&ModeChangeRow>) -> Value {
         "scan": m.scan,
         "paused_at": m.paused_at.map(to_rfc3339),
         "ai_disclosure": m.ai_disclosure,
+        "allowlist_bypass": m.allowlist_bypass == 1,
         "created_at": to_rfc3339(m.created_at),
         "updated_at": to_rfc3339(m.updated_at),
         "mode_change": change.map(mode_change_json),
@@ -104,6 +105,7 @@ pub async fn create_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         scan: Default::default(),
         paused_at: None,
         ai_disclosure: Default::default(),
+        allowlist_bypass: 0,
     };
     let change = waiting.map(|to| mode_changes::new_change(ctx, &mailbox, to));
     let mut batch = vec![store_mb::insert(&ctx.db, &mailbox)?];
@@ -167,6 +169,7 @@ struct UpdateMailbox {
     approval_ttl: Option<Value>,
     scan: Option<String>,
     ai_disclosure: Option<String>,
+    allowlist_bypass: Option<bool>,
     #[allow(dead_code)]
     idempotency_key: Option<String>,
 }
@@ -193,12 +196,13 @@ pub async fn update_mailbox(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         .as_deref()
         .map(|s| AiDisclosure::parse(s).ok_or_else(|| ApiError::invalid_field("ai_disclosure", format!("`{s}` is not a disclosure (none, header, footer)"))))
         .transpose()?;
-    let settings = mailboxes::Settings { mode: requested, oversight_email: new_email.as_deref(), scan, ai_disclosure };
+    let settings = mailboxes::Settings { mode: requested, oversight_email: new_email.as_deref(), scan, ai_disclosure, allowlist_bypass: input.allowlist_bypass };
     mailboxes::update(ctx, mailbox, settings, |u| {
         let mut body = mailbox_json(&u.shown, u.pending.as_ref());
         body["oversight_email_change"] = json!(u.email_change.as_ref().map(changes::change_json));
         body["scan_change"] = json!(u.scan_change.as_ref().map(changes::change_json));
         body["ai_disclosure_change"] = json!(u.disclosure_change.as_ref().map(changes::change_json));
+        body["allowlist_bypass_change"] = json!(u.bypass_change.as_ref().map(changes::change_json));
         Reply::ok(body)
     })
     .await

@@ -19,6 +19,7 @@ pub mod mcp;
 pub mod oversight;
 pub mod provider_events;
 pub mod review;
+pub mod rules;
 pub mod send;
 pub mod suppressions;
 pub mod webhooks;
@@ -172,6 +173,9 @@ pub const ROUTES: &[Route] = &[
     get("/list_suppressions", Key(ADMIN)).account_wide(),
     post("/add_suppression", Key(ADMIN)).account_wide(),
     post("/remove_suppression", Key(ADMIN)).account_wide(),
+    get("/list_rules", Key(READ_OR_ADMIN)),
+    post("/add_rule", Key(ADMIN)),
+    post("/remove_rule", Key(ADMIN)),
     get("/unsubscribe/{token}", Public).html(),
     post("/unsubscribe/{token}", Public).form().html(),
     post("/create_domain", Key(ADMIN)).account_wide(),
@@ -773,6 +777,9 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &mut Request, input: &Input) ->
         (_, "/list_suppressions") => suppressions::list_suppressions(ctx, req).await,
         (_, "/add_suppression") => suppressions::add_suppression(ctx, body).await,
         (_, "/remove_suppression") => suppressions::remove_suppression(ctx, body).await,
+        (_, "/list_rules") => rules::list_rules(ctx, req).await,
+        (_, "/add_rule") => rules::add_rule(ctx, body).await,
+        (_, "/remove_rule") => rules::remove_rule(ctx, body).await,
         (_, "/create_domain") => domains::create_domain(ctx, body).await,
         (_, "/verify_domain") => domains::verify_domain(ctx, body).await,
         (_, "/list_domains") => domains::list_domains(ctx, req).await,

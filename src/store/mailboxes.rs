@@ -1,7 +1,7 @@
 //! Mailboxes: an address of an account, its oversight mode, its oversight address and how
 //! long held mail waits. Deleted mailboxes keep their row (`deleted_at`) and their history.
 
-use super::Db;
+use super::{AccountOf, Db};
 use serde::Deserialize;
 use worker::{D1PreparedStatement, D1Result, Result};
 
@@ -28,6 +28,9 @@ pub struct MailboxRow {
     /// Set while the mailbox is paused.
     #[serde(default)]
     pub paused_at: Option<i64>,
+    /// In a gated mode, a send whose every recipient is allowed goes without a hold.
+    #[serde(default)]
+    pub allowlist_bypass: i64,
     /// What recipients are told about AI authorship (`domain::disclosure`).
     #[serde(default)]
     pub ai_disclosure: AiDisclosure,
@@ -119,33 +122,11 @@ pub struct Sender {
     pub paused: bool,
 }
 
-/// Whose account a statement is about: an id, or the account of the API key with this hash
-/// (for statements that run in the authentication batch, before the account is known).
-#[derive(Clone, Copy)]
-pub enum AccountOf<'a> {
-    Id(&'a str),
-    KeyHash(&'a str),
-}
-
-impl AccountOf<'_> {
-    /// The SQL expression for the account id, bound to `?1`.
-    fn expr(self) -> &'static str {
-        match self {
-            AccountOf::Id(_) => "?1",
-            AccountOf::KeyHash(_) => "(SELECT account_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL)",
-        }
-    }
-    fn value(&self) -> &str {
-        match self {
-            AccountOf::Id(v) | AccountOf::KeyHash(v) => v,
-        }
-    }
-}
-
 /// The send path's reads, for one batch: the account's mailbox at `address` with which of
 /// `recipients` are on the account's suppression list and the owner's address (`sender_of`),
-/// and whether `domain` is a verified domain of the account (`verified_of`).
-pub fn sender_statements(db: &Db, who: AccountOf<'_>, address: &str, domain: &str, recipients: &[String]) -> Result<[D1PreparedStatement; 2]> {
+/// whether `domain` is a verified domain of the account (`verified_of`), and the recipient
+/// rules that apply (`store::rules::of`).
+pub fn sender_statements(db: &Db, who: AccountOf<'_>, address: &str, domain: &str, recipients: &[String]) -> Result<[D1PreparedStatement; 3]> {
     let acct = who.expr();
     let list = serde_json::to_string(recipients).expect("strings serialize");
     let sender = super::stmt(
@@ -164,7 +145,7 @@ pub fn sender_statements(db: &Db, who: AccountOf<'_>, address: &str, domain: &st
         &format!("SELECT EXISTS (SELECT 1 FROM domains WHERE account_id = {acct} AND domain = ?2 AND deleted_at IS NULL AND status = 'verified') AS verified"),
         args![who.value(), domain],
     )?;
-    Ok([sender, verified])
+    Ok([sender, verified, super::rules::for_send(db, who, address)?])
 }
 
 /// `sender_statements`' first result.
@@ -202,6 +183,15 @@ pub fn set_paused_stmt(db: &Db, account_id: &str, id: &str, at: Option<i64>, now
         "UPDATE mailboxes SET paused_at = CASE WHEN ?3 IS NULL THEN NULL ELSE COALESCE(paused_at, ?3) END, updated_at = ?4
          WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
         args![account_id, id, at, now],
+    )
+}
+
+/// Turns a mailbox's allow-list bypass on or off.
+pub fn set_allowlist_bypass_stmt(db: &Db, account_id: &str, id: &str, on: bool, now: i64) -> Result<D1PreparedStatement> {
+    super::stmt(
+        db,
+        "UPDATE mailboxes SET allowlist_bypass = ?3, updated_at = ?4 WHERE account_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+        args![account_id, id, on, now],
     )
 }
 

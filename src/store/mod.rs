@@ -15,6 +15,7 @@ pub mod messages;
 pub mod mode_changes;
 pub mod operators;
 pub mod provider_events;
+pub mod rules;
 pub mod suppressions;
 pub mod webhooks;
 
@@ -91,6 +92,29 @@ impl Db {
     /// What this request has spent so far.
     pub fn cost(&self) -> &Rc<Cost> {
         &self.cost
+    }
+}
+
+/// Whose account a statement is about: an id, or the account of the API key with this hash
+/// (for statements that run in the authentication batch, before the account is known).
+#[derive(Clone, Copy)]
+pub enum AccountOf<'a> {
+    Id(&'a str),
+    KeyHash(&'a str),
+}
+
+impl AccountOf<'_> {
+    /// The SQL expression for the account id, bound to `?1`.
+    pub(crate) fn expr(self) -> &'static str {
+        match self {
+            AccountOf::Id(_) => "?1",
+            AccountOf::KeyHash(_) => "(SELECT account_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL)",
+        }
+    }
+    pub(crate) fn value(&self) -> &str {
+        match self {
+            AccountOf::Id(v) | AccountOf::KeyHash(v) => v,
+        }
     }
 }
 

@@ -71,12 +71,12 @@ test('tools/list shows each key what it may call: send, read, oversight, mailbox
   const send = await connect((await mintKey({ name: 'agent-send', scopes: ['send'] })).key);
   assert.deepEqual(await names(send), ['cancel_email', 'get_email', 'reply_email', 'send_email', 'tag_email']);
   const read = await connect((await mintKey({ name: 'agent-read', scopes: ['read'] })).key);
-  assert.deepEqual(await names(read), ['check_inbox', 'get_email', 'get_thread', 'list_mailboxes', 'list_pending', 'read_email']);
+  assert.deepEqual(await names(read), ['check_inbox', 'get_email', 'get_thread', 'list_mailboxes', 'list_pending', 'list_rules', 'read_email']);
   const human = await connect(oversightTest);
   assert.ok((await names(human)).includes('decide_email'));
   // No agent key sees decide_email; the full key sees every tool but it.
   const full = await names(await connect(a.test));
-  assert.equal(full.length, 31, full.join(' '));
+  assert.equal(full.length, 34, full.join(' '));
   assert.ok(!full.includes('decide_email'));
   // A key limited to one mailbox does not see the calls about the whole account.
   const limited = await connect((await mintKey({ name: 'limited-admin', scopes: ['admin', 'read'], mailboxes: [a.mailbox.id] })).key);
@@ -196,6 +196,17 @@ test('every tool answers valid arguments with a result and invalid ones with a t
   await bad(c, 'list_webhook_deliveries', { status: 'sideways' });
   await ok(c, 'delete_webhook', { id: hook.id });
   await bad(c, 'delete_webhook', { id: 'whk_nope' });
+
+  // Recipient rules.
+  const rule = await ok(c, 'add_rule', { action: 'block', pattern: 'blocked.example' });
+  assert.equal(rule.rule.pattern, 'blocked.example');
+  await bad(c, 'add_rule', { action: 'maybe', pattern: 'x.example' });
+  assert.ok((await ok(c, 'list_rules', {})).rules.some((r) => r.id === rule.rule.id));
+  await bad(c, 'list_rules', { limit: 'lots' });
+  called.add('remove_rule');
+  const lifted = await c.callTool({ name: 'remove_rule', arguments: { id: rule.rule.id } });
+  assert.ok(Array.isArray(lifted.content));
+  await bad(c, 'remove_rule', { id: 'rul_nope' });
 
   // The audit trail: tool calls are in it, marked as MCP.
   const log = await ok(c, 'get_audit_log', { action: 'send_email' });

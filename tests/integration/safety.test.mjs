@@ -195,3 +195,54 @@ test('AI disclosure: a footer and header reach the provider, the identity says n
   assert.equal(d.status, 200, d.text);
   assert.equal((await w.call('/list_mailboxes', { key: acct.live })).body.mailboxes.find((m) => m.id === mbx).ai_disclosure, 'none');
 });
+
+test('recipient rules: a block refuses and stores nothing; an allow rule with the bypass sends unheld from a gated mailbox; loosening waits for a human', async () => {
+  const acct = await w.sender('Rules Co', { mode: 'autonomous' });
+  const gatedBox = (await w.call('/create_mailbox', { key: acct.live, body: { address: `ops@${acct.account.default_domain}` } })).body;
+  // Block: at once, for the whole account.
+  const block = await w.call('/add_rule', { key: acct.live, body: { action: 'block', pattern: 'competitor.example' } });
+  assert.equal(block.status, 201, block.text);
+  assert.equal(block.body.rule.pattern, 'competitor.example');
+  const subject = `Blocked ${randomBytes(3).toString('hex')}`;
+  const refused = await w.call('/send_email', { key: acct.live, body: { from: acct.from, to: ['ada@example.com', 'ceo@mail.competitor.example'], subject, text: 'x' } });
+  assert.equal(refused.status, 403, refused.text);
+  assert.equal(refused.body.error.code, 'recipient_blocked');
+  assert.deepEqual(refused.body.error.blocked, ['ceo@mail.competitor.example']);
+  assert.equal(await stored(subject), 0);
+  // Bad input changes nothing.
+  assert.equal((await w.call('/add_rule', { key: acct.live, body: { action: 'deny', pattern: 'x.example' } })).status, 400);
+  assert.equal((await w.call('/add_rule', { key: acct.live, body: { action: 'block', pattern: 'not a pattern' } })).status, 400);
+  assert.equal((await w.call('/add_rule', { key: acct.live, body: { action: 'block', pattern: 'x.example', direction: 'receive' } })).status, 400);
+  // Allow, asked by a key: waits for a human; so does turning the bypass on.
+  const allow = await w.call('/add_rule', { key: acct.live, body: { mailbox: gatedBox.id, action: 'allow', pattern: 'partner.example' } });
+  assert.equal(allow.status, 202, allow.text);
+  assert.equal(allow.body.change.kind, 'allow_rule');
+  const bypass = await w.call('/update_mailbox', { key: acct.live, body: { id: gatedBox.id, allowlist_bypass: true } });
+  assert.equal(bypass.body.allowlist_bypass, false);
+  assert.equal(bypass.body.allowlist_bypass_change.kind, 'allowlist_bypass');
+  // Until a human decides, the gated mailbox holds as before.
+  assert.equal((await send(acct.live, gatedBox.address, { to: 'ada@partner.example', text: 'x' })).body.status, 'pending_approval');
+  for (const c of [allow.body.change.id, bypass.body.allowlist_bypass_change.id]) {
+    const d = await w.call('/decide_email', { key: acct.oversight, body: { id: c, decision: 'approve' } });
+    assert.equal(d.status, 200, d.text);
+  }
+  const rules = (await w.call('/list_rules', { key: acct.live, query: { mailbox: gatedBox.id } })).body.rules;
+  assert.deepEqual(rules.map((r) => [r.action, r.pattern]).sort(), [['allow', 'partner.example'], ['block', 'competitor.example']]);
+  // Every recipient allowed: out without a hold. One off the list: held.
+  const out = await send(acct.live, gatedBox.address, { to: 'ada@partner.example', text: 'x' });
+  assert.equal(out.body.status, 'queued', out.text);
+  const timeline = (await w.call('/get_email', { key: acct.live, query: { id: out.body.id } })).body.timeline.map((t) => t.event);
+  assert.ok(timeline.includes('allowlisted'), timeline.join(' '));
+  const mixed = await w.call('/send_email', { key: acct.live, body: { from: gatedBox.address, to: ['ada@partner.example', 'bob@elsewhere.example'], subject: 'mixed', text: 'x' } });
+  assert.equal(mixed.body.status, 'pending_approval');
+  // Lifting the block: a key asks; removing an allow rule is at once.
+  const lift = await w.call('/remove_rule', { key: acct.live, body: { id: block.body.rule.id } });
+  assert.equal(lift.status, 202, lift.text);
+  assert.equal(lift.body.removed, false);
+  assert.equal((await w.call('/send_email', { key: acct.live, body: { from: acct.from, to: 'x@competitor.example', subject: 's', text: 't' } })).status, 403);
+  const allowRule = rules.find((r) => r.action === 'allow');
+  const gone = await w.call('/remove_rule', { key: acct.live, body: { id: allowRule.id } });
+  assert.equal(gone.status, 200, gone.text);
+  assert.equal(gone.body.removed, true);
+  assert.equal((await w.call('/remove_rule', { key: acct.live, body: { id: 'rul_nope' } })).status, 404);
+});

@@ -109,7 +109,7 @@ pub async fn update_mailbox(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
         Some(s) => Some(AiDisclosure::parse(s).ok_or_else(|| ApiError::invalid_field("ai_disclosure", "not a disclosure"))?),
         None => None,
     };
-    let settings = mailboxes::Settings { mode, oversight_email: email.as_deref(), scan, ai_disclosure };
+    let settings = mailboxes::Settings { mode, oversight_email: email.as_deref(), scan, ai_disclosure, allowlist_bypass: None };
     mailboxes::update(ctx, mailbox, settings, |_| Reply::ok(Value::Null)).await?;
     Ok(see_other(ctx, "/console/mailboxes", &format!("Saved {address}.")))
 }
