@@ -3,6 +3,8 @@
 //! its oversight address at once for a human, through a change a human decides for a key; its
 //! pre-send scan at once when stricter (or for a human), else through a change a human decides.
 
+use worker::D1PreparedStatement;
+
 use crate::app::{changes, mode_changes, Ctx};
 use crate::domain::changes::ChangeKind;
 use crate::domain::oversight::OversightMode;
@@ -47,52 +49,37 @@ pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, settings: Settings<'_>, 
     mailbox.updated_at = ctx.now;
     let mut batch = vec![mailboxes::update(&ctx.db, &mailbox)?];
     batch.extend(plan.statements);
-    // Where approval requests go is oversight: a key's new address waits for a human.
+    // Each setting below: applied at once when it tightens oversight or a human asks; a key's
+    // loosening opens a change a human decides.
+    let (mb, acct, now) = (mailbox.id.clone(), mailbox.account_id.clone(), ctx.now);
+    // Where approval requests go is oversight: a key's new address always waits.
     let mut email_change = None;
     if let Some(e) = oversight_email.filter(|e| mailbox.oversight_email.as_deref() != Some(*e)) {
-        if ctx.principal().actor().is_human() {
-            batch.push(mailboxes::set_oversight_email_stmt(&ctx.db, &mailbox.account_id, &mailbox.id, Some(e), ctx.now)?);
+        email_change = setting(ctx, &mut batch, &mb, false, ChangeKind::OversightEmail, e, mailboxes::set_oversight_email_stmt(&ctx.db, &acct, &mb, Some(e), now)?)?;
+        if email_change.is_none() {
             mailbox.oversight_email = Some(e.to_string());
-        } else {
-            let (c, statements) = changes::open(ctx, ChangeKind::OversightEmail, Some(&mailbox.id), &mailbox.id, Some(e))?;
-            batch.extend(statements);
-            email_change = Some(c);
         }
     }
-    // The pre-send scan: stricter at once; looser waits for a human unless one asks.
     let mut scan_change = None;
-    if let Some(s) = scan.filter(|s| *s != mailbox.scan) {
-        if s.strictness() > mailbox.scan.strictness() || ctx.principal().actor().is_human() {
-            batch.push(mailboxes::set_scan_stmt(&ctx.db, &mailbox.account_id, &mailbox.id, s, ctx.now)?);
-            mailbox.scan = s;
-        } else {
-            let (c, statements) = changes::open(ctx, ChangeKind::ScanPolicy, Some(&mailbox.id), &mailbox.id, Some(s.as_str()))?;
-            batch.extend(statements);
-            scan_change = Some(c);
+    if let Some(x) = scan.filter(|x| *x != mailbox.scan) {
+        scan_change = setting(ctx, &mut batch, &mb, x.strictness() > mailbox.scan.strictness(), ChangeKind::ScanPolicy, x.as_str(), mailboxes::set_scan_stmt(&ctx.db, &acct, &mb, x, now)?)?;
+        if scan_change.is_none() {
+            mailbox.scan = x;
         }
     }
-    // AI disclosure: more at once; less waits for a human unless one asks.
     let mut disclosure_change = None;
     if let Some(d) = ai_disclosure.filter(|d| *d != mailbox.ai_disclosure) {
-        if d.strictness() > mailbox.ai_disclosure.strictness() || ctx.principal().actor().is_human() {
-            batch.push(mailboxes::set_ai_disclosure_stmt(&ctx.db, &mailbox.account_id, &mailbox.id, d, ctx.now)?);
+        disclosure_change = setting(ctx, &mut batch, &mb, d.strictness() > mailbox.ai_disclosure.strictness(), ChangeKind::AiDisclosure, d.as_str(), mailboxes::set_ai_disclosure_stmt(&ctx.db, &acct, &mb, d, now)?)?;
+        if disclosure_change.is_none() {
             mailbox.ai_disclosure = d;
-        } else {
-            let (c, statements) = changes::open(ctx, ChangeKind::AiDisclosure, Some(&mailbox.id), &mailbox.id, Some(d.as_str()))?;
-            batch.extend(statements);
-            disclosure_change = Some(c);
         }
     }
-    // The allow-list bypass: off at once; on (sending unheld) waits for a human unless one asks.
+    // The allow-list bypass: off tightens; on lets gated mail go unheld.
     let mut bypass_change = None;
     if let Some(on) = allowlist_bypass.filter(|on| *on != (mailbox.allowlist_bypass == 1)) {
-        if !on || ctx.principal().actor().is_human() {
-            batch.push(mailboxes::set_allowlist_bypass_stmt(&ctx.db, &mailbox.account_id, &mailbox.id, on, ctx.now)?);
+        bypass_change = setting(ctx, &mut batch, &mb, !on, ChangeKind::AllowlistBypass, "true", mailboxes::set_allowlist_bypass_stmt(&ctx.db, &acct, &mb, on, now)?)?;
+        if bypass_change.is_none() {
             mailbox.allowlist_bypass = i64::from(on);
-        } else {
-            let (c, statements) = changes::open(ctx, ChangeKind::AllowlistBypass, Some(&mailbox.id), &mailbox.id, Some("true"))?;
-            batch.extend(statements);
-            bypass_change = Some(c);
         }
     }
     let mut shown = mailbox.clone();
@@ -113,4 +100,16 @@ pub async fn update(ctx: &Ctx, mut mailbox: MailboxRow, settings: Settings<'_>, 
         mode_changes::apply_mode(ctx, &mailbox.id, to, &ctx.principal().actor_name()).await?;
     }
     Ok(reply)
+}
+
+/// One mailbox setting: `set` joins the batch when it `tightens` oversight or a human asks;
+/// otherwise the change a human must decide joins it instead, and is returned.
+fn setting(ctx: &Ctx, batch: &mut Vec<D1PreparedStatement>, mailbox_id: &str, tightens: bool, kind: ChangeKind, value: &str, set: D1PreparedStatement) -> ApiResult<Option<ChangeRow>> {
+    if tightens || ctx.principal().actor().is_human() {
+        batch.push(set);
+        return Ok(None);
+    }
+    let (c, statements) = changes::open(ctx, kind, Some(mailbox_id), mailbox_id, Some(value))?;
+    batch.extend(statements);
+    Ok(Some(c))
 }

@@ -246,3 +246,30 @@ test('recipient rules: a block refuses and stores nothing; an allow rule with th
   assert.equal(gone.body.removed, true);
   assert.equal((await w.call('/remove_rule', { key: acct.live, body: { id: 'rul_nope' } })).status, 404);
 });
+
+test('bad input to rules and pause: foreign ids, missing scope, oversized fields change nothing', async () => {
+  const mine = await w.sender('Guard Co', { mode: 'autonomous' });
+  const theirs = await w.sender('Other Guard Co', { mode: 'autonomous' });
+  const ruleCount = async () => (await w.sql(`SELECT count(*) AS n FROM recipient_rules WHERE account_id = '${mine.account.id}'`))[0].n;
+  // Another account's mailbox or rule: 404, as if it did not exist.
+  const foreignBox = await w.call('/add_rule', { key: mine.live, body: { mailbox: theirs.mailbox.id, action: 'block', pattern: 'x.example' } });
+  assert.equal(foreignBox.status, 404, foreignBox.text);
+  assert.equal(foreignBox.body.error.field, 'mailbox');
+  const theirRule = await w.call('/add_rule', { key: theirs.live, body: { action: 'block', pattern: 'y.example' } });
+  assert.equal((await w.call('/remove_rule', { key: mine.live, body: { id: theirRule.body.rule.id } })).status, 404);
+  assert.equal((await w.call('/pause', { key: mine.oversight, body: { mailbox: theirs.mailbox.id } })).status, 404);
+  // A key without the scope: 403.
+  const reader = (await w.call('/create_api_key', { key: mine.live, body: { name: 'reader', scopes: ['read'] } })).body.key;
+  const noScope = await w.call('/add_rule', { key: reader, body: { action: 'block', pattern: 'z.example' } });
+  assert.equal(noScope.status, 403);
+  assert.equal(noScope.body.error.code, 'insufficient_scope');
+  assert.equal((await w.call('/pause', { key: reader, body: {} })).status, 403);
+  // Oversized: a pattern over 254 characters, a reason over 500.
+  assert.equal((await w.call('/add_rule', { key: mine.live, body: { action: 'block', pattern: `${'a'.repeat(250)}.example` } })).status, 400);
+  assert.equal((await w.call('/pause', { key: mine.oversight, body: { reason: 'r'.repeat(501) } })).status, 400);
+  assert.equal(await ruleCount(), 0, 'a refused call stored a rule');
+  const boxes = (await w.call('/list_mailboxes', { key: mine.live })).body.mailboxes;
+  assert.ok(boxes.every((m) => m.paused_at === null), 'a refused call paused something');
+  // The other account's rule and mailbox are untouched.
+  assert.equal((await w.call('/list_rules', { key: theirs.live })).body.rules.length, 1);
+});
