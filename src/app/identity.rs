@@ -102,7 +102,8 @@ pub fn claims_for(env: &Env, m: &MessageWithMailbox, email: &OutboundEmail, now_
         message_id: m.msg.id.clone(),
         body_sha256: body_sha256(email.text.as_deref(), email.html.as_deref()),
         iat: now_ms / 1000,
-        reviewed: crate::domain::disclosure::reviewed(approved).into(),
+        reviewed: crate::domain::disclosure::reviewed(approved, m.msg.edited_by.is_some()).into(),
+        edited_by: if approved { m.msg.edited_by.clone() } else { None },
         livemode: m.msg.is_live(),
         rcpt_sha256: rcpt_sha256(email.to.iter().chain(&email.cc).chain(&email.bcc).map(|r| {
             Recipient::parse(r).map(|x| x.address.to_string()).unwrap_or_else(|_| r.clone())

@@ -8,6 +8,7 @@ pub mod access;
 pub mod audit;
 pub mod changes;
 pub mod domains;
+pub mod edits;
 pub mod identity;
 pub mod inbound;
 pub mod keys;
@@ -87,6 +88,14 @@ impl Ctx {
     pub fn audit_entry(&self, reply: &Reply) -> ApiResult<Option<D1PreparedStatement>> {
         let Some(mut f) = self.audit.clone() else { return Ok(None) };
         audit::answered(&mut f, reply.status, Some(&reply.body), false);
+        Ok(Some(audit::pending(&self.db, f)?))
+    }
+
+    /// `audit_entry` with a detail (what the call changed, beyond its answer).
+    pub fn audit_entry_with_detail(&self, reply: &Reply, detail: String) -> ApiResult<Option<D1PreparedStatement>> {
+        let Some(mut f) = self.audit.clone() else { return Ok(None) };
+        audit::answered(&mut f, reply.status, Some(&reply.body), false);
+        f.detail = Some(detail);
         Ok(Some(audit::pending(&self.db, f)?))
     }
 

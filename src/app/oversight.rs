@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use worker::{Env, Headers, Method, Request, RequestInit};
 
-use crate::app::{audit, payloads, queues};
+use crate::app::{audit, edits, payloads, queues};
 use crate::domain::approval::{message_status_after, status_after_decision, Approval, Command, Status};
 use crate::domain::links::{self, LinkClaims};
 use crate::domain::message::{Direction, MessageStatus};
@@ -95,6 +95,8 @@ pub fn decision_json(id: &str, status: MessageStatus, a: &Approval) -> Value {
         "decided_by": a.decided_by,
         "decided_at": a.decided_at.map(to_rfc3339),
         "reason": a.reason,
+        "edited": a.edit.is_some(),
+        "edits": a.edit.as_deref().map(|e| edits::record_json(e, a.decided_by.as_deref().unwrap_or_default())),
     })
 }
 
@@ -116,8 +118,10 @@ pub async fn command_held(env: &Env, m: &MessageRow, cmd: Command, audit_here: b
 
 /// A human decides a held message through the API: the decision and the message's status
 /// after it. A decision that arrives after the deadline is an expiry, and says so (409).
-pub async fn decide_held(env: &Env, m: &MessageRow, approve: bool, by: &str, reason: Option<String>, now: i64) -> ApiResult<(Approval, MessageStatus)> {
-    let cmd = Command::Decide { approve, by: by.to_string(), at: now, reason };
+/// `edit`: the reviewer's version (`app::edits::prepare`), sent instead if this approval wins.
+#[allow(clippy::too_many_arguments)]
+pub async fn decide_held(env: &Env, m: &MessageRow, approve: bool, by: &str, reason: Option<String>, now: i64, edit: Option<crate::domain::edits::Edit>) -> ApiResult<(Approval, MessageStatus)> {
+    let cmd = Command::Decide { approve, by: by.to_string(), at: now, reason, edit: edit.map(Box::new) };
     let a = command_held(env, m, cmd, false).await?;
     if a.status == Status::Expired {
         return Err(already_decided(&m.id, &a));
@@ -136,6 +140,15 @@ pub async fn apply_decision_effects(env: &Env, hold: &Hold, a: &Approval, enqueu
     let at = a.decided_at.unwrap_or(now);
     let inbound = m.msg.direction == Direction::Inbound;
     let status_after = status_after_decision(a.status, m.msg.direction, m.msg.send_at, now);
+    // An approval with edits: the reviewer's version goes on the message before it can leave.
+    if let (Status::Approved, Some(edit), None) = (a.status, a.edit.as_deref(), m.msg.edit.as_ref()) {
+        if m.msg.status == MessageStatus::PendingApproval {
+            let results = db.batch(edits::statements(&db, &m.msg.id, edit, &by)?).await?;
+            if results.get(3).map_or(true, |r| r.results::<serde_json::Value>().map_or(true, |v| v.is_empty())) {
+                return Err(worker::Error::RustError(format!("{}: the approved edit is not staged; the message stays held", m.msg.id)));
+            }
+        }
+    }
     let moved = messages::mirror_decision(&db, &m.msg.id, status_after, a.status.as_str(), &by, at, a.reason.as_deref()).await?;
     if moved {
         let detail = format!("{} by {by}{}", a.status.as_str(), a.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default());

@@ -63,6 +63,8 @@ pub fn decided(row: &MessageRow, mailbox_address: &str, a: &Approval, now: i64) 
         "decision": a.status.as_str(),
         "decided_by": a.decided_by,
         "reason": a.reason,
+        "edited": a.edit.is_some(),
+        "edited_fields": a.edit.as_deref().map(|e| e.fields.clone()).unwrap_or_default(),
     }))
 }
 

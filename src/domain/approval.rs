@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::edits::Edit;
 use super::message::{Direction, MessageStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,18 +40,30 @@ pub struct Approval {
     pub decided_by: Option<String>,
     pub decided_at: Option<i64>,
     pub reason: Option<String>,
+    /// An approval with edits: the reviewer's version, stored with the decision (so it is
+    /// what is sent, exactly once). Never on a rejection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<Box<Edit>>,
 }
 
 impl Approval {
     pub fn pending(expires_at: i64) -> Self {
-        Approval { status: Status::Pending, expires_at, decided_by: None, decided_at: None, reason: None }
+        Approval { status: Status::Pending, expires_at, decided_by: None, decided_at: None, reason: None, edit: None }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
-    Decide { approve: bool, by: String, at: i64, reason: Option<String> },
+    Decide {
+        approve: bool,
+        by: String,
+        at: i64,
+        reason: Option<String>,
+        /// The reviewer's version (approvals only).
+        #[serde(default)]
+        edit: Option<Box<Edit>>,
+    },
     /// The alarm (or the cron's sweep) at time `at`.
     Expire { at: i64 },
     /// The sender withdraws the message before a decision.
@@ -80,15 +93,17 @@ pub fn apply(current: &Approval, cmd: Command) -> Outcome {
         decided_by: Some(by),
         decided_at: Some(at),
         reason,
+        edit: None,
     };
     match cmd {
-        Command::Decide { approve, by, at, reason } => {
+        Command::Decide { approve, by, at, reason, edit } => {
             if at >= current.expires_at {
                 // Too late: the message expired even if the alarm has not run yet.
                 return Outcome::Decided { approval: decide(Status::Expired, "system:expiry".into(), current.expires_at, None), enqueue_delivery: false };
             }
             let status = if approve { Status::Approved } else { Status::Rejected };
-            Outcome::Decided { approval: decide(status, by, at, reason), enqueue_delivery: approve }
+            let approval = Approval { edit: edit.filter(|_| approve), ..decide(status, by, at, reason) };
+            Outcome::Decided { approval, enqueue_delivery: approve }
         }
         Command::Expire { at } if at >= current.expires_at => Outcome::Decided {
             approval: decide(Status::Expired, "system:expiry".into(), at, None),
@@ -146,16 +161,28 @@ mod tests {
     #[test]
     fn approving_enqueues_delivery_once() {
         let a = Approval::pending(1_000);
-        let Outcome::Decided { approval, enqueue_delivery } = apply(&a, Command::Decide { approve: true, by: "key_h".into(), at: 10, reason: None }) else { panic!() };
+        let Outcome::Decided { approval, enqueue_delivery } = apply(&a, Command::Decide { approve: true, by: "key_h".into(), at: 10, reason: None, edit: None }) else { panic!() };
         assert!(enqueue_delivery);
         assert_eq!(approval.status, Status::Approved);
-        assert!(matches!(apply(&approval, Command::Decide { approve: true, by: "key_x".into(), at: 11, reason: None }), Outcome::AlreadyDecided(w) if w.decided_by.as_deref() == Some("key_h")));
+        assert!(matches!(apply(&approval, Command::Decide { approve: true, by: "key_x".into(), at: 11, reason: None, edit: None }), Outcome::AlreadyDecided(w) if w.decided_by.as_deref() == Some("key_h")));
+    }
+
+    #[test]
+    fn an_edit_is_stored_with_the_approval_that_wins_and_never_with_a_rejection() {
+        let edit = |s: &str| Some(Box::new(Edit { subject: s.into(), text: None, html: None, to: vec![], cc: vec![], fields: vec!["subject".into()], original_sha256: "a".into(), sent_sha256: "b".into() }));
+        let Outcome::Decided { approval, .. } = apply(&Approval::pending(1_000), Command::Decide { approve: true, by: "h1".into(), at: 10, reason: None, edit: edit("first") }) else { panic!() };
+        assert_eq!(approval.edit.as_ref().map(|e| e.subject.as_str()), Some("first"));
+        // A second reviewer's version loses with its decision.
+        let Outcome::AlreadyDecided(w) = apply(&approval, Command::Decide { approve: true, by: "h2".into(), at: 11, reason: None, edit: edit("second") }) else { panic!() };
+        assert_eq!(w.edit.map(|e| e.subject), Some("first".to_string()));
+        let Outcome::Decided { approval, .. } = apply(&Approval::pending(1_000), Command::Decide { approve: false, by: "h1".into(), at: 10, reason: None, edit: edit("x") }) else { panic!() };
+        assert!(approval.edit.is_none());
     }
 
     #[test]
     fn a_decision_after_the_deadline_is_an_expiry() {
         let a = Approval::pending(1_000);
-        let Outcome::Decided { approval, enqueue_delivery } = apply(&a, Command::Decide { approve: true, by: "key_h".into(), at: 1_000, reason: None }) else { panic!() };
+        let Outcome::Decided { approval, enqueue_delivery } = apply(&a, Command::Decide { approve: true, by: "key_h".into(), at: 1_000, reason: None, edit: None }) else { panic!() };
         assert_eq!(approval.status, Status::Expired);
         assert!(!enqueue_delivery);
     }
@@ -210,14 +237,14 @@ mod tests {
 
     fn current(w: &World) -> Approval {
         let (status, by) = w.approval.clone().expect("gated");
-        Approval { status, expires_at: EXPIRES, decided_by: by, decided_at: None, reason: None }
+        Approval { status, expires_at: EXPIRES, decided_by: by, decided_at: None, reason: None, edit: None }
     }
 
     /// Applies one step the way the Durable Object and the queue consumer do.
     fn step(mut w: World, s: Step, t: i64) -> World {
         let cmd = match s {
-            Step::Approve => Some(Command::Decide { approve: true, by: "human".into(), at: t, reason: None }),
-            Step::Reject => Some(Command::Decide { approve: false, by: "human".into(), at: t, reason: None }),
+            Step::Approve => Some(Command::Decide { approve: true, by: "human".into(), at: t, reason: None, edit: None }),
+            Step::Reject => Some(Command::Decide { approve: false, by: "human".into(), at: t, reason: None, edit: None }),
             Step::Expire => Some(Command::Expire { at: EXPIRES }),
             Step::Cancel => Some(Command::Cancel { by: "sender".into(), at: t, reason: None }),
             _ => None,

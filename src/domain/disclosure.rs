@@ -60,10 +60,15 @@ impl AiDisclosure {
     }
 }
 
-/// What the identity claims say about review: `approved` when a human approved the message,
-/// `none` when nothing reviewed it.
-pub fn reviewed(approved: bool) -> &'static str {
-    if approved { "approved" } else { "none" }
+/// What the identity claims say about review: `edited` when a human changed the message
+/// before approving it, `approved` when a human approved it as written, `none` when nothing
+/// reviewed it.
+pub fn reviewed(approved: bool, edited: bool) -> &'static str {
+    match (approved, edited) {
+        (true, true) => "edited",
+        (true, false) => "approved",
+        _ => "none",
+    }
 }
 
 #[cfg(test)]
@@ -103,7 +108,8 @@ mod tests {
     fn strictness_orders_the_settings() {
         assert!(AiDisclosure::Footer.strictness() > AiDisclosure::Header.strictness());
         assert!(AiDisclosure::Header.strictness() > AiDisclosure::None.strictness());
-        assert_eq!(reviewed(true), "approved");
-        assert_eq!(reviewed(false), "none");
+        assert_eq!(reviewed(true, false), "approved");
+        assert_eq!(reviewed(true, true), "edited");
+        assert_eq!(reviewed(false, false), "none");
     }
 }

@@ -26,6 +26,8 @@ pub enum DomainError {
     RoleForbidden { needs: &'static str },
     /// A send that looks like the deployment's own approval request.
     ImitatesSystem { field: &'static str },
+    /// A reviewer's edits add recipients the message did not have (only an `owner` may).
+    RecipientAdded { added: Vec<String> },
 }
 
 impl DomainError {
@@ -42,6 +44,7 @@ impl DomainError {
             DomainError::MailboxReadOnly | DomainError::LiveOversightRequired | DomainError::RoleForbidden { .. } => None,
             DomainError::ScopeEscalation { .. } | DomainError::OversightRequiresHuman => Some("scopes"),
             DomainError::ImitatesSystem { field } => Some(field),
+            DomainError::RecipientAdded { .. } => Some("edits.to"),
         }
     }
 }
@@ -75,6 +78,11 @@ impl std::fmt::Display for DomainError {
             DomainError::RoleForbidden { needs } => write!(f, "this needs an operator with the `{needs}` role"),
             DomainError::ImitatesSystem { .. } => f.write_str(
                 "this message imitates MultiMail's own approval requests (its sender name or subject); choose another",
+            ),
+            DomainError::RecipientAdded { added } => write!(
+                f,
+                "edits may remove recipients, not add them (only an owner may): {} was not on the message",
+                added.join(", ")
             ),
         }
     }

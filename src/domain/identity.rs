@@ -34,10 +34,14 @@ pub struct IdentityClaims {
     pub message_id: String,
     pub body_sha256: String,
     pub iat: i64,
-    /// Whether a human reviewed the message: `approved`, or `none` (sent without review). With
-    /// the mailbox's AI disclosure, what a recipient's tools can show (`domain::disclosure`).
+    /// Whether a human reviewed the message: `approved`, `edited` (changed, then approved), or
+    /// `none` (sent without review). With the mailbox's AI disclosure, what a recipient's tools
+    /// can show (`domain::disclosure`).
     #[serde(default)]
     pub reviewed: String,
+    /// Who changed the message before approving it (absent when nobody did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_by: Option<String>,
 }
 
 pub fn body_sha256(text: Option<&str>, html: Option<&str>) -> String {
@@ -251,6 +255,7 @@ mod tests {
             livemode: true,
             rcpt_sha256: rcpt_sha256(["Ada@Example.com", "bob@example.com"]),
             reviewed: "approved".into(),
+            edited_by: None,
         }
     }
 

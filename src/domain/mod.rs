@@ -9,6 +9,7 @@ pub mod changes;
 pub mod delivery;
 pub mod disclosure;
 pub mod dkim;
+pub mod edits;
 pub mod doh;
 pub mod domains;
 pub mod error;

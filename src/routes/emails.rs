@@ -1,4 +1,4 @@
-//! One message: `get_email` (status and timeline) and `cancel_email` (before sending starts).
+//! One message: `get_email` (status and timeline; both versions of one a reviewer edited) and `cancel_email` (before sending starts).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -7,10 +7,11 @@ use worker::Request;
 use crate::app::access::visible_message;
 use crate::app::{oversight, Ctx};
 use crate::domain::approval::Command;
+use crate::domain::delivery::OutboundEmail;
 use crate::domain::message::{Direction, MessageStatus};
 use crate::domain::time::to_rfc3339;
 use crate::http::{self, ApiError, ApiResult, Reply};
-use crate::store::messages::{self, MessageWithMailbox};
+use crate::store::messages::{self, Blob, MessageWithMailbox};
 
 fn json_list(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|_| json!([]))
@@ -45,7 +46,19 @@ fn message_json(m: &MessageWithMailbox) -> Value {
         "decided_at": r.decided_at.map(to_rfc3339),
         "decision_reason": r.decision_reason,
         "kind": r.kind,
+        "edited": r.edit.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()),
     })
+}
+
+/// Both versions of a message a reviewer edited before approving: the agent's and the one sent.
+async fn versions(ctx: &Ctx, id: &str) -> ApiResult<Value> {
+    let version = |j: Option<String>| {
+        j.and_then(|j| serde_json::from_str::<OutboundEmail>(&j).ok())
+            .map(|e| json!({"subject": e.subject, "to": e.to, "cc": e.cc, "text": e.text, "html": e.html}))
+    };
+    let original = version(messages::blob(&ctx.db, id, Blob::Original).await?);
+    let sent = version(messages::blob(&ctx.db, id, Blob::Outbound).await?);
+    Ok(json!({"original": original, "sent": sent}))
 }
 
 pub async fn get_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
@@ -55,6 +68,9 @@ pub async fn get_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let timeline = messages::timeline_of(&ctx.db, id).await?;
     let mut v = message_json(&m);
     v["bcc"] = json_list(&m.msg.bcc_json);
+    if m.msg.edit.is_some() {
+        v["versions"] = versions(ctx, id).await?;
+    }
     v["timeline"] = json!(timeline
         .iter()
         .map(|t| json!({"at": to_rfc3339(t.at), "event": t.kind, "detail": t.detail}))

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use worker::Request;
 
-use crate::app::{access, changes, mode_changes, oversight, pause, Ctx};
-use crate::domain::message::Direction;
+use crate::app::{access, changes, edits as app_edits, mode_changes, oversight, pause, Ctx};
+use crate::domain::message::{Direction, MessageStatus};
 use crate::domain::time::to_rfc3339;
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::store::{changes as store_other, messages, mode_changes as store_changes};
@@ -19,6 +19,8 @@ struct Decide {
     message_id: Option<String>,
     decision: String,
     reason: Option<String>,
+    /// Approve with edits: the reviewer's version (`domain::edits::EditsInput`).
+    edits: Option<Value>,
     #[allow(dead_code)]
     idempotency_key: Option<String>,
 }
@@ -39,7 +41,14 @@ pub async fn decide_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     if input.reason.as_ref().is_some_and(|r| r.chars().count() > 1000) {
         return Err(ApiError::invalid_field("reason", "`reason` may be at most 1000 characters"));
     }
+    let edits = input.edits.as_ref().filter(|e| !e.is_null());
+    if edits.is_some() && !approve {
+        return Err(ApiError::invalid_field("edits", "`edits` go with `approve`: a rejected message is not sent"));
+    }
     if mode_changes::is_mode_change_id(id) {
+        if edits.is_some() {
+            return Err(ApiError::invalid_field("edits", "a change cannot be edited, only approved or rejected"));
+        }
         return Ok(Reply::ok(match changes::decide_any(ctx, id, approve).await? {
             changes::Decided::Other(c) => {
                 let mut v = changes::change_json(&c);
@@ -58,8 +67,21 @@ pub async fn decide_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     if m.msg.expires_at.is_none() {
         return Err(ApiError::conflict("not_pending", format!("{id} was not held for approval (status `{}`)", m.msg.status)));
     }
-    let (a, status) = oversight::decide_held(&ctx.env, &m.msg, approve, &p.actor_name(), input.reason.clone(), ctx.now).await?;
-    Ok(Reply::ok(oversight::decision_json(id, status, &a)))
+    if m.msg.status != MessageStatus::PendingApproval && edits.is_some() {
+        // Decided already: the Approval object answers with the winner (nothing is staged).
+        let (a, _) = oversight::decide_held(&ctx.env, &m.msg, approve, &p.actor_name(), input.reason.clone(), ctx.now, None).await?;
+        return Err(oversight::already_decided(id, &a));
+    }
+    let edit = match edits {
+        Some(e) => app_edits::prepare(ctx, &m, e).await?,
+        None => None,
+    };
+    let (a, status) = oversight::decide_held(&ctx.env, &m.msg, approve, &p.actor_name(), input.reason.clone(), ctx.now, edit).await?;
+    let reply = Reply::ok(oversight::decision_json(id, status, &a));
+    if let Some(e) = a.edit.as_deref() {
+        app_edits::audit(ctx, &reply, e).await?;
+    }
+    Ok(reply)
 }
 
 pub async fn list_pending(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {

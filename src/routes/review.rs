@@ -98,7 +98,7 @@ async fn page_for(ctx: &Ctx, token: Option<String>, reason: Option<String>, deci
         )));
     }
     let by = format!("human:{}", c.to);
-    let cmd = Command::Decide { approve: c.decision == "approve", by: by.clone(), at: now, reason };
+    let cmd = Command::Decide { approve: c.decision == "approve", by: by.clone(), at: now, reason, edit: None };
     let out = oversight::command(env, &m.msg, cmd, true).await?;
     if out.outcome != HoldOutcome::Decided || out.approval.status == Status::Expired {
         let fresh = messages::get(db, &c.id).await?.map(|m| m.msg).unwrap_or(m.msg);

@@ -57,6 +57,12 @@ pub struct MessageRow {
     pub snippet: Option<String>,
     #[serde(default)]
     pub category: Option<String>,
+    /// An approval with edits: who edited, and what changed (JSON: `fields`,
+    /// `original_sha256`, `sent_sha256`).
+    #[serde(default)]
+    pub edited_by: Option<String>,
+    #[serde(default)]
+    pub edit: Option<String>,
 }
 
 fn empty_list() -> String {
@@ -121,6 +127,8 @@ impl MessageRow {
             tags: empty_list(),
             snippet: None,
             category: None,
+            edited_by: None,
+            edit: None,
         }
     }
 
@@ -169,6 +177,9 @@ pub enum Blob {
     Outbound,
     /// The parsed inbound message (`domain::inbound::ParsedEmail`).
     Parsed,
+    /// An outbound message as the agent wrote it, when a reviewer approved it with edits (the
+    /// `outbound` blob is then the version sent).
+    Original,
 }
 
 impl Blob {
@@ -177,12 +188,51 @@ impl Blob {
             Blob::Mime => "mime",
             Blob::Outbound => "outbound",
             Blob::Parsed => "parsed",
+            Blob::Original => "original",
         }
     }
 }
 
 pub fn insert_blob(db: &Db, message_id: &str, kind: Blob, body: &str) -> Result<D1PreparedStatement> {
     super::stmt(db, "INSERT INTO message_blobs (message_id, kind, body) VALUES (?1, ?2, ?3)", args![message_id, kind.as_str(), body])
+}
+
+/// Stages a reviewer's version of a held message (its provider JSON and MIME) under the
+/// version's hash, before the decision: one write.
+pub fn stage_edit(db: &Db, id: &str, sha: &str, outbound_json: &str, mime: &str) -> Result<Vec<D1PreparedStatement>> {
+    let put = "INSERT OR REPLACE INTO message_blobs (message_id, kind, body) VALUES (?1, ?2, ?3)";
+    Ok(vec![
+        super::stmt(db, put, args![id, format!("edit-outbound:{sha}").as_str(), outbound_json])?,
+        super::stmt(db, put, args![id, format!("edit-mime:{sha}").as_str(), mime])?,
+    ])
+}
+
+/// The statements that put the staged version `sha` on a message still held: the agent's
+/// version kept once as `original`, the staged JSON and MIME swapped in, the row's subject,
+/// recipients, snippet and edit record set, and every staged version removed. The last
+/// statement but one returns the row when it changed. Repeating them changes nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn store_edit(db: &Db, id: &str, sha: &str, subject: &str, to_json: &str, cc_json: &str, snippet: &str, edited_by: &str, edit_json: &str) -> Result<Vec<D1PreparedStatement>> {
+    const READY: &str = "EXISTS (SELECT 1 FROM messages WHERE id = ?1 AND status = 'pending_approval')
+        AND EXISTS (SELECT 1 FROM message_blobs WHERE message_id = ?1 AND kind = 'edit-outbound:' || ?2)
+        AND EXISTS (SELECT 1 FROM message_blobs WHERE message_id = ?1 AND kind = 'edit-mime:' || ?2)";
+    let swap = |kind: &str| {
+        format!("UPDATE message_blobs SET body = (SELECT body FROM message_blobs WHERE message_id = ?1 AND kind = 'edit-{kind}:' || ?2)
+             WHERE message_id = ?1 AND kind = '{kind}' AND {READY}")
+    };
+    Ok(vec![
+        super::stmt(db, &format!("INSERT OR IGNORE INTO message_blobs (message_id, kind, body)
+             SELECT message_id, 'original', body FROM message_blobs WHERE message_id = ?1 AND kind = 'outbound' AND {READY}"), args![id, sha])?,
+        super::stmt(db, &swap("outbound"), args![id, sha])?,
+        super::stmt(db, &swap("mime"), args![id, sha])?,
+        super::stmt(
+            db,
+            &format!("UPDATE messages SET subject = ?3, to_json = ?4, cc_json = ?5, snippet = ?6, edited_by = ?7, edit = ?8
+             WHERE id = ?1 AND {READY} RETURNING id"),
+            args![id, sha, subject, to_json, cc_json, snippet, edited_by, edit_json],
+        )?,
+        super::stmt(db, "DELETE FROM message_blobs WHERE message_id = ?1 AND kind LIKE 'edit-%'", args![id])?,
+    ])
 }
 
 pub async fn blob(db: &Db, message_id: &str, kind: Blob) -> Result<Option<String>> {

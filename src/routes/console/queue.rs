@@ -5,8 +5,10 @@
 
 use worker::Request;
 
-use super::{decide_forms, esc, html_frame, human, layout, mode_query, note, opt_time, page, see_other, time};
-use crate::app::{access, changes, identity, mode_changes, oversight, Ctx};
+use serde_json::{json, Value};
+
+use super::{decide_forms, esc, hidden, html_frame, human, layout, mode_query, note, opt_time, page, see_other, time};
+use crate::app::{access, changes, edits, identity, mode_changes, oversight, Ctx};
 use crate::domain::authority;
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::inbound::ParsedEmail;
@@ -88,10 +90,20 @@ pub async fn message(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         created = time(r.created_at), exp = opt_time(r.expires_at),
     ));
     let can_decide = authority::may_decide_message(ctx.principal().actor()).is_ok();
-    if r.status == MessageStatus::PendingApproval && r.expires_at.is_some() && can_decide {
+    let deciding = r.status == MessageStatus::PendingApproval && r.expires_at.is_some() && can_decide;
+    if deciding {
         body.push_str("<h2>Decide</h2>");
         body.push_str(&decide_forms(ctx, &r.id, "/console"));
     }
+    if let Some(e) = r.edit.as_deref().and_then(|e| serde_json::from_str::<Value>(e).ok()) {
+        body.push_str(&format!(
+            "<h2>Edited before approval</h2><p>By {by}: {fields}. The agent's version had SHA-256 <code>{o}</code>; the version sent, <code>{n}</code>.</p>",
+            by = esc(r.edited_by.as_deref().unwrap_or("")),
+            fields = esc(&e["fields"].as_array().map(|f| f.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()),
+            o = esc(e["original_sha256"].as_str().unwrap_or("")), n = esc(e["sent_sha256"].as_str().unwrap_or("")),
+        ));
+    }
+    let mut edit_form = None;
     let (text, html, headers, attachments): (Option<String>, Option<String>, Vec<(String, String)>, Vec<(String, String, usize)>) = match r.direction {
         Direction::Outbound => {
             let o: Option<OutboundEmail> = messages::blob(&ctx.db, &r.id, Blob::Outbound).await?.and_then(|j| serde_json::from_str(&j).ok());
@@ -107,6 +119,9 @@ pub async fn message(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
                         body.push_str(&format!("<h2>Identity it will carry</h2><p>The signed <code>MultiMail-Identity</code> header, if approved by you now:</p><pre>{}</pre>", esc(&pretty)));
                     }
                     let atts = o.attachments.iter().map(|a| (a.filename.clone(), a.content_type.clone(), a.content_base64.len() / 4 * 3)).collect();
+                    if deciding {
+                        edit_form = Some(edit_and_approve_form(ctx, &r.id, &o));
+                    }
                     (o.text, o.html, o.headers, atts)
                 }
                 None => (None, None, vec![], vec![]),
@@ -133,6 +148,9 @@ pub async fn message(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         Some(h) => format!("<p>Shown without running anything it contains.</p>{}", html_frame(&h, "The message's HTML, with scripts disabled")),
         None => "<p>No HTML part.</p>".into(),
     });
+    if let Some(f) = edit_form {
+        body.push_str(&f);
+    }
     body.push_str("<h2>Headers</h2>");
     if headers.is_empty() {
         body.push_str("<p>No extra headers.</p>");
@@ -162,6 +180,57 @@ pub async fn message(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     Ok(page(layout(ctx, "/console", &title, &body)))
 }
 
+/// A held outbound message's editable fields, to approve the reviewer's version instead.
+fn edit_and_approve_form(ctx: &Ctx, id: &str, o: &OutboundEmail) -> String {
+    let body_field = |name: &str, label: &str, v: &Option<String>| match v {
+        Some(v) => format!("<p><label for=\"edit-{name}\">{label}</label><br><textarea id=\"edit-{name}\" name=\"edit_{name}\" rows=\"12\" cols=\"72\">{}</textarea></p>", esc(v)),
+        None => String::new(),
+    };
+    format!(
+        "<h2>Edit, then approve</h2><p>Your version is what is sent; the agent can read both. You may remove recipients; only an owner may add one.</p>\
+         <form method=\"post\" action=\"/console/decide\">{hid}<input type=\"hidden\" name=\"id\" value=\"{id}\"><input type=\"hidden\" name=\"edit\" value=\"1\">\
+         <input type=\"hidden\" name=\"return_to\" value=\"/console\">\
+         <p><label for=\"edit-subject\">Subject</label><br><input id=\"edit-subject\" name=\"edit_subject\" size=\"72\" maxlength=\"998\" value=\"{subject}\"></p>\
+         <p><label for=\"edit-to\">To (comma-separated)</label><br><input id=\"edit-to\" name=\"edit_to\" size=\"72\" value=\"{to}\"></p>\
+         <p><label for=\"edit-cc\">Cc (comma-separated)</label><br><input id=\"edit-cc\" name=\"edit_cc\" size=\"72\" value=\"{cc}\"></p>\
+         {text}{html}<p><label for=\"edit-reason\">Reason (optional)</label><br><input id=\"edit-reason\" name=\"reason\" maxlength=\"1000\" size=\"72\"></p>\
+         <button type=\"submit\" name=\"decision\" value=\"approve\">Approve my version</button></form>",
+        hid = hidden(ctx), id = esc(id), subject = esc(&o.subject), to = esc(&o.to.join(", ")), cc = esc(&o.cc.join(", ")),
+        text = body_field("text", "Text", &if o.text.is_none() && o.html.is_none() { Some(String::new()) } else { o.text.clone() }),
+        html = body_field("html", "HTML", &o.html),
+    )
+}
+
+/// Splits a comma-separated address list, keeping commas inside quoted display names.
+fn split_addresses(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (vec![], String::new(), false);
+    for c in s.chars() {
+        match c {
+            '"' => { quoted = !quoted; cur.push(c) }
+            ',' | '\n' | ';' if !quoted => out.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.into_iter().map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect()
+}
+
+/// The console's edit form as `decide_email`'s `edits` (browsers send textarea lines as CRLF).
+fn edits_of(input: &Input) -> Value {
+    let mut e = serde_json::Map::new();
+    for f in ["subject", "text", "html"] {
+        if let Some(v) = input.form_value(&format!("edit_{f}")) {
+            e.insert(f.into(), json!(v.replace("\r\n", "\n")));
+        }
+    }
+    for f in ["to", "cc"] {
+        if let Some(v) = input.form_value(&format!("edit_{f}")) {
+            e.insert(f.into(), json!(split_addresses(v)));
+        }
+    }
+    Value::Object(e)
+}
+
 /// Approve or reject a held message, a mode change or another change.
 pub async fn decide(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
     let p = ctx.principal();
@@ -186,6 +255,16 @@ pub async fn decide(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
     if m.msg.expires_at.is_none() {
         return Err(ApiError::conflict("not_pending", format!("{id} was not held for approval")));
     }
-    let (_, status) = oversight::decide_held(&ctx.env, &m.msg, approve, &p.actor_name(), reason, ctx.now).await?;
+    let edit = if input.form_value("edit") == Some("1") && approve && m.msg.status == MessageStatus::PendingApproval {
+        edits::prepare(ctx, &m, &edits_of(input)).await?
+    } else {
+        None
+    };
+    let (a, status) = oversight::decide_held(&ctx.env, &m.msg, approve, &p.actor_name(), reason, ctx.now, edit).await?;
+    if let Some(e) = a.edit.as_deref() {
+        let reply = Reply::ok(oversight::decision_json(&id, status, &a));
+        edits::audit(ctx, &reply, e).await?;
+        return Ok(see_other(ctx, &back, &format!("{verb} with your edits ({}): {} is now {status}.", e.fields.join(", "), e.subject)));
+    }
     Ok(see_other(ctx, &back, &format!("{verb}: {} is now {status}.", m.msg.subject)))
 }
