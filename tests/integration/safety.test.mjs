@@ -273,3 +273,107 @@ test('bad input to rules and pause: foreign ids, missing scope, oversized fields
   // The other account's rule and mailbox are untouched.
   assert.equal((await w.call('/list_rules', { key: theirs.live })).body.rules.length, 1);
 });
+
+/** A console session for the account's owner: {cookie, csrf}. */
+async function ownerSession(acct) {
+  const link = (await w.call('/admin/create_sign_in_link', { key: w.adminToken, body: { account: acct.account.id } })).body.url;
+  const signed = await fetch(`${w.base}/console/auth`, { method: 'POST', redirect: 'manual', body: new URLSearchParams({ token: new URL(link).searchParams.get('token') }) });
+  assert.equal(signed.status, 303);
+  const cookie = signed.headers.get('set-cookie').split(';')[0];
+  const page = await (await fetch(`${w.base}/console`, { headers: { Cookie: cookie } })).text();
+  return { cookie, csrf: page.match(/name="csrf" value="([0-9a-f]{64})"/)[1] };
+}
+
+test('approve with edits: the reviewer\'s version is sent once, the identity says edited, the agent reads both versions', async () => {
+  const acct = await w.sender('Edits Co', { mode: 'gated_send' });
+  const subject = `Draft ${randomBytes(3).toString('hex')}`;
+  const s = await w.call('/send_email', { key: acct.live, body: { from: acct.from, to: ['ada@example.com', 'bob@example.com'], cc: 'cat@example.com', subject, text: 'Hi Ada, teh figures are attched.' } });
+  assert.equal(s.body.status, 'pending_approval', s.text);
+  const id = s.body.id;
+  const staged = async () => (await w.sql(`SELECT count(*) AS n FROM message_blobs WHERE message_id = '${id}' AND kind LIKE 'edit-%'`))[0].n;
+  // A reviewer (an oversight key, not an owner) may not add a recipient; bad edits are refused.
+  const added = await w.call('/decide_email', { key: acct.oversight, body: { id, decision: 'approve', edits: { to: ['ada@example.com', 'eve@evil.example'] } } });
+  assert.equal(added.status, 403, added.text);
+  assert.equal(added.body.error.code, 'recipient_added');
+  assert.deepEqual(added.body.error.added, ['eve@evil.example']);
+  for (const [edits, field, decision] of [[{}, 'edits'], [{ subject: 'a\r\nBcc: eve@evil.example' }, 'edits.subject'], [{ to: [] }, 'edits.to'], [{ bcc: 'x@example.com' }, 'edits'], [{ text: 'x' }, 'edits', 'reject']]) {
+    const r = await w.call('/decide_email', { key: acct.oversight, body: { id, decision: decision ?? 'approve', edits } });
+    assert.equal(r.status, 400, `${JSON.stringify(edits)}: ${r.text}`);
+    assert.equal(r.body.error.field, field, r.text);
+  }
+  assert.equal((await status(acct.live, id)).status, 'pending_approval', 'a refused edit decided the message');
+  assert.equal(await staged(), 0, 'a refused edit staged a version');
+  // The agent's key cannot approve its own draft with edits either.
+  assert.equal((await w.call('/decide_email', { key: acct.live, body: { id, decision: 'approve', edits: { text: 'mine' } } })).status, 403);
+
+  const text = 'Hi Ada, the figures are attached.';
+  const d = await w.call('/decide_email', { key: acct.oversight, body: { id, decision: 'approve', reason: 'typos', edits: { subject: `${subject} (fixed)`, text, to: 'ada@example.com', cc: [] } } });
+  assert.equal(d.status, 200, d.text);
+  assert.equal(d.body.edited, true);
+  assert.deepEqual(d.body.edits.fields, ['subject', 'text', 'to', 'cc']);
+  assert.match(d.body.edits.original_sha256, /^[0-9a-f]{64}$/);
+  assert.notEqual(d.body.edits.original_sha256, d.body.edits.sent_sha256);
+  // A second reviewer's version loses with its decision.
+  const late = await w.call('/decide_email', { key: acct.oversight, body: { id, decision: 'approve', edits: { text: 'another version' } } });
+  assert.equal(late.status, 409, late.text);
+  assert.equal(late.body.error.code, 'already_decided');
+
+  const sent = await eventually(async () => { const e = await status(acct.live, id); return e.status === 'sent' && e; }, { ms: 20_000 });
+  assert.ok(sent, 'the edited message was not sent');
+  await new Promise((r) => setTimeout(r, 1000));
+  // (The approval request to the owner names the message too: match the message's own header.)
+  const reqs = cap.requests.filter((r) => r.json?.headers?.['X-MultiMail-Message-Id'] === id);
+  assert.equal(reqs.length, 1, 'the provider got the message more or less than once');
+  const payload = reqs[0].json;
+  assert.equal(payload.text, text);
+  assert.equal(payload.subject, `${subject} (fixed)`);
+  assert.deepEqual(payload.to, ['ada@example.com']);
+  assert.ok(!reqs[0].text.includes('bob@example.com') && !reqs[0].text.includes('cat@example.com') && !reqs[0].text.includes('attched'), 'a removed recipient or the old text reached the provider');
+  // The identity header verifies, says a human edited it, and covers the edited body.
+  const jws = payload.headers['MultiMail-Identity'];
+  const claims = JSON.parse(Buffer.from(jws.split('.')[1], 'base64url').toString());
+  assert.equal(claims.reviewed, 'edited');
+  assert.equal(claims.decision, 'approved');
+  assert.equal(claims.edited_by, d.body.decided_by);
+  const { createHash } = await import('node:crypto');
+  assert.equal(claims.body_sha256, createHash('sha256').update(`${text}\0`).digest('hex'));
+  assert.equal((await w.call('/verify_identity', { query: { jws } })).body.valid, true);
+  // The agent reads both versions; the message shows the one sent.
+  assert.equal(sent.subject, `${subject} (fixed)`);
+  assert.deepEqual(sent.to, ['ada@example.com']);
+  assert.deepEqual(sent.edited.fields, ['subject', 'text', 'to', 'cc']);
+  assert.equal(sent.edited.edited_by, d.body.decided_by);
+  assert.equal(sent.versions.original.text, 'Hi Ada, teh figures are attched.');
+  assert.deepEqual(sent.versions.original.to, ['ada@example.com', 'bob@example.com']);
+  assert.equal(sent.versions.sent.text, text);
+  assert.equal(await staged(), 0, 'a staged version was left behind');
+  // email.decided says edited; the audit entry has the fields and both hashes.
+  const ev = JSON.parse((await w.sql(`SELECT payload FROM events WHERE message_id = '${id}' AND type = 'email.decided'`))[0].payload);
+  assert.equal(ev.edited, true, JSON.stringify(ev));
+  assert.deepEqual(ev.edited_fields, ['subject', 'text', 'to', 'cc']);
+  const log = await w.call('/get_audit_log', { key: acct.live, query: { message_id: id } });
+  const entry = log.body.entries.find((e) => e.action === 'decide_email' && e.outcome === 'ok');
+  assert.ok(entry, JSON.stringify(log.body.entries.map((e) => [e.action, e.outcome])));
+  assert.match(entry.detail, new RegExp(`edited subject, text, to, cc; original sha256 ${d.body.edits.original_sha256}; sent sha256 ${d.body.edits.sent_sha256}`));
+});
+
+test('approve with edits in the console: an owner may add a recipient, and the version sent is the owner\'s', async () => {
+  const acct = await w.sender('Owner Edits Co', { mode: 'gated_send' });
+  const s = await w.call('/send_email', { key: acct.live, body: { from: acct.from, to: 'ada@example.com', subject: 'Quote', text: 'Price: 100' } });
+  const id = s.body.id;
+  const { cookie, csrf } = await ownerSession(acct);
+  const page = await (await fetch(`${w.base}/console/message?mode=live&id=${id}`, { headers: { Cookie: cookie } })).text();
+  assert.match(page, /Edit, then approve/);
+  const r = await fetch(`${w.base}/console/decide`, { method: 'POST', redirect: 'manual', headers: { Cookie: cookie }, body: new URLSearchParams({
+    csrf, mode: 'live', id, edit: '1', decision: 'approve', return_to: '/console',
+    edit_subject: 'Quote', edit_to: 'ada@example.com, "Finance, Team" <finance@example.com>', edit_cc: '', edit_text: 'Price: 90\r\nValid for a week.',
+  }) });
+  assert.equal(r.status, 303, await r.text());
+  const sent = await eventually(async () => { const e = await status(acct.live, id); return e.status === 'sent' && e; }, { ms: 20_000 });
+  assert.ok(sent);
+  const payload = cap.requests.find((x) => x.json?.headers?.['X-MultiMail-Message-Id'] === id).json;
+  assert.deepEqual(payload.to, ['ada@example.com', '"Finance, Team" <finance@example.com>']);
+  assert.equal(payload.text, 'Price: 90\nValid for a week.');
+  assert.deepEqual(sent.edited.fields, ['text', 'to']);
+  assert.match(sent.edited.edited_by, /^op_|human|owner|@/);
+});
