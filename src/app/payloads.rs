@@ -105,3 +105,22 @@ pub fn mode_changed(event_id: &str, mailbox_address: &str, livemode: bool, old: 
         "approved_by": approved_by,
     })
 }
+
+/// `sending.paused` | `sending.resumed`: the kill switch was pulled or released, for a mailbox
+/// (`mailbox`, `mailbox_id`) or the whole account (both null). `released`: messages a resume let go.
+#[allow(clippy::too_many_arguments)]
+pub fn sending(ty: &str, event_id: &str, livemode: bool, mailbox: Option<(&str, &str)>, by: &str, reason: Option<&str>, released: Option<usize>, now: i64) -> Value {
+    json!({
+        "type": ty,
+        "event_id": event_id,
+        "created_at": to_rfc3339(now),
+        "mailbox": mailbox.map(|m| m.1),
+        "mailbox_id": mailbox.map(|m| m.0),
+        "livemode": livemode,
+        "metadata": {},
+        "scope": if mailbox.is_some() { "mailbox" } else { "account" },
+        "by": by,
+        "reason": reason,
+        "released": released,
+    })
+}

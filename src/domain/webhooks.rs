@@ -24,6 +24,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "email.failed",
     "email.received",
     "mailbox.mode_changed",
+    "sending.paused",
+    "sending.resumed",
 ];
 
 /// Subscribes to every type, including ones added later.

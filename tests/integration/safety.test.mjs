@@ -135,6 +135,12 @@ test('pause stops a queued message before the provider sees it; new sends wait; 
   const r = await w.call('/resume', { key: acct.oversight, body: {} });
   assert.equal(r.status, 200, r.text);
   assert.equal(r.body.released, 2);
+  // Both switches are events, in both modes, for webhooks and workflows.
+  const evs = await w.sql(`SELECT type, livemode, payload FROM events WHERE account_id = '${acct.account.id}' AND type LIKE 'sending.%' ORDER BY created_at, livemode`);
+  assert.deepEqual(evs.map((e) => `${e.type}:${e.livemode}`).sort(), ['sending.paused:0', 'sending.paused:1', 'sending.resumed:0', 'sending.resumed:1']);
+  const resumed = JSON.parse(evs.find((e) => e.type === 'sending.resumed' && e.livemode === 1).payload);
+  assert.deepEqual([resumed.scope, resumed.released, resumed.mailbox], ['account', 2, null]);
+  assert.equal(JSON.parse(evs.find((e) => e.type === 'sending.paused').payload).reason, 'the agent is misbehaving');
   for (const id of [early.body.id, later.body.id]) {
     const sent = await eventually(async () => (await status(acct.live, id)).status === 'sent', { ms: 20_000 });
     assert.ok(sent, `${id} was not sent after the resume`);
