@@ -141,12 +141,13 @@ async fn apply(ctx: &Ctx, kind: ChangeKind, subject: &str, value: Option<&str>) 
         ChangeKind::DeleteDomain => {
             domains::soft_delete(&ctx.db, &p.account_id, subject, ctx.now).await?;
         }
-        ChangeKind::AllowRule => {
+        ChangeKind::AllowRule | ChangeKind::AllowReceiveRule => {
+            let direction = if kind == ChangeKind::AllowRule { RuleDirection::Send } else { RuleDirection::Receive };
             let r = rules::RuleRow {
                 id: platform::new_id(crate::domain::ids::RULE),
                 account_id: p.account_id.clone(),
                 mailbox_id: value.filter(|v| !v.is_empty()).map(str::to_string),
-                direction: RuleDirection::Send.as_str().into(),
+                direction: direction.as_str().into(),
                 action: RuleAction::Allow,
                 pattern: subject.to_string(),
                 created_at: ctx.now,

@@ -1,7 +1,8 @@
 //! One path for inbound mail, whichever way it came in (Email Routing's `email` handler,
 //! Postmark's inbound webhook, a raw MIME POST): route by recipient to the mailboxes, store once
 //! per mailbox (a repeated Message-ID is a duplicate), join a thread, and either make it visible
-//! (`email.received`) or, in a `gated_all` mailbox, hold it for a human.
+//! (`email.received`) or, in a `gated_all` mailbox, hold it for a human. Mail from a sender a
+//! receive rule blocks is quarantined: held for a human whatever the mode (`domain::rules`).
 
 use serde_json::{json, Value};
 use worker::Env;
@@ -11,8 +12,13 @@ use crate::domain::ids;
 use crate::domain::inbound::{routing_candidates, ParsedEmail, MAX_STORED_RAW};
 use crate::domain::message::{Direction, MessageKind, MessageStatus};
 use crate::domain::oversight::OversightMode;
+use crate::domain::rules;
 use crate::platform;
+use crate::store::rules as rule_store;
 use crate::store::{self, events, mailboxes, messages::{self, Blob, MessageRow, NewMessage}};
+
+/// The hold reason of inbound mail a receive rule quarantined.
+pub const QUARANTINE: &str = "rule:blocked_sender";
 
 #[derive(Debug, Default)]
 pub struct Ingested {
@@ -52,7 +58,13 @@ pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelop
     let mut out = Ingested::default();
     for mb in boxes {
         let mode = mb.oversight_mode;
-        let held = mode == OversightMode::GatedAll;
+        // Receive rules: a blocked sender's mail is quarantined (held for a human whatever the
+        // mode); an allowed sender's passes a `gated_all` mailbox that opted in.
+        let receive_rules = rule_store::for_receive(&db, &mb.account_id, &mb.id).await?;
+        let sender = parsed.from_address.as_deref().map(str::to_ascii_lowercase);
+        let verdict = rules::judge_inbound(&receive_rules, sender.as_deref(), mb.allowlist_bypass == 1);
+        let quarantined = verdict == rules::Inbound::Quarantine;
+        let held = quarantined || (mode == OversightMode::GatedAll && verdict != rules::Inbound::Unheld);
         let thread_id = match messages::thread_of_any(&db, &mb.account_id, livemode, &parsed.referenced_ids()).await? {
             Some(t) => t,
             None => platform::new_id(ids::THREAD),
@@ -86,7 +98,16 @@ pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelop
         if let Some(r) = raw_text {
             batch.push(messages::insert_blob(&db, &id, Blob::Mime, r)?);
         }
-        let payload = if held { payloads::pending(&row, &mb.address, &parsed.to, now) } else { payloads::received(&row, &mb.address, now) };
+        if quarantined {
+            let who = sender.as_deref().unwrap_or("an unknown sender");
+            batch.push(messages::timeline(&db, &id, now, "quarantined", Some(&format!("a receive rule blocks {who}: held for a human ({QUARANTINE})")))?);
+        } else if held != (mode == OversightMode::GatedAll) {
+            batch.push(messages::timeline(&db, &id, now, "allowlisted", Some("the sender is on the allow list: received without a hold (allowlist_bypass)"))?);
+        }
+        let mut payload = if held { payloads::pending(&row, &mb.address, &parsed.to, now) } else { payloads::received(&row, &mb.address, now) };
+        if quarantined {
+            payload["hold_reason"] = json!(QUARANTINE);
+        }
         batch.push(events::about_message(&db, &row, &payload)?);
         match db.batch(batch).await {
             Ok(_) => {}

@@ -22,6 +22,8 @@ string_enum! {
         RemoveBlockRule = "remove_block_rule",
         /// Turning on a mailbox's `allowlist_bypass`.
         AllowlistBypass = "allowlist_bypass",
+        /// An allow rule for senders (what a `gated_all` mailbox with `allowlist_bypass` lets in unheld).
+        AllowReceiveRule = "allow_receive_rule",
     }
 }
 
@@ -36,7 +38,8 @@ impl ChangeKind {
             ChangeKind::AiDisclosure => format!("set the AI disclosure of mailbox {subject} to {}", value.unwrap_or("none")),
             ChangeKind::AllowRule => format!("allow sending to {subject} ({})", value.map_or("every mailbox".to_string(), |m| format!("mailbox {m}"))),
             ChangeKind::RemoveBlockRule => format!("remove the block on {} (rule {subject})", value.unwrap_or("?")),
-            ChangeKind::AllowlistBypass => format!("let mailbox {subject} send to allow-listed recipients without a hold"),
+            ChangeKind::AllowlistBypass => format!("let mailbox {subject} send to allow-listed recipients, and receive from allow-listed senders, without a hold"),
+            ChangeKind::AllowReceiveRule => format!("allow mail from {subject} ({})", value.map_or("every mailbox".to_string(), |m| format!("mailbox {m}"))),
         }
     }
 }

@@ -67,14 +67,16 @@ pub async fn add_rule(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
     let p = ctx.principal();
     let input: AddRule = http::from_body(body)?;
     let action = RuleAction::parse(&input.action).ok_or_else(|| ApiError::invalid_field("action", "`action` is `allow` or `block`"))?;
-    if input.direction.as_deref().is_some_and(|d| RuleDirection::parse(d).is_none()) {
-        return Err(ApiError::invalid_field("direction", "`direction` is `send` (rules for receiving are not offered yet)"));
-    }
+    let direction = match input.direction.as_deref() {
+        None => RuleDirection::Send,
+        Some(d) => RuleDirection::parse(d).ok_or_else(|| ApiError::invalid_field("direction", "`direction` is `send` (recipients) or `receive` (senders)"))?,
+    };
+    let allow_kind = if direction == RuleDirection::Send { ChangeKind::AllowRule } else { ChangeKind::AllowReceiveRule };
     let pattern = normalize_pattern(&input.pattern).map_err(|m| ApiError::invalid_field("pattern", m))?;
     let mailbox_id = scope(ctx, input.mailbox.as_deref()).await?;
     if action == RuleAction::Allow {
         // Allowing loosens (with `allowlist_bypass`, such mail goes out unheld): a key asks.
-        if let Asked::Waiting(c) = changes::ask(ctx, ChangeKind::AllowRule, mailbox_id.as_deref(), &pattern, mailbox_id.as_deref()).await? {
+        if let Asked::Waiting(c) = changes::ask(ctx, allow_kind, mailbox_id.as_deref(), &pattern, mailbox_id.as_deref()).await? {
             return Ok(Reply::accepted(json!({"rule": null, "change": changes::change_json(&c)})));
         }
     } else {
@@ -82,7 +84,7 @@ pub async fn add_rule(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
             id: platform::new_id(ids::RULE),
             account_id: p.account_id.clone(),
             mailbox_id: mailbox_id.clone(),
-            direction: RuleDirection::Send.as_str().into(),
+            direction: direction.as_str().into(),
             action,
             pattern: pattern.clone(),
             created_at: ctx.now,
@@ -90,7 +92,7 @@ pub async fn add_rule(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         };
         ctx.db.exec(store_rules::insert(&ctx.db, &r)?).await?;
     }
-    let stored = store_rules::find(&ctx.db, &p.account_id, mailbox_id.as_deref(), action, &pattern).await?.ok_or_else(ApiError::internal)?;
+    let stored = store_rules::find(&ctx.db, &p.account_id, mailbox_id.as_deref(), direction, action, &pattern).await?.ok_or_else(ApiError::internal)?;
     Ok(Reply::created(json!({"rule": rule_json(&stored), "change": null})))
 }
 

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use worker::{D1PreparedStatement, D1Result, Result};
 
 use crate::args;
-use crate::domain::rules::RuleAction;
+use crate::domain::rules::{RuleAction, RuleDirection};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RuleRow {
@@ -31,11 +31,11 @@ pub fn insert(db: &Db, r: &RuleRow) -> Result<D1PreparedStatement> {
 }
 
 /// The rule with this scope, action and pattern (the one `insert` kept).
-pub async fn find(db: &Db, account_id: &str, mailbox_id: Option<&str>, action: RuleAction, pattern: &str) -> Result<Option<RuleRow>> {
+pub async fn find(db: &Db, account_id: &str, mailbox_id: Option<&str>, direction: RuleDirection, action: RuleAction, pattern: &str) -> Result<Option<RuleRow>> {
     super::first(
         db,
-        "SELECT * FROM recipient_rules WHERE account_id = ?1 AND IFNULL(mailbox_id, '') = IFNULL(?2, '') AND direction = 'send' AND action = ?3 AND pattern = ?4",
-        args![account_id, mailbox_id, action.as_str(), pattern],
+        "SELECT * FROM recipient_rules WHERE account_id = ?1 AND IFNULL(mailbox_id, '') = IFNULL(?2, '') AND direction = ?5 AND action = ?3 AND pattern = ?4",
+        args![account_id, mailbox_id, action.as_str(), pattern, direction.as_str()],
     )
     .await
 }
@@ -75,6 +75,22 @@ pub fn for_send(db: &Db, who: AccountOf<'_>, address: &str) -> Result<D1Prepared
         ),
         args![who.value(), address],
     )
+}
+
+/// The receive rules of a mailbox (its own and the account's), for inbound mail.
+pub async fn for_receive(db: &Db, account_id: &str, mailbox_id: &str) -> Result<Vec<(RuleAction, String)>> {
+    #[derive(Deserialize)]
+    struct R {
+        action: RuleAction,
+        pattern: String,
+    }
+    let rows: Vec<R> = super::all(
+        db,
+        "SELECT action, pattern FROM recipient_rules WHERE account_id = ?1 AND direction = 'receive' AND (mailbox_id IS NULL OR mailbox_id = ?2)",
+        args![account_id, mailbox_id],
+    )
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.action, r.pattern)).collect())
 }
 
 /// `for_send`'s result.
