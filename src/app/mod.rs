@@ -20,6 +20,7 @@ pub mod oversight;
 pub mod pause;
 pub mod payloads;
 pub mod queues;
+pub mod rules;
 pub mod webcrypto;
 pub mod webhook_secrets;
 

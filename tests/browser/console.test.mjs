@@ -122,6 +122,50 @@ test('an owner signs in through the emailed link, approves one held message (sen
   await context.close();
 });
 
+test('an owner edits a held draft and approves their version; adds a sender rule and switches the bypass on', async () => {
+  const id = await held('Draft with a typo', { cc: 'bob@example.com' });
+  const context = await browser.newContext();
+  const { page } = await signIn(context, acct.owner);
+  await page.goto(`${w.base}/console/message?id=${id}`);
+  await page.getByRole('heading', { name: 'Edit, then approve' }).waitFor();
+  await page.getByLabel('Subject', { exact: true }).fill('Draft, fixed');
+  await page.getByLabel('Cc (comma-separated)').fill('');
+  await page.getByLabel('Text', { exact: true }).fill('The fixed body.\nSecond line.');
+  await page.getByRole('button', { name: 'Send my version' }).click();
+  await page.getByText('Approved with your edits').first().waitFor();
+  const sent = await eventually(async () => { const e = (await w.call('/get_email', { key: acct.live, query: { id } })).body; return e.status === 'sent' && e; });
+  assert.ok(sent, 'the edited message was not sent');
+  assert.deepEqual(sent.edited.fields, ['subject', 'text', 'cc']);
+  assert.equal(sent.versions.sent.text, 'The fixed body.\nSecond line.');
+  assert.deepEqual(sent.cc, []);
+  await page.goto(`${w.base}/console/message?id=${id}`);
+  await page.getByRole('heading', { name: 'Edited before approval' }).waitFor();
+  await accessible(page, 'message-edited');
+
+  // Rules and the bypass, on the mailboxes page.
+  await page.goto(`${w.base}/console/mailboxes`);
+  await page.getByLabel('Action').selectOption('block');
+  await page.getByLabel('For', { exact: true }).selectOption('receive');
+  await page.getByLabel('Address or domain').fill('spam.example');
+  await page.getByRole('button', { name: 'Add rule' }).click();
+  await page.getByText('Added the rule for spam.example').waitFor();
+  await page.getByRole('cell', { name: 'block mail from spam.example', exact: true }).waitFor();
+  await accessible(page, 'mailboxes-rules');
+  const rules = (await w.call('/list_rules', { key: acct.live })).body.rules;
+  assert.deepEqual(rules.map((r) => [r.direction, r.action, r.pattern, r.mailbox_id]), [['receive', 'block', 'spam.example', null]]);
+  await page.getByLabel('Allow-listed mail without a hold').selectOption('on');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.getByText('Saved').first().waitFor();
+  const box = (await w.call('/list_mailboxes', { key: acct.live })).body.mailboxes.find((m) => m.address === acct.from);
+  assert.equal(box.allowlist_bypass, true, 'a human\'s bypass applies at once');
+  await page.getByRole('button', { name: 'Remove the rule: block mail from spam.example' }).click();
+  await page.getByText('Removed the rule for spam.example').waitFor();
+  assert.equal((await w.call('/list_rules', { key: acct.live })).body.rules.length, 0);
+  // Put the mailbox back for the tests that follow.
+  await w.call('/update_mailbox', { key: acct.live, body: { id: box.id, allowlist_bypass: false } });
+  await context.close();
+});
+
 test('an owner creates an oversight key in the console; the secret is shown once', async () => {
   const context = await browser.newContext();
   const { page } = await signIn(context, acct.owner);

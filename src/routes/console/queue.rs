@@ -194,7 +194,7 @@ fn edit_and_approve_form(ctx: &Ctx, id: &str, o: &OutboundEmail) -> String {
          <p><label for=\"edit-to\">To (comma-separated)</label><br><input id=\"edit-to\" name=\"edit_to\" size=\"72\" value=\"{to}\"></p>\
          <p><label for=\"edit-cc\">Cc (comma-separated)</label><br><input id=\"edit-cc\" name=\"edit_cc\" size=\"72\" value=\"{cc}\"></p>\
          {text}{html}<p><label for=\"edit-reason\">Reason (optional)</label><br><input id=\"edit-reason\" name=\"reason\" maxlength=\"1000\" size=\"72\"></p>\
-         <button type=\"submit\" name=\"decision\" value=\"approve\">Approve my version</button></form>",
+         <button type=\"submit\" name=\"decision\" value=\"approve\">Send my version</button></form>",
         hid = hidden(ctx), id = esc(id), subject = esc(&o.subject), to = esc(&o.to.join(", ")), cc = esc(&o.cc.join(", ")),
         text = body_field("text", "Text", &if o.text.is_none() && o.html.is_none() { Some(String::new()) } else { o.text.clone() }),
         html = body_field("html", "HTML", &o.html),

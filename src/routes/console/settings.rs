@@ -1,11 +1,12 @@
 //! Settings a human owns: `GET /console/mailboxes` with `POST /console/update_mailbox` (mode,
-//! oversight address, TTL: a human's change applies at once), `GET /console/keys` with
+//! oversight address, TTL, scan, AI disclosure, allow-list bypass: a human's change applies at
+//! once), the recipient and sender rules (`POST /console/add_rule`, `POST /console/remove_rule`), `GET /console/keys` with
 //! `POST /console/create_key` (oversight keys included; the secret is shown once, on the page
 //! that answers the form) and `POST /console/revoke_key`, `GET /console/operators` with
 //! `POST /console/invite_operator` and `POST /console/remove_operator`, and
 //! `GET /console/sessions` with `POST /console/revoke_session`.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use worker::Request;
 
 use super::{esc, hidden, human, layout, note, page, see_other, time};
@@ -19,7 +20,7 @@ use crate::domain::scan::ScanPolicy;
 use crate::domain::oversight::{parse_ttl, OversightMode};
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::routes::Input;
-use crate::store::{keys as store_keys, mailboxes as store_mb, operators as store_ops};
+use crate::store::{keys as store_keys, mailboxes as store_mb, operators as store_ops, rules as store_rules};
 
 fn owner_only(ctx: &Ctx) -> ApiResult<()> {
     authority::may_manage_operators(ctx.principal().actor()).map_err(Into::into)
@@ -75,13 +76,89 @@ pub async fn mailboxes(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
                  <label for=\"ttl-{id}\">Approval TTL (seconds)</label><input id=\"ttl-{id}\" name=\"approval_ttl\" inputmode=\"numeric\" value=\"{ttl}\" size=\"8\">\
                  <label for=\"scan-{id}\">Pre-send scan</label><select id=\"scan-{id}\" name=\"scan\">{scans}</select>\
                  <label for=\"ai-{id}\">AI disclosure</label><select id=\"ai-{id}\" name=\"ai_disclosure\">{disclosures}</select>\
+                 <label for=\"bypass-{id}\">Allow-listed mail without a hold</label><select id=\"bypass-{id}\" name=\"allowlist_bypass\">{bypass}</select>\
                  <button type=\"submit\">Save</button></form>",
                 h = hidden(ctx), ov = esc(m.oversight_email.as_deref().unwrap_or("")), ttl = m.approval_ttl_secs,
+                bypass = [("off", m.allowlist_bypass == 0), ("on", m.allowlist_bypass == 1)].iter()
+                    .map(|(v, sel)| format!("<option value=\"{v}\"{}>{v}</option>", if *sel { " selected" } else { "" })).collect::<String>(),
             ));
         }
         body.push_str("</section>");
     }
+    body.push_str(&rules_section(ctx, &rows, owner).await?);
     Ok(page(layout(ctx, "/console/mailboxes", "Mailboxes", &body)))
+}
+
+/// The account's recipient and sender rules, with the owner's forms to add and remove them.
+async fn rules_section(ctx: &Ctx, boxes: &[store_mb::MailboxRow], owner: bool) -> ApiResult<String> {
+    let p = ctx.principal();
+    let rules = store_rules::list(&ctx.db, &p.account_id, None, None, None, 100).await?;
+    let mut out = String::from(
+        "<section aria-labelledby=\"h-rules\"><h2 id=\"h-rules\">Recipient and sender rules</h2>\
+         <p>A block refuses sends to a recipient, or quarantines mail from a sender, at once. An allow rule lets a mailbox with allow-listed mail without a hold send (or, in <code>gated_all</code>, receive) without waiting for a human.</p>",
+    );
+    let name = |id: &Option<String>| match id {
+        None => "every mailbox".to_string(),
+        Some(id) => boxes.iter().find(|b| &b.id == id).map_or_else(|| id.clone(), |b| b.address.clone()),
+    };
+    if rules.is_empty() {
+        out.push_str("<p>No rules.</p>");
+    } else {
+        out.push_str("<div class=\"table\" tabindex=\"0\"><table><caption class=\"skip\">Rules</caption><thead><tr><th scope=\"col\">Rule</th><th scope=\"col\">Mailbox</th><th scope=\"col\">Added</th><th scope=\"col\"><span class=\"skip\">Remove</span></th></tr></thead><tbody>");
+        for r in &rules {
+            let what = format!("{} {} {}", r.action, if r.direction == "receive" { "mail from" } else { "sending to" }, r.pattern);
+            let remove = if owner {
+                format!(
+                    "<form method=\"post\" action=\"/console/remove_rule\" class=\"inline\">{h}<input type=\"hidden\" name=\"id\" value=\"{id}\"><button type=\"submit\" aria-label=\"Remove the rule: {w}\">Remove</button></form>",
+                    h = hidden(ctx), id = esc(&r.id), w = esc(&what)
+                )
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("<tr><td>{}</td><td>{}</td><td>{} by {}</td><td>{remove}</td></tr>", esc(&what), esc(&name(&r.mailbox_id)), time(r.created_at), esc(&r.created_by)));
+        }
+        out.push_str("</tbody></table></div>");
+    }
+    if owner {
+        let options: String = std::iter::once("<option value=\"\">every mailbox</option>".to_string())
+            .chain(boxes.iter().map(|b| format!("<option value=\"{}\">{}</option>", esc(&b.id), esc(&b.address))))
+            .collect();
+        out.push_str(&format!(
+            "<form method=\"post\" action=\"/console/add_rule\" class=\"inline\">{h}\
+             <label for=\"rule-action\">Action</label><select id=\"rule-action\" name=\"action\"><option value=\"block\">block</option><option value=\"allow\">allow</option></select>\
+             <label for=\"rule-direction\">For</label><select id=\"rule-direction\" name=\"direction\"><option value=\"send\">sending to</option><option value=\"receive\">mail from</option></select>\
+             <label for=\"rule-pattern\">Address or domain</label><input id=\"rule-pattern\" name=\"pattern\" maxlength=\"254\" required>\
+             <label for=\"rule-mailbox\">Mailbox</label><select id=\"rule-mailbox\" name=\"mailbox\">{options}</select>\
+             <button type=\"submit\">Add rule</button></form>",
+            h = hidden(ctx)
+        ));
+    }
+    out.push_str("</section>");
+    Ok(out)
+}
+
+/// Adds a rule (an owner's: it applies at once, allow rules included).
+pub async fn add_rule(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    owner_only(ctx)?;
+    let mut body = json!({
+        "action": input.form_value("action").unwrap_or(""),
+        "pattern": input.form_value("pattern").unwrap_or(""),
+        "direction": input.form_value("direction").filter(|d| !d.is_empty()).unwrap_or("send"),
+    });
+    if let Some(m) = input.form_value("mailbox").filter(|m| !m.is_empty()) {
+        body["mailbox"] = json!(m);
+    }
+    let reply = crate::app::rules::add_rule(ctx, &body).await?;
+    let pattern = reply.body["rule"]["pattern"].as_str().unwrap_or_default().to_string();
+    Ok(see_other(ctx, "/console/mailboxes", &format!("Added the rule for {pattern}.")))
+}
+
+/// Removes a rule (an owner's removal of a block applies at once).
+pub async fn remove_rule(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
+    owner_only(ctx)?;
+    let reply = crate::app::rules::remove_rule(ctx, &json!({"id": input.form_value("id").unwrap_or("")})).await?;
+    let pattern = reply.body["pattern"].as_str().unwrap_or_default().to_string();
+    Ok(see_other(ctx, "/console/mailboxes", &format!("Removed the rule for {pattern}.")))
 }
 
 pub async fn update_mailbox(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
@@ -109,7 +186,13 @@ pub async fn update_mailbox(ctx: &Ctx, input: &Input) -> ApiResult<Reply> {
         Some(s) => Some(AiDisclosure::parse(s).ok_or_else(|| ApiError::invalid_field("ai_disclosure", "not a disclosure"))?),
         None => None,
     };
-    let settings = mailboxes::Settings { mode, oversight_email: email.as_deref(), scan, ai_disclosure, allowlist_bypass: None };
+    let allowlist_bypass = match input.form_value("allowlist_bypass").filter(|s| !s.is_empty()) {
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        Some(_) => return Err(ApiError::invalid_field("allowlist_bypass", "`on` or `off`")),
+        None => None,
+    };
+    let settings = mailboxes::Settings { mode, oversight_email: email.as_deref(), scan, ai_disclosure, allowlist_bypass };
     mailboxes::update(ctx, mailbox, settings, |_| Reply::ok(Value::Null)).await?;
     Ok(see_other(ctx, "/console/mailboxes", &format!("Saved {address}.")))
 }
