@@ -11,9 +11,9 @@ import { startCapture } from './capture.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Resend's published OpenAPI (shared/specs/resend.yaml): the request schema of POST /emails.
+// Resend's published OpenAPI (vendored in tests/fixtures/resend/, MIT): the request schema of POST /emails.
 function resendSchema() {
-  const spec = YAML.parse(readFileSync(join(ROOT, '..', 'shared', 'specs', 'resend.yaml'), 'utf8'));
+  const spec = YAML.parse(readFileSync(join(ROOT, 'tests', 'fixtures', 'resend', 'openapi.yaml'), 'utf8'));
   const ref = spec.paths['/emails'].post.requestBody.content['application/json'].schema.$ref;
   const name = ref.split('/').pop();
   const ajv = new Ajv({ strict: false, allErrors: true });
