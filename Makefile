@@ -11,7 +11,7 @@ PORT ?= 8787
 
 SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock openapi.json
 
-.PHONY: dev test tools build unit integration browser inngest bench clean
+.PHONY: dev test tools build unit integration browser inngest reliability bench clean
 
 tools:
 	@scripts/tools.sh
@@ -45,7 +45,12 @@ browser: tools build
 inngest: tools build
 	cd examples/inngest && node --test --test-concurrency=1 "test/*.test.ts"
 
-test: unit integration browser inngest
+# Promises proven under faults (issue 17, docs/reliability.md): concurrency on one mailbox, a
+# hard kill of workerd mid-load, provider faults. Each scenario is bounded in time and requests.
+reliability: tools build
+	node --test --test-concurrency=1 "tests/reliability/*.test.mjs"
+
+test: unit integration browser inngest reliability
 
 bench: tools build
 	node bench/send_email.mjs

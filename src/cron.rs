@@ -62,9 +62,19 @@ async fn sweep_deliveries(env: &Env, now: i64) -> worker::Result<usize> {
             worker::console_error!("sweep: expiring {}: {e}", m.id);
         }
     }
-    let due = messages::needing_enqueue(&db, now - 10 * 60 * 1000, now + 60 * 60 * 1000).await?;
+    let config = platform::Config::from_env(env);
+    let due = messages::needing_enqueue(&db, now - config.sweep_stale_after_secs * 1000, now + 60 * 60 * 1000).await?;
     for (id, send_at) in &due {
         app::queues::enqueue_delivery(env, id, *send_at, now).await?;
     }
-    Ok(due.len())
+    // Deliveries interrupted mid-attempt (the worker died): tried again where the provider
+    // deduplicates, failed otherwise (`consumers::delivery::settle_interrupted`).
+    let claimed_before = now - config.reclaim_after_secs * 1000;
+    let stuck = messages::stale_sending(&db, claimed_before).await?;
+    for m in &stuck {
+        if let Err(e) = consumers::delivery::settle_interrupted(env, &db, &config, m, claimed_before, now).await {
+            worker::console_error!("sweep: settling the interrupted delivery of {}: {e}", m.msg.id);
+        }
+    }
+    Ok(due.len() + stuck.len())
 }

@@ -61,6 +61,14 @@ pub struct Config {
     pub allow_http_loopback_webhooks: bool,
     /// `WEBHOOK_RETRY_SCALE`: divides the webhook retry schedule (tests); 1 in production.
     pub webhook_retry_scale: u32,
+    /// `SWEEP_STALE_AFTER_SECONDS` (default 600): how long a `queued` message may sit untouched
+    /// before the hourly sweep enqueues it again (its queue message may be lost).
+    pub sweep_stale_after_secs: i64,
+    /// `RECLAIM_AFTER_SECONDS` (default 300): how long a delivery may stay claimed (`sending`)
+    /// before it counts as interrupted (the worker died mid-attempt).
+    pub reclaim_after_secs: i64,
+    /// `PROVIDER_TIMEOUT_SECONDS` (default 15): how long one provider call may take.
+    pub provider_timeout_secs: u32,
 }
 
 impl Config {
@@ -87,6 +95,9 @@ impl Config {
             default_approval_ttl_secs: num(env, "DEFAULT_APPROVAL_TTL_SECONDS", 72 * 3600),
             allow_http_loopback_webhooks: var(env, "ALLOW_HTTP_LOOPBACK_WEBHOOKS").is_some_and(|v| v.trim() == "true"),
             webhook_retry_scale: num(env, "WEBHOOK_RETRY_SCALE", 1).clamp(1, 1_000_000) as u32,
+            sweep_stale_after_secs: num(env, "SWEEP_STALE_AFTER_SECONDS", 600).clamp(1, 86_400),
+            reclaim_after_secs: num(env, "RECLAIM_AFTER_SECONDS", 300).clamp(1, 86_400),
+            provider_timeout_secs: num(env, "PROVIDER_TIMEOUT_SECONDS", 15).clamp(1, 120) as u32,
         }
     }
 }

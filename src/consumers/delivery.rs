@@ -18,9 +18,7 @@ use crate::domain::message::{MessageKind, MessageStatus};
 use crate::platform::{self, Config};
 use crate::store::{self, events, messages};
 
-const PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
 /// A claim this old on a provider that deduplicates may be taken over (the isolate died mid-call).
-const RECLAIM_AFTER_MS: i64 = 5 * 60 * 1000;
 
 pub async fn consume(batch: MessageBatch<Value>, env: Env) {
     let queue = batch.queue();
@@ -69,7 +67,7 @@ async fn deliver(env: &Env, db: &store::Db, config: &Config, job: &DeliveryJob) 
     let provider_for = |live: bool| Provider::for_mode(config.provider, live);
     let with_mime = config.provider == Provider::Cloudflare;
     // A stale claim may be taken over where the message's provider deduplicates repeats.
-    let reclaim = |live: bool| provider_for(live).deduplicates().then_some(now - RECLAIM_AFTER_MS);
+    let reclaim = |live: bool| provider_for(live).deduplicates().then_some(now - config.reclaim_after_secs * 1000);
     let claim = messages::claim(db, &job.message_id, now, now + 1000, [reclaim(false), reclaim(true)], with_mime).await?;
     let Some(m) = claim.message else {
         worker::console_error!("delivery: no message {}", job.message_id);
@@ -150,15 +148,37 @@ async fn give_up(env: &Env, db: &store::Db, job: &DeliveryJob) -> worker::Result
 
 async fn fail(env: &Env, db: &Db, m: &messages::MessageWithMailbox, reason: &str, now: i64) -> worker::Result<()> {
     if messages::mark_failed(db, &m.msg.id, reason, now).await? {
-        let payload = payloads::failed(&m.msg, &m.mailbox_address, reason, now);
-        let mut batch = vec![messages::timeline(db, &m.msg.id, now, "failed", Some(reason))?];
-        if m.msg.kind == MessageKind::Message {
-            batch.push(events::about_message(db, &m.msg, &payload)?);
-        }
-        batch.push(audit::pending(db, audit_facts(m, "delivery.failed", "failed", Some(reason.to_string())))?);
-        db.batch(batch).await?;
-        db.cost().queue.time(queues::kick_events(env)).await;
+        failed_effects(env, db, m, reason, now).await?;
     }
+    Ok(())
+}
+
+/// Why an interrupted delivery to a provider without idempotency keys is not tried again.
+pub const INTERRUPTED: &str = "delivery_interrupted: the worker stopped during the provider call, so whether the provider accepted it is unknown; it is not tried again, so it is never sent twice";
+
+/// A delivery claimed before `claimed_before` and never finished (the worker died mid-attempt):
+/// where the provider deduplicates repeats, enqueued again (the consumer reclaims it and the
+/// provider drops a repeat); otherwise failed with `INTERRUPTED` (at most once). For the sweep.
+pub async fn settle_interrupted(env: &Env, db: &Db, config: &Config, m: &messages::MessageWithMailbox, claimed_before: i64, now: i64) -> worker::Result<()> {
+    if Provider::for_mode(config.provider, m.msg.is_live()).deduplicates() {
+        return queues::enqueue_delivery(env, &m.msg.id, None, now).await;
+    }
+    if messages::fail_stale_sending(db, &m.msg.id, claimed_before, INTERRUPTED, now).await? {
+        failed_effects(env, db, m, INTERRUPTED, now).await?;
+    }
+    Ok(())
+}
+
+/// The timeline entry, `email.failed` and audit entry of a message just marked failed.
+async fn failed_effects(env: &Env, db: &Db, m: &messages::MessageWithMailbox, reason: &str, now: i64) -> worker::Result<()> {
+    let payload = payloads::failed(&m.msg, &m.mailbox_address, reason, now);
+    let mut batch = vec![messages::timeline(db, &m.msg.id, now, "failed", Some(reason))?];
+    if m.msg.kind == MessageKind::Message {
+        batch.push(events::about_message(db, &m.msg, &payload)?);
+    }
+    batch.push(audit::pending(db, audit_facts(m, "delivery.failed", "failed", Some(reason.to_string())))?);
+    db.batch(batch).await?;
+    db.cost().queue.time(queues::kick_events(env)).await;
     Ok(())
 }
 
@@ -204,8 +224,9 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messa
             }
             let controller = AbortController::default();
             let signal = controller.signal();
+            let timeout_secs = config.provider_timeout_secs;
             worker::wasm_bindgen_futures::spawn_local(async move {
-                worker::Delay::from(PROVIDER_TIMEOUT).await;
+                worker::Delay::from(Duration::from_secs(u64::from(timeout_secs))).await;
                 controller.abort();
             });
             let mut init = RequestInit::new();
@@ -219,10 +240,7 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messa
                     let body = resp.text().await.unwrap_or_default();
                     classify_response(provider, status, retry_after.as_deref(), &body, attempt, config.delivery_backoff_secs)
                 }
-                Err(e) => ProviderOutcome::Retry {
-                    delay_secs: delivery::backoff_secs(attempt, config.delivery_backoff_secs),
-                    reason: format!("{} could not be reached: {e}", provider.as_str()),
-                },
+                Err(e) => delivery::unanswered(provider, attempt, config.delivery_backoff_secs, &e.to_string()),
             }
         }
     };

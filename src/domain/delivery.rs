@@ -228,6 +228,23 @@ pub fn classify_response(
     ProviderOutcome::Fail { reason: reason_from_body(provider, status, body) }
 }
 
+/// A provider call that got no answer (a timeout, a reset connection): the request may or may
+/// not have been accepted. Where the provider drops a repeat of the same idempotency key it is
+/// tried again; otherwise it fails, so that one message is never delivered twice (at most once;
+/// the window is the calls that outlive `PROVIDER_TIMEOUT_SECONDS` or lose their connection).
+pub fn unanswered(provider: Provider, attempt: u32, backoff_base_secs: u32, error: &str) -> ProviderOutcome {
+    if provider.deduplicates() {
+        ProviderOutcome::Retry { delay_secs: backoff_secs(attempt, backoff_base_secs), reason: format!("{} could not be reached: {error}", provider.as_str()) }
+    } else {
+        let mut reason = format!(
+            "outcome_unknown: {} did not answer ({error}); it may have accepted the message, which is not tried again so it is never sent twice",
+            provider.as_str()
+        );
+        reason.truncate(MAX_REASON);
+        ProviderOutcome::Fail { reason }
+    }
+}
+
 /// Cloudflare Queues delay a message by at most 12 hours per hop.
 pub const MAX_DELAY_SECS: u32 = super::time::MAX_QUEUE_DELAY_SECS;
 const MAX_BACKOFF_SECS: u32 = 60 * 60;
@@ -241,6 +258,14 @@ pub fn backoff_secs(attempt: u32, base_secs: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unanswered_call_is_retried_only_where_the_provider_drops_repeats() {
+        assert!(matches!(unanswered(Provider::Resend, 1, 5, "timeout"), ProviderOutcome::Retry { delay_secs: 5, .. }));
+        assert!(matches!(unanswered(Provider::Sandbox, 2, 5, "reset"), ProviderOutcome::Retry { delay_secs: 10, .. }));
+        let ProviderOutcome::Fail { reason } = unanswered(Provider::Postmark, 1, 5, "The operation was aborted") else { panic!() };
+        assert!(reason.starts_with("outcome_unknown: postmark did not answer"), "{reason}");
+    }
 
     fn email() -> OutboundEmail {
         OutboundEmail {

@@ -28,7 +28,7 @@ use crate::store::Db;
 use std::time::Duration;
 
 use serde_json::Value;
-use worker::{Env, Method, Request, Response};
+use worker::{Env, Request, Response};
 
 use crate::app::{self, Ctx};
 use crate::domain::idempotency::{self, IdempotencyKey, Replay};
@@ -406,22 +406,15 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
     p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| if a.starts_with('{') { !b.is_empty() } else { a == b })
 }
 
-fn method_name(m: &Method) -> &'static str {
-    match m {
-        Method::Get => "GET",
-        Method::Post => "POST",
-        Method::Put => "PUT",
-        Method::Patch => "PATCH",
-        Method::Delete => "DELETE",
-        Method::Head => "HEAD",
-        Method::Options => "OPTIONS",
-        _ => "OTHER",
-    }
+/// The request's method as sent. (`worker::Method` reads any method it does not know, such as
+/// `QUERY`, as `GET`; the raw name keeps an undeclared method a 405.)
+fn method_name(req: &Request) -> String {
+    req.inner().method()
 }
 
 async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, facts: &mut Option<app::audit::Facts>, page: &mut Option<&'static Route>, via: Option<&'static str>) -> ApiResult<Served> {
     let path = req.path();
-    let method = method_name(&req.method());
+    let method = method_name(req);
     let candidates: Vec<&Route> = ROUTES.iter().filter(|r| path_matches(r.path, &path)).collect();
     if candidates.is_empty() {
         return Err(ApiError::new(404, "not_found", format!("there is no route {path}")));

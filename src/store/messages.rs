@@ -399,6 +399,23 @@ pub async fn mark_failed(db: &Db, id: &str, reason: &str, now: i64) -> Result<bo
     .await
 }
 
+/// Fails a delivery still claimed since before `claimed_before` (interrupted). False when it
+/// moved on meanwhile.
+pub async fn fail_stale_sending(db: &Db, id: &str, claimed_before: i64, reason: &str, now: i64) -> Result<bool> {
+    super::changed(
+        db,
+        "UPDATE messages SET status = 'failed', last_error = ?3, updated_at = ?4
+         WHERE id = ?1 AND status = 'sending' AND claimed_at < ?2 RETURNING id",
+        args![id, claimed_before, reason, now],
+    )
+    .await
+}
+
+/// Deliveries claimed before `claimed_before` and never finished: the sweep settles them.
+pub async fn stale_sending(db: &Db, claimed_before: i64) -> Result<Vec<MessageWithMailbox>> {
+    super::all(db, &format!("{WITH_MAILBOX} WHERE m.status = 'sending' AND m.claimed_at < ?1 LIMIT 500"), args![claimed_before]).await
+}
+
 /// Cancels a message that has not started sending. `None` if it was not cancellable.
 pub async fn cancel(db: &Db, account_id: &str, livemode: bool, id: &str, now: i64) -> Result<Option<MessageRow>> {
     super::first(

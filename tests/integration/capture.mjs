@@ -18,9 +18,16 @@ export async function startCapture() {
       requests.push(entry);
       const n = requests.filter((r) => r.path === entry.path).length;
       const answer = byPath.has(entry.path) ? byPath.get(entry.path)(entry, n) : script.length ? script.shift() : fallback(entry);
-      // `delayMs` holds the answer back (a slow or hanging receiver).
+      // `delayMs` holds the answer back (a slow or hanging receiver); `reset` drops the
+      // connection without an answer; `raw` answers a body that is not JSON.
       setTimeout(() => {
+        if (answer.reset) { req.socket.destroy(); return; }
         try {
+          if (answer.raw !== undefined) {
+            res.writeHead(answer.status, { 'Content-Type': 'application/json', ...(answer.headers ?? {}) });
+            res.end(answer.raw);
+            return;
+          }
           res.writeHead(answer.status, { 'Content-Type': 'application/json', ...(answer.headers ?? {}) });
           res.end(JSON.stringify(answer.body ?? {}));
         } catch {}

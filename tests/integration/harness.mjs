@@ -47,23 +47,28 @@ export async function startWorker({ vars = {}, logLevel = 'info' } = {}) {
     ...vars,
   };
   const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspector),
-    '--persist-to', state, '--show-interactive-dev-session=false', '--log-level', logLevel];
+    '--persist-to', state, '--show-interactive-dev-session=false', '--log-level', logLevel, '--test-scheduled'];
   for (const [k, v] of Object.entries(allVars)) args.push('--var', `${k}:${v}`);
-  const child = spawn(join(BIN, 'wrangler'), args, { cwd: ROOT, env: ENV, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+  let child;
   let log = '';
-  child.stdout.on('data', (d) => { log += d; });
-  child.stderr.on('data', (d) => { log += d; });
   const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited early:\n${log}`);
-    try {
-      const r = await fetch(`${base}/healthz`);
-      if (r.ok) break;
-    } catch {}
-    if (Date.now() > deadline) { process.kill(-child.pid, 'SIGKILL'); throw new Error(`wrangler dev did not become ready:\n${log}`); }
-    await sleep(250);
-  }
+  // Starts workerd on the persisted state (again, after a restart) and waits until it serves.
+  const launch = async () => {
+    child = spawn(join(BIN, 'wrangler'), args, { cwd: ROOT, env: ENV, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d) => { log += d; });
+    child.stderr.on('data', (d) => { log += d; });
+    const deadline = Date.now() + 90_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`wrangler dev exited early:\n${log}`);
+      try {
+        const r = await fetch(`${base}/healthz`);
+        if (r.ok) break;
+      } catch {}
+      if (Date.now() > deadline) { process.kill(-child.pid, 'SIGKILL'); throw new Error(`wrangler dev did not become ready:\n${log}`); }
+      await sleep(250);
+    }
+  };
+  await launch();
 
   const w = {
     base, adminToken, state,
@@ -127,6 +132,22 @@ export async function startWorker({ vars = {}, logLevel = 'info' } = {}) {
       } catch (e) {
         throw new Error(`SQL failed: ${command}\n${e.stdout ?? ''}${e.stderr ?? ''}`);
       }
+    },
+    /** Runs the worker's scheduled handler now for `cron` (wrangler dev's `/__scheduled`). */
+    async cron(cron = '0 * * * *') {
+      const r = await fetch(`${base}/__scheduled?cron=${encodeURIComponent(cron)}`);
+      if (!r.ok) throw new Error(`cron ${cron}: ${r.status} ${await r.text()}`);
+    },
+    /**
+     * Kills workerd hard (SIGKILL of the whole process group: no graceful shutdown, in-flight
+     * requests and queue batches lost mid-way) and starts it again on the same persisted state
+     * and port. Resolves once it serves again.
+     */
+    async crash() {
+      const old = child;
+      try { process.kill(-old.pid, 'SIGKILL'); } catch {}
+      await Promise.race([new Promise((r) => old.once('exit', r)), sleep(5000)]);
+      await launch();
     },
     async stop() {
       try { process.kill(-child.pid, 'SIGTERM'); } catch {}

@@ -218,7 +218,7 @@ test('recipient rules: a block refuses and stores nothing; an allow rule with th
   // Bad input changes nothing.
   assert.equal((await w.call('/add_rule', { key: acct.live, body: { action: 'deny', pattern: 'x.example' } })).status, 400);
   assert.equal((await w.call('/add_rule', { key: acct.live, body: { action: 'block', pattern: 'not a pattern' } })).status, 400);
-  assert.equal((await w.call('/add_rule', { key: acct.live, body: { action: 'block', pattern: 'x.example', direction: 'receive' } })).status, 400);
+  assert.equal((await w.call('/add_rule', { key: acct.live, body: { action: 'block', pattern: 'x.example', direction: 'sideways' } })).status, 400);
   // Allow, asked by a key: waits for a human; so does turning the bypass on.
   const allow = await w.call('/add_rule', { key: acct.live, body: { mailbox: gatedBox.id, action: 'allow', pattern: 'partner.example' } });
   assert.equal(allow.status, 202, allow.text);
