@@ -64,3 +64,12 @@ if ! python3 -c 'import dkim, dns.query, nacl' 2>/dev/null; then
   say "installing dkimpy, dnspython and PyNaCl (PyPI)"
   python3 -m pip install --quiet --disable-pip-version-check dkimpy dnspython pynacl
 fi
+
+# The API description's check (tests/reliability/api_description.test.mjs): schemathesis from
+# PyPI, pinned, in its own virtual environment under .tools/.
+SCHEMATHESIS_VERSION=4.32.5
+if [ "$(.tools/st/bin/st --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+  say "installing schemathesis $SCHEMATHESIS_VERSION (PyPI) into .tools/st"
+  python3 -m venv .tools/st
+  .tools/st/bin/pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi

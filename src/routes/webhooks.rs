@@ -201,7 +201,7 @@ pub async fn list_webhook_deliveries(ctx: &Ctx, req: &Request) -> ApiResult<Repl
     let q = http::query_params(req, &["webhook", "id", "event_id", "status", "limit", "cursor"])?;
     let limit = http::parse_limit(&q, 20, 100)?;
     let (field, webhook) = match (q.get("webhook"), q.get("id")) {
-        (Some(a), Some(b)) if a != b => return Err(ApiError::invalid_field("webhook", "`webhook` and `id` name different endpoints; give one")),
+        // `id` is an alias; `webhook` wins when both are given (as `id` wins over `message_id`).
         (Some(w), _) => ("webhook", Some(w)),
         (None, Some(i)) => ("id", Some(i)),
         (None, None) => ("webhook", None),
