@@ -153,7 +153,7 @@ fn validate_attachments(items: &Option<Vec<AttachmentInput>>) -> Result<Vec<Atta
     let mut total = 0usize;
     let mut out = Vec::with_capacity(items.len());
     for a in items {
-        if a.filename.is_empty() || a.filename.len() > 255 || a.filename.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
+        if a.filename.is_empty() || a.filename.chars().count() > 255 || a.filename.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
             return Err(DomainError::invalid("attachments", "each attachment needs a filename of 1 to 255 characters, with no control characters or slashes"));
         }
         let content_type = match &a.content_type {

@@ -152,7 +152,7 @@ test('monitored sends at once with the oversight address as a real Bcc of the pr
   const r = await send(a);
   assert.equal(r.body.status, 'queued');
   assert.equal(r.body.oversight_mode, 'monitored');
-  await eventually(async () => (await get(a.live, r.body.id)).status === 'sent');
+  assert.ok(await eventually(async () => (await get(a.live, r.body.id)).status === 'sent'), 'timed out waiting');
   assert.equal(deliveries().length, 1);
   assert.deepEqual(deliveries()[0].json.bcc, ['audit@example.com']);
   const sent = (await events(r.body.id)).find((e) => e.type === 'email.sent');
@@ -212,7 +212,7 @@ test('tightening retires a waiting looser change; a key limited to another mailb
   assert.equal(mode, 'gated_all');
 });
 
-test('a held message approved before its send_at waits for its time', async () => {
+test('a held message approved before its send_at is scheduled, and not sent in the next 1.5 s', async () => {
   const a = await w.sender('Scheduled Gate Co', { mode: 'gated_send' });
   const r = await send(a, { send_at: new Date(Date.now() + 3600_000).toISOString() });
   assert.equal(r.body.status, 'pending_approval');

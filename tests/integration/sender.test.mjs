@@ -122,7 +122,7 @@ test('Postmark bounce and Svix-signed Resend events update the message, emit eve
   const send = async (to) => {
     cap.otherwise(() => ({ status: 200, body: { id: `re_${to}` } }));
     const r = await w.call('/send_email', { key: a.live, body: { from: a.from, to, subject: 'x', text: 'y' } });
-    await eventually(async () => (await w.call('/get_email', { key: a.live, query: { id: r.body.id } })).body.status === 'sent');
+    assert.ok(await eventually(async () => (await w.call('/get_email', { key: a.live, query: { id: r.body.id } })).body.status === 'sent'), 'timed out waiting');
     return r.body.id;
   };
   const bounced = await send('gone@example.com');

@@ -249,7 +249,7 @@ test("one account's events never reach another's endpoints, nor test events live
 
   const ra = await send(a);
   const r2 = await send({ ...a, from: second.body.address });
-  await eventually(async () => rx.at(pa).length >= 2, { ms: 15_000 });
+  assert.ok(await eventually(async () => rx.at(pa).length >= 2, { ms: 15_000 }), 'timed out waiting');
   await sleep(2000);
   assert.deepEqual(rx.at(pa).map((x) => x.json.message_id).sort(), [ra.body.id, r2.body.id].sort());
   assert.deepEqual(rx.at(pm).map((x) => x.json.message_id), [ra.body.id], 'the mailbox endpoint gets its mailbox only');
@@ -257,7 +257,7 @@ test("one account's events never reach another's endpoints, nor test events live
   assert.equal(rx.at(pt).length, 0, 'the test endpoint got no live events');
 
   const rt = await send(a, {}, a.test);
-  await eventually(async () => rx.at(pt).length >= 1);
+  assert.ok(await eventually(async () => rx.at(pt).length >= 1), 'timed out waiting');
   assert.deepEqual(rx.at(pt).map((x) => x.json.message_id), [rt.body.id]);
   assert.equal(rx.at(pt)[0].json.livemode, false);
   assert.equal(rx.at(pa).length, 2, 'the live endpoint got no test event');
@@ -284,7 +284,7 @@ test('the API call that causes an event does not wait for a receiver that hangs'
   const took = Date.now() - t0;
   assert.equal(r.status, 202);
   assert.ok(took < 2000, `send_email took ${took} ms`);
-  await eventually(async () => rx.at(p).length >= 1);
+  assert.ok(await eventually(async () => rx.at(p).length >= 1), 'timed out waiting');
   const t1 = Date.now();
   assert.equal((await send(a)).status, 202);
   assert.ok(Date.now() - t1 < 2000, 'a send while the receiver hangs is not slowed either');
@@ -294,7 +294,7 @@ test('the API call that causes an event does not wait for a receiver that hangs'
   assert.ok(ok.latency_ms >= 9000, `latency ${ok.latency_ms}`);
 });
 
-test('a rotated secret: old and new both verify for a day; the new one is shown once', async () => {
+test('a rotated secret: the old one is kept for 24 h and both sign the next delivery; the new one is shown once', async () => {
   const a = await w.sender('Rotate Co', { mode: 'gated_send' });
   const p = path('rotate');
   const h = (await hook(a.live, { url: rx.url + p, events: ['email.pending'] })).body;
