@@ -135,7 +135,11 @@ const MAX_TTL_SECS: i64 = 30 * 24 * 3600;
 /// `approval_ttl`: whole seconds, or a string such as `"90m"`, `"48h"`, `"7d"`.
 pub fn parse_ttl(v: &serde_json::Value) -> Result<i64, String> {
     let secs = match v {
-        serde_json::Value::Number(n) => n.as_i64().ok_or("`approval_ttl` must be a whole number of seconds")?,
+        // `5851.0` is a whole number too (JSON Schema's `integer` admits it).
+        serde_json::Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64))
+            .ok_or("`approval_ttl` must be a whole number of seconds")?,
         serde_json::Value::String(s) => {
             let s = s.trim();
             let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
@@ -155,6 +159,18 @@ pub fn parse_ttl(v: &serde_json::Value) -> Result<i64, String> {
         return Err(format!("`approval_ttl` must be between {MIN_TTL_SECS} seconds and 30 days"));
     }
     Ok(secs)
+}
+
+#[cfg(test)]
+mod ttl_tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_number_written_with_a_fraction_is_a_ttl() {
+        assert_eq!(parse_ttl(&serde_json::json!(5851.0)), Ok(5851));
+        assert!(parse_ttl(&serde_json::json!(5851.5)).is_err());
+        assert_eq!(parse_ttl(&serde_json::json!("90m")), Ok(5400));
+    }
 }
 
 #[cfg(test)]
