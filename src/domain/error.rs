@@ -26,6 +26,9 @@ pub enum DomainError {
     RoleForbidden { needs: &'static str },
     /// A send that looks like the deployment's own approval request.
     ImitatesSystem { field: &'static str },
+    /// `send_at` is more than 30 days ahead (a rule about the current time, which a schema
+    /// cannot state: 422, not 400).
+    SendAtTooFar,
     /// A reviewer's edits add recipients the message did not have (only an `owner` may).
     RecipientAdded { added: Vec<String> },
 }
@@ -45,6 +48,7 @@ impl DomainError {
             DomainError::ScopeEscalation { .. } | DomainError::OversightRequiresHuman => Some("scopes"),
             DomainError::ImitatesSystem { field } => Some(field),
             DomainError::RecipientAdded { .. } => Some("edits.to"),
+            DomainError::SendAtTooFar => Some("send_at"),
         }
     }
 }
@@ -79,6 +83,7 @@ impl std::fmt::Display for DomainError {
             DomainError::ImitatesSystem { .. } => f.write_str(
                 "this message imitates MultiMail's own approval requests (its sender name or subject); choose another",
             ),
+            DomainError::SendAtTooFar => f.write_str("send_at may be at most 30 days ahead"),
             DomainError::RecipientAdded { added } => write!(
                 f,
                 "edits may remove recipients, not add them (only an owner may): {} was not on the message",

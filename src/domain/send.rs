@@ -289,7 +289,7 @@ impl SendEmailRequest {
                 let at = super::time::parse_rfc3339(s)
                     .ok_or_else(|| DomainError::invalid("send_at", format!("`{s}` is not an RFC 3339 time such as 2026-12-01T09:00:00Z")))?;
                 if at - now_ms > MAX_SCHEDULE_AHEAD_MS {
-                    return Err(DomainError::invalid("send_at", "send_at may be at most 30 days ahead"));
+                    return Err(DomainError::SendAtTooFar);
                 }
                 // A time in the past means "now".
                 (at > now_ms).then_some(at)

@@ -91,6 +91,7 @@ impl From<DomainError> for ApiError {
             DomainError::LiveOversightRequired => ApiError::new(403, "live_oversight_required", e.to_string()),
             DomainError::RoleForbidden { .. } => ApiError::new(403, "role_forbidden", e.to_string()),
             DomainError::ImitatesSystem { .. } => ApiError::new(422, "imitates_system_notification", e.to_string()),
+            DomainError::SendAtTooFar => ApiError::new(422, "send_at_too_far", e.to_string()),
             DomainError::RecipientAdded { added } => ApiError::new(403, "recipient_added", e.to_string()).with_extra(serde_json::json!({"added": added})),
         };
         match field {
