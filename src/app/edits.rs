@@ -16,7 +16,9 @@ use crate::domain::message::Direction;
 use crate::domain::mime;
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::store::messages::{self, Blob, MessageWithMailbox};
-use crate::store::{mailboxes, Db};
+use crate::domain::rules;
+use crate::store::rules as rule_store;
+use crate::store::{mailboxes, AccountOf, Db};
 
 /// Whether this reviewer may add recipients: an `owner` signed in to the console (an
 /// `oversight` key and an `approver` may only remove them).
@@ -39,6 +41,25 @@ pub async fn prepare(ctx: &Ctx, m: &MessageWithMailbox, edits_json: &Value) -> A
         .ok_or_else(ApiError::internal)?;
     let footer = mailboxes::find(&ctx.db, &p.account_id, &m.msg.mailbox_id).await?.is_some_and(|b| b.ai_disclosure == AiDisclosure::Footer);
     let Some(edit) = edits::apply(&original, &input, may_add_recipients(p.actor()), footer)? else { return Ok(None) };
+    // An owner's added recipients pass the suppression list and the block rules like a send's.
+    let added = edits::added(&original, &edit);
+    if !added.is_empty() {
+        let address = m.mailbox_address.to_ascii_lowercase();
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+        let results = ctx.db.batch(mailboxes::sender_statements(&ctx.db, AccountOf::Id(&p.account_id), &address, &domain, &added)?.into()).await?;
+        let suppressed = mailboxes::sender_of(&results[0])?.map(|s| s.suppressed).unwrap_or_default();
+        if !suppressed.is_empty() {
+            return Err(ApiError::unprocessable("recipient_suppressed", format!("an added recipient is on this account's suppression list: {}", suppressed.join(", ")))
+                .with_field("edits.to")
+                .with_extra(json!({"suppressed": suppressed})));
+        }
+        let verdict = rules::judge(&rule_store::of(&results[2])?, &added);
+        if !verdict.blocked.is_empty() {
+            return Err(ApiError::new(403, "recipient_blocked", format!("a recipient rule blocks sending to {}", verdict.blocked.join(", ")))
+                .with_field("edits.to")
+                .with_extra(json!({"blocked": verdict.blocked})));
+        }
+    }
     let sent = edits::applied(&original, &edit);
     let mime_bytes = mime::build(&edits::to_send(&sent)?, &m.msg.id, ctx.now)?;
     let mime_text = String::from_utf8(mime_bytes).map_err(|_| ApiError::internal())?;

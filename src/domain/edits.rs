@@ -139,9 +139,7 @@ pub fn apply(original: &OutboundEmail, input: &EditsInput, may_add_recipients: b
     if to.len() + cc.len() + original.bcc.len() > MAX_RECIPIENTS {
         return Err(DomainError::invalid("edits.to", format!("the limit is {MAX_RECIPIENTS} recipients in to, cc and bcc")));
     }
-    let before: std::collections::HashSet<String> = original.to.iter().chain(&original.cc).chain(&original.bcc).map(|r| address_of(r)).collect();
-    let mut added: Vec<String> = to.iter().chain(&cc).map(|r| address_of(r)).filter(|a| !before.contains(a)).collect();
-    added.dedup();
+    let added = added_to(original, &to, &cc);
     if !added.is_empty() && !may_add_recipients {
         return Err(DomainError::RecipientAdded { added });
     }
@@ -163,6 +161,21 @@ pub fn apply(original: &OutboundEmail, input: &EditsInput, may_add_recipients: b
     let mut edit = Edit { subject, text, html, to, cc, fields, original_sha256: content_sha256(original), sent_sha256: String::new() };
     edit.sent_sha256 = content_sha256(&applied(original, &edit));
     Ok(Some(edit))
+}
+
+/// The addresses (lower-cased) in `to` and `cc` that were not on the message.
+fn added_to(original: &OutboundEmail, to: &[String], cc: &[String]) -> Vec<String> {
+    let before: std::collections::HashSet<String> = original.to.iter().chain(&original.cc).chain(&original.bcc).map(|r| address_of(r)).collect();
+    let mut added: Vec<String> = to.iter().chain(cc).map(|r| address_of(r)).filter(|a| !before.contains(a)).collect();
+    added.sort();
+    added.dedup();
+    added
+}
+
+/// The recipients an edit adds (an owner's): they must pass the suppression list and the
+/// block rules like any send's.
+pub fn added(original: &OutboundEmail, edit: &Edit) -> Vec<String> {
+    added_to(original, &edit.to, &edit.cc)
 }
 
 /// The stored message with an edit on it.
@@ -256,11 +269,12 @@ mod tests {
         // Moving Cc to To, and the same address with another name, add nobody.
         let moved = apply(&held(), &input(serde_json::json!({"to": ["ann@example.org", "CAT@example.org"], "cc": []})), false, false).unwrap().unwrap();
         assert_eq!(moved.fields, ["to", "cc"]);
-        let added = apply(&held(), &input(serde_json::json!({"cc": ["cat@example.org", "eve@evil.example"]})), false, false);
-        assert_eq!(added, Err(DomainError::RecipientAdded { added: vec!["eve@evil.example".into()] }));
+        let refused = apply(&held(), &input(serde_json::json!({"cc": ["cat@example.org", "eve@evil.example"]})), false, false);
+        assert_eq!(refused, Err(DomainError::RecipientAdded { added: vec!["eve@evil.example".into()] }));
         // Bcc is not editable, but an address already in it is not new.
         assert!(apply(&held(), &input(serde_json::json!({"cc": "audit@example.net"})), false, false).is_ok());
-        assert!(apply(&held(), &input(serde_json::json!({"cc": ["eve@evil.example"]})), true, false).unwrap().is_some());
+        let owners = apply(&held(), &input(serde_json::json!({"cc": ["Eve <EVE@evil.example>", "cat@example.org"]})), true, false).unwrap().unwrap();
+        assert_eq!(added(&held(), &owners), ["eve@evil.example"]);
     }
 
     #[test]

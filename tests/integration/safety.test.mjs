@@ -370,10 +370,17 @@ test('approve with edits in the console: an owner may add a recipient, and the v
   const { cookie, csrf } = await ownerSession(acct);
   const page = await (await fetch(`${w.base}/console/message?mode=live&id=${id}`, { headers: { Cookie: cookie } })).text();
   assert.match(page, /Edit, then approve/);
-  const r = await fetch(`${w.base}/console/decide`, { method: 'POST', redirect: 'manual', headers: { Cookie: cookie }, body: new URLSearchParams({
+  const decide = (to) => fetch(`${w.base}/console/decide`, { method: 'POST', redirect: 'manual', headers: { Cookie: cookie }, body: new URLSearchParams({
     csrf, mode: 'live', id, edit: '1', decision: 'approve', return_to: '/console',
-    edit_subject: 'Quote', edit_to: 'ada@example.com, "Finance, Team" <finance@example.com>', edit_cc: '', edit_text: 'Price: 90\r\nValid for a week.',
+    edit_subject: 'Quote', edit_to: to, edit_cc: '', edit_text: 'Price: 90\r\nValid for a week.',
   }) });
+  // Even an owner's added recipient passes the suppression list and the block rules.
+  assert.equal((await w.call('/add_suppression', { key: acct.live, body: { address: 'unsubscribed@example.com' } })).status, 201);
+  assert.equal((await w.call('/add_rule', { key: acct.live, body: { action: 'block', pattern: 'blocked.example' } })).status, 201);
+  assert.equal((await decide('ada@example.com, unsubscribed@example.com')).status, 422);
+  assert.equal((await decide('ada@example.com, ceo@blocked.example')).status, 403);
+  assert.equal((await status(acct.live, id)).status, 'pending_approval', 'a refused edit decided the message');
+  const r = await decide('ada@example.com, "Finance, Team" <finance@example.com>');
   assert.equal(r.status, 303, await r.text());
   const sent = await eventually(async () => { const e = await status(acct.live, id); return e.status === 'sent' && e; }, { ms: 20_000 });
   assert.ok(sent);
