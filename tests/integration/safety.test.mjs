@@ -302,13 +302,18 @@ test('approve with edits: the reviewer\'s version is sent once, the identity say
   assert.equal(added.status, 403, added.text);
   assert.equal(added.body.error.code, 'recipient_added');
   assert.deepEqual(added.body.error.added, ['eve@evil.example']);
-  for (const [edits, field, decision] of [[{}, 'edits'], [{ subject: 'a\r\nBcc: eve@evil.example' }, 'edits.subject'], [{ to: [] }, 'edits.to'], [{ bcc: 'x@example.com' }, 'edits'], [{ text: 'x' }, 'edits', 'reject']]) {
+  for (const [edits, field, decision] of [[{}, 'edits'], [{ subject: 'a\r\nBcc: eve@evil.example' }, 'edits.subject'], [{ to: [] }, 'edits.to'], [{ bcc: 'x@example.com' }, 'edits'], [{ text: 'x' }, 'edits', 'reject'], [{ subject: 's'.repeat(999) }, 'edits.subject'], [{ to: 'ada@example.com', urgent: true }, 'edits']]) {
     const r = await w.call('/decide_email', { key: acct.oversight, body: { id, decision: decision ?? 'approve', edits } });
     assert.equal(r.status, 400, `${JSON.stringify(edits)}: ${r.text}`);
     assert.equal(r.body.error.field, field, r.text);
   }
   assert.equal((await status(acct.live, id)).status, 'pending_approval', 'a refused edit decided the message');
   assert.equal(await staged(), 0, 'a refused edit staged a version');
+  // Another account's human cannot edit it: 404, nothing staged.
+  const stranger = await w.sender('Edits Stranger Co', { mode: 'gated_send' });
+  const foreign = await w.call('/decide_email', { key: stranger.oversight, body: { id, decision: 'approve', edits: { text: 'mine' } } });
+  assert.equal(foreign.status, 404, foreign.text);
+  assert.equal(await staged(), 0, 'a foreign edit staged a version');
   // The agent's key cannot approve its own draft with edits either.
   assert.equal((await w.call('/decide_email', { key: acct.live, body: { id, decision: 'approve', edits: { text: 'mine' } } })).status, 403);
 

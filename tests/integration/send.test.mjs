@@ -227,6 +227,9 @@ describe('validation and scheduling (sandbox)', () => {
       [{ oversight_mode: 'yolo' }, 400, 'oversight_mode'],
       [{ metadata: 'nope' }, 400, 'metadata'],
       [{ send_at: 'tomorrow' }, 400, 'send_at'],
+      // A rule about the current time, which no schema can state: 422, not 400.
+      [{ send_at: new Date(Date.now() + 40 * 86_400_000).toISOString() }, 422, 'send_at'],
+      [{ approval_ttl: 12.5 }, 400, 'approval_ttl'],
       [{ attachments: [{ filename: 'a.bin', content_base64: '!!!' }] }, 400, 'attachments'],
       [{ subject: 42 }, 400, 'subject'],
       [{ surprise: true }, 400, 'surprise'],
@@ -238,6 +241,7 @@ describe('validation and scheduling (sandbox)', () => {
       const r = await w.call('/send_email', { key: acct.test, body });
       assert.equal(r.status, status, `${JSON.stringify(patch).slice(0, 80)} → ${r.text.slice(0, 200)}`);
       assert.equal(r.body.error.field, field, JSON.stringify(r.body));
+      if (status === 422 && field === 'send_at') assert.equal(r.body.error.code, 'send_at_too_far');
       if (status === 413) {
         assert.equal(r.body.error.code, 'message_too_large');
         assert.match(r.body.error.message, /1500000 bytes/);
@@ -245,6 +249,10 @@ describe('validation and scheduling (sandbox)', () => {
     }
     const rows = await w.sql('SELECT count(*) AS n FROM messages');
     assert.equal(rows[0].n, 0, 'nothing stored');
+    // A whole number written with a fraction is a whole number (JSON Schema's integer).
+    const ttl = await w.call('/send_email', { key: acct.test, body: { ...good(), approval_ttl: 5851.0, subject: 'ttl' } });
+    assert.equal(ttl.status, 202, ttl.text);
+    await w.sql("DELETE FROM messages WHERE subject = 'ttl'");
   });
 
   test('a looser oversight_mode than the mailbox is refused and stores nothing', async () => {
