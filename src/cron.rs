@@ -1,5 +1,6 @@
 //! The cron (`[triggers] crons` in wrangler.toml). Every minute: seal the audit entries waiting
-//! in `audit_pending` into their chains. Every hour (`HOURLY`): prune what expires, expire held
+//! in `audit_pending` into their chains. Every hour (`HOURLY`): prune what expires (idempotency
+//! records, rate windows, events past `EVENT_RETENTION_DAYS`), expire held
 //! messages whose alarm was lost, re-enqueue deliveries and events whose queue message may be
 //! lost, and re-verify custom domains. Each job logs its own failure and the rest still run.
 
@@ -11,6 +12,10 @@ use crate::domain::approval::Command;
 use crate::domain::{idempotency, ratelimit};
 use crate::platform;
 use crate::store::{self, messages};
+
+/// Events (with their webhook attempts) deleted per hourly run at most: 24 × this a day, more
+/// than a busy account's events a day, so the outbox shrinks back after a burst.
+const PRUNE_EVENTS_PER_RUN: u32 = 5000;
 
 /// The hourly schedule's cron expression (the other one is every minute).
 pub const HOURLY: &str = "0 * * * *";
@@ -37,6 +42,12 @@ async fn hourly(env: &Env) {
     }
     if let Err(e) = store::keys::prune_rate_windows(&db, ratelimit::window_start(now) - ratelimit::WINDOW_MS).await {
         worker::console_error!("cron: pruning rate windows: {e}");
+    }
+    let config = platform::Config::from_env(env);
+    match store::events::prune(&db, now - config.event_retention_days * 24 * 3600 * 1000, PRUNE_EVENTS_PER_RUN).await {
+        Ok(n) if n > 0 => worker::console_log!("cron: pruned {n} events past their retention"),
+        Ok(_) => {}
+        Err(e) => worker::console_error!("cron: pruning events: {e}"),
     }
     match sweep_deliveries(env, now).await {
         Ok(n) if n > 0 => worker::console_log!("cron: re-enqueued {n} messages"),

@@ -6,15 +6,17 @@ use worker::{event, Context, Env, MessageBatch, Request, Response, Result, Sched
 
 use crate::consumers;
 use crate::domain::inbound::{self, ParseError};
-use crate::{app, cron, routes};
+use crate::{app, cron, platform, routes};
 
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    platform::set_clock(&env);
     routes::handle(req, env, ctx).await
 }
 
 #[event(queue)]
 async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()> {
+    platform::set_clock(&env);
     // Errors are handled per message (ack or retry); returning Err here would fail the batch.
     if batch.queue().starts_with("multimail-events") {
         consumers::events::consume(batch, env).await;
@@ -26,6 +28,7 @@ async fn queue(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> Result<()
 
 #[event(scheduled)]
 async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    platform::set_clock(&env);
     cron::run(&env, &event.cron()).await;
 }
 
@@ -33,6 +36,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 /// sending server gets a bounce); everything else goes down the one inbound path.
 #[event(email)]
 async fn email(message: worker::ForwardableEmailMessage, env: Env, _ctx: Context) -> Result<()> {
+    platform::set_clock(&env);
     let to = message.to();
     let raw = match message.raw_bytes().await {
         Ok(r) => r,

@@ -1,11 +1,45 @@
 //! The runtime's clock, randomness and deployment configuration, read in one place.
 
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+
 use worker::Env;
 
+use crate::domain::time::{self, MAX_QUEUE_DELAY_SECS};
 use crate::domain::{delivery::Provider, ids};
 
+/// `CLOCK_OFFSET_SECONDS` as milliseconds; set by [`set_clock`] at every entry point.
+static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+/// `QUEUE_MAX_DELAY_SECONDS`; set by [`set_clock`] at every entry point.
+static QUEUE_MAX_DELAY_SECS: AtomicU32 = AtomicU32::new(MAX_QUEUE_DELAY_SECS);
+
+/// The worker's clock: the runtime's, moved by `CLOCK_OFFSET_SECONDS` (0 in a deployment).
 pub fn now_ms() -> i64 {
-    worker::Date::now().as_millis() as i64
+    worker::Date::now().as_millis() as i64 + CLOCK_OFFSET_MS.load(Ordering::Relaxed)
+}
+
+/// Reads the two clock settings for tests of time-driven promises (docs/reliability.md), once per
+/// entry point (fetch, queue, scheduled, email, a Durable Object's construction):
+/// - `CLOCK_OFFSET_SECONDS` (default 0) moves the worker's clock: a test restarts the worker a
+///   day later without waiting a day. Timers already set (queue delays, alarms) keep real time,
+///   which is how a lost alarm or queue message is simulated.
+/// - `QUEUE_MAX_DELAY_SECONDS` (default and at most 43200, Cloudflare's 12 hours) shortens the
+///   longest queue delay, so a `send_at` further out than one hop is reached in hops within a test.
+///
+/// Never set either in a deployment. The vars are the operator's, like every other setting; no
+/// request can change them.
+pub fn set_clock(env: &Env) {
+    let offset = num(env, "CLOCK_OFFSET_SECONDS", 0).clamp(-MAX_OFFSET_SECS, MAX_OFFSET_SECS);
+    CLOCK_OFFSET_MS.store(offset * 1000, Ordering::Relaxed);
+    let hop = num(env, "QUEUE_MAX_DELAY_SECONDS", i64::from(MAX_QUEUE_DELAY_SECS)).clamp(1, i64::from(MAX_QUEUE_DELAY_SECS));
+    QUEUE_MAX_DELAY_SECS.store(hop as u32, Ordering::Relaxed);
+}
+
+/// A year either way.
+const MAX_OFFSET_SECS: i64 = 366 * 24 * 3600;
+
+/// The queue delay for the next hop toward `due_ms` (0 when due), at most one hop long.
+pub fn hop_delay_secs(due_ms: i64, now_ms: i64) -> u32 {
+    time::hop_delay_secs(due_ms, now_ms, QUEUE_MAX_DELAY_SECS.load(Ordering::Relaxed))
 }
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -69,6 +103,9 @@ pub struct Config {
     pub reclaim_after_secs: i64,
     /// `PROVIDER_TIMEOUT_SECONDS` (default 15): how long one provider call may take.
     pub provider_timeout_secs: u32,
+    /// `EVENT_RETENTION_DAYS` (default 30, at least 3, past the webhook retry schedule): how
+    /// long fanned-out events and their webhook attempts are kept.
+    pub event_retention_days: i64,
 }
 
 impl Config {
@@ -98,6 +135,7 @@ impl Config {
             sweep_stale_after_secs: num(env, "SWEEP_STALE_AFTER_SECONDS", 600).clamp(1, 86_400),
             reclaim_after_secs: num(env, "RECLAIM_AFTER_SECONDS", 300).clamp(1, 86_400),
             provider_timeout_secs: num(env, "PROVIDER_TIMEOUT_SECONDS", 15).clamp(1, 120) as u32,
+            event_retention_days: num(env, "EVENT_RETENTION_DAYS", 30).clamp(3, 3650),
         }
     }
 }

@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use worker::{Env, MessageBuilder, RawMessage};
 
-use crate::domain::time::hop_delay_secs;
+use crate::platform::hop_delay_secs;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeliveryJob {

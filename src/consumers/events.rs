@@ -18,7 +18,7 @@ use worker::{
 
 use crate::app::audit;
 use crate::app::queues::{enqueue_events as enqueue, kick_events as kick, parse_job, EventsJob};
-use crate::domain::time::hop_delay_secs;
+use crate::platform::hop_delay_secs;
 use crate::domain::webhooks::{self as rules, Answer, AttemptStatus, EventFacts, Format, Subscription, Verdict};
 use crate::platform::{self, Config};
 use crate::store::{self, events, webhooks};

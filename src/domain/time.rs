@@ -16,11 +16,11 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 /// Cloudflare Queues delay a message by at most 12 hours per hop; longer waits chain hops.
 pub const MAX_QUEUE_DELAY_SECS: u32 = 12 * 3600;
 
-/// The queue delay for the next hop toward `due_ms` (0 when due): a scheduled send or a retry
-/// further out than one hop is re-enqueued until it is due.
-pub fn hop_delay_secs(due_ms: i64, now_ms: i64) -> u32 {
+/// The queue delay for the next hop toward `due_ms` (0 when due), at most `max_secs`: a
+/// scheduled send or a retry further out than one hop is re-enqueued until it is due.
+pub fn hop_delay_secs(due_ms: i64, now_ms: i64, max_secs: u32) -> u32 {
     let secs = ((due_ms - now_ms).max(0) + 999) / 1000;
-    secs.min(i64::from(MAX_QUEUE_DELAY_SECS)) as u32
+    secs.min(i64::from(max_secs.min(MAX_QUEUE_DELAY_SECS))) as u32
 }
 
 /// RFC 5322 `Date:` header value.
@@ -45,16 +45,13 @@ mod tests {
     }
 
     #[test]
-    fn scheduled_sends_hop_at_most_twelve_hours() {
-        assert_eq!(hop_delay_secs(10_000, 0), 10);
-        assert_eq!(hop_delay_secs(30 * 24 * 3600 * 1000, 0), crate::domain::delivery::MAX_DELAY_SECS);
-        assert_eq!(hop_delay_secs(0, 10_000), 0);
-    }
-
-    #[test]
-    fn long_waits_hop_at_most_twelve_hours() {
-        assert_eq!(hop_delay_secs(5_000, 0), 5);
-        assert_eq!(hop_delay_secs(20 * 3600 * 1000, 0), crate::domain::webhooks::MAX_HOP_SECS);
-        assert_eq!(hop_delay_secs(0, 10_000), 0);
+    fn waits_hop_at_most_twelve_hours_or_a_shorter_hop() {
+        let twelve = MAX_QUEUE_DELAY_SECS;
+        assert_eq!(hop_delay_secs(10_000, 0, twelve), 10);
+        assert_eq!(hop_delay_secs(30 * 24 * 3600 * 1000, 0, twelve), crate::domain::delivery::MAX_DELAY_SECS);
+        assert_eq!(hop_delay_secs(20 * 3600 * 1000, 0, twelve), crate::domain::webhooks::MAX_HOP_SECS);
+        assert_eq!(hop_delay_secs(0, 10_000, twelve), 0, "due: no delay");
+        assert_eq!(hop_delay_secs(10_000, 0, 3), 3, "a shorter hop (tests)");
+        assert_eq!(hop_delay_secs(20 * 3600 * 1000, 0, u32::MAX), twelve, "never past the queue's limit");
     }
 }

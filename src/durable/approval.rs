@@ -90,6 +90,7 @@ async fn finish(storage: &Storage, env: &Env, rec: &mut Record, enqueue: bool) -
 
 impl DurableObject for Approval {
     fn new(state: State, env: Env) -> Self {
+        platform::set_clock(&env);
         Approval { state, env }
     }
 

@@ -85,6 +85,7 @@ async fn seal(storage: Storage, env: Env, cache: Rc<RefCell<Option<Head>>>, chai
 
 impl DurableObject for AuditChain {
     fn new(state: State, env: Env) -> Self {
+        platform::set_clock(&env);
         AuditChain { state, env, head: Rc::new(RefCell::new(None)) }
     }
 

@@ -76,3 +76,19 @@ pub async fn mark_dispatched(db: &Db, ids: &str, now: i64) -> Result<()> {
 pub async fn get(db: &Db, id: &str) -> Result<Option<EventRow>> {
     super::first(db, "SELECT id, account_id, livemode, type, mailbox_id, payload, created_at FROM events WHERE id = ?1", args![id]).await
 }
+
+/// Deletes up to `limit` events created before `before` that were fanned out, with their
+/// webhook delivery attempts (the outbox's retention; the retry schedule ends within two days).
+/// Returns how many events went.
+pub async fn prune(db: &Db, before: i64, limit: u32) -> Result<usize> {
+    let old = "SELECT id FROM events WHERE dispatched_at IS NOT NULL AND created_at < ?1 ORDER BY created_at LIMIT ?2";
+    let statements = vec![
+        super::stmt(db, &format!("DELETE FROM webhook_deliveries WHERE event_id IN ({old})"), args![before, i64::from(limit)])?,
+        super::stmt(db, &format!("DELETE FROM events WHERE id IN ({old}) RETURNING id"), args![before, i64::from(limit)])?,
+    ];
+    let results = db.batch(statements).await?;
+    match results.last() {
+        Some(r) => Ok(r.results::<Value>()?.len()),
+        None => Ok(0),
+    }
+}

@@ -4,6 +4,7 @@ import { createServer } from 'node:http';
 
 export async function startCapture() {
   const requests = [];
+  const timers = new Set(); // answers held back (`delayMs`), cleared on close
   const byPath = new Map(); // path → (entry, nth request to that path) => answer, first
   let script = [];          // answers to give, in order; then `fallback`
   let fallback = (req) => ({ status: 200, body: { id: `prov_${requests.length}` } });
@@ -20,7 +21,8 @@ export async function startCapture() {
       const answer = byPath.has(entry.path) ? byPath.get(entry.path)(entry, n) : script.length ? script.shift() : fallback(entry);
       // `delayMs` holds the answer back (a slow or hanging receiver); `reset` drops the
       // connection without an answer; `raw` answers a body that is not JSON.
-      setTimeout(() => {
+      const timer = setTimeout(() => {
+        timers.delete(timer);
         if (answer.reset) { req.socket.destroy(); return; }
         try {
           if (answer.raw !== undefined) {
@@ -32,6 +34,7 @@ export async function startCapture() {
           res.end(JSON.stringify(answer.body ?? {}));
         } catch {}
       }, answer.delayMs ?? 0);
+      timers.add(timer);
     });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -45,6 +48,6 @@ export async function startCapture() {
     on(path, fn) { byPath.set(path, fn); },
     at: (path) => requests.filter((r) => r.path === path),
     reset() { requests.length = 0; script = []; },
-    close: () => { server.closeAllConnections(); return new Promise((r) => server.close(r)); },
+    close: () => { timers.forEach(clearTimeout); server.closeAllConnections(); return new Promise((r) => server.close(r)); },
   };
 }

@@ -46,9 +46,13 @@ export async function startWorker({ vars = {}, logLevel = 'info' } = {}) {
     APPROVAL_LINK_SECRET: randomBytes(32).toString('hex'), DOMAIN_KEY_SECRET: randomBytes(32).toString('hex'),
     ...vars,
   };
-  const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspector),
-    '--persist-to', state, '--show-interactive-dev-session=false', '--log-level', logLevel, '--test-scheduled'];
-  for (const [k, v] of Object.entries(allVars)) args.push('--var', `${k}:${v}`);
+  const argsFor = (vars) => {
+    const args = ['dev', '--ip', '127.0.0.1', '--port', String(port), '--inspector-port', String(inspector),
+      '--persist-to', state, '--show-interactive-dev-session=false', '--log-level', logLevel, '--test-scheduled'];
+    for (const [k, v] of Object.entries(vars)) args.push('--var', `${k}:${v}`);
+    return args;
+  };
+  let args = argsFor(allVars);
   let child;
   let log = '';
   const base = `http://127.0.0.1:${port}`;
@@ -148,6 +152,16 @@ export async function startWorker({ vars = {}, logLevel = 'info' } = {}) {
       try { process.kill(-old.pid, 'SIGKILL'); } catch {}
       await Promise.race([new Promise((r) => old.once('exit', r)), sleep(5000)]);
       await launch();
+    },
+    /**
+     * Stops workerd (SIGKILL, as `crash`) and starts it again on the same state and port with
+     * `vars` changed: `restart({CLOCK_OFFSET_SECONDS: '90000'})` is the same deployment a day
+     * later (timers already set, such as alarms and queue delays, keep real time).
+     */
+    async restart(vars) {
+      Object.assign(allVars, vars);
+      args = argsFor(allVars);
+      await w.crash();
     },
     async stop() {
       try { process.kill(-child.pid, 'SIGTERM'); } catch {}
