@@ -2,6 +2,11 @@
 // server (Knot DNS behind dnsdist's DNS-over-HTTP listener, tests/integration/dns.mjs), sends and
 // mailboxes before and after verification, and DKIM signatures on the Cloudflare Email Service
 // path checked by dkimpy against the same test zone.
+//
+// Unlike the other files, this one is a single story in steps (one `describe`): a domain's life
+// (claimed, verified, used, lost, deleted) is the point, so later steps read the domains earlier
+// steps made (`brand`, `squat`, `pending`) and run only in order. Every other file's tests share
+// only what their `before` sets up, and each passes alone (`--test-name-pattern`).
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync, rmSync } from 'node:fs';
