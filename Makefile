@@ -46,7 +46,9 @@ inngest: tools build
 	cd examples/inngest && node --test --test-concurrency=1 "test/*.test.ts"
 
 # Promises proven under faults (issue 17, docs/reliability.md): concurrency on one mailbox, a
-# hard kill of workerd mid-load, provider faults. Each scenario is bounded in time and requests.
+# hard kill of workerd mid-load, provider faults, webhook receivers down for a simulated day,
+# a 60-second load at 32 clients, time-driven promises with a moved clock, and the API
+# description checked by schemathesis. Each scenario is bounded in time and requests.
 reliability: tools build
 	node --test --test-concurrency=1 "tests/reliability/*.test.mjs"
 
