@@ -78,9 +78,10 @@ pub async fn consume(batch: MessageBatch<Value>, env: Env) {
                 Ok(Step::Done) => raw.ack(),
                 Ok(Step::Later(secs)) => raw.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(secs).build()),
                 Err(e) => {
-                    // Storage trouble: the queue tries again (after max_retries, the DLQ).
+                    // Storage trouble: the queue tries again after twice the delivery backoff
+                    // (10 s by default), and after max_retries hands it to the DLQ.
                     worker::console_error!("events: delivery {job:?}: {e}");
-                    raw.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(10).build());
+                    raw.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds((config.delivery_backoff_secs * 2).max(1)).build());
                 }
             }
         }

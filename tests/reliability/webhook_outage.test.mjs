@@ -102,3 +102,29 @@ test('receivers down for a simulated day get every event once after recovery; th
     `peak in flight ${peak('in_flight')}, peak undispatched ${peak('undispatched')}, most attempts for one delivery ${peak('most_attempts')}; ` +
     `${end.attempts} attempts in all for ${end.succeeded} deliveries; everything delivered ${(recoveredMs / 1000).toFixed(1)} s after the day ended`);
 });
+
+test('an attempt that cannot be processed ends on the events dead-letter queue, recorded as failed; other endpoints are unaffected', { timeout: 120_000 }, async () => {
+  const a = await w.sender('Broken Secret Co', { mode: 'autonomous' });
+  const make = async (name) => (await w.call('/create_webhook', { key: a.live, body: { url: `${rx.url}/${name}`, events: ['email.sent'] } })).body;
+  const broken = await make('broken');
+  const fine = await make('fine');
+  // A storage fault the consumer cannot get past: the endpoint's sealed secret no longer opens.
+  await w.sql(`UPDATE webhook_endpoints SET secret = 'v1.not-a-sealed-value' WHERE id = '${broken.id}'`);
+  const r = await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'ada@example.com', subject: 'dlq', text: 'x' } });
+  assert.equal(r.status, 202, r.text);
+  // The queue retries it 10 times (2 s apart here: DELIVERY_BACKOFF_SECONDS=1), then the DLQ's consumer records it.
+  const started = Date.now();
+  // (Read from D1: the API itself answers 500 for an endpoint whose sealed values do not open.)
+  const rows = await eventually(async () => {
+    const x = await w.sql(`SELECT status, error, attempt FROM webhook_deliveries WHERE endpoint_id = '${broken.id}'`);
+    return x.length && x;
+  }, { ms: 90_000, every: 1000 });
+  assert.ok(rows, 'the dead-letter consumer never recorded the attempt');
+  assert.equal(rows.length, 1);
+  assert.equal(rows[0].status, 'failed');
+  assert.match(rows[0].error, /^gave up: this attempt could not be processed/);
+  assert.equal(rx.at('/broken').length, 0, 'nothing was sent with a secret that does not open');
+  const ok = await eventually(async () => rx.at('/fine').some((q) => q.json?.message_id === r.body.id));
+  assert.ok(ok, 'the other endpoint got the event');
+  console.log(`webhook outage: the unprocessable attempt reached the events dead-letter queue and was recorded failed after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+});
