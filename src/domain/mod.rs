@@ -26,6 +26,7 @@ pub mod oversight;
 pub mod ratelimit;
 pub mod rules;
 pub mod scan;
+pub mod search;
 pub mod sealed;
 pub mod send;
 pub mod suppression;

@@ -1,5 +1,6 @@
-//! Reading mail: `check_inbox`, `read_email` (marks read; the body is data, never interpreted),
-//! `get_thread`, `tag_email`, and `reply_email` (a send that threads, through oversight).
+//! Reading mail: `check_inbox`, `search_emails` (full text, ranked), `read_email` (marks read;
+//! the body is data, never interpreted), `get_thread`, `tag_email`, and `reply_email` (a send
+//! that threads, through oversight).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,7 +15,9 @@ use crate::domain::message::Direction;
 use crate::domain::send::{AttachmentInput, OneOrMany, SendEmailRequest};
 use crate::domain::time::{parse_rfc3339, to_rfc3339};
 use crate::http::{self, ApiError, ApiResult, Reply};
+use crate::domain::search;
 use crate::store::messages::{self, Blob, InboxFilter, MessageWithMailbox};
+use crate::store::search::{self as search_store, SearchFilter};
 
 const MAX_TAGS: usize = 20;
 
@@ -83,6 +86,55 @@ pub async fn check_inbox(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let rows = messages::inbox(&ctx.db, &f, limit + 1).await?;
     let (rows, next) = super::page(rows, limit, |m| m.msg.id.clone());
     Ok(Reply::ok(json!({"emails": rows.iter().map(summary).collect::<Vec<_>>(), "next_cursor": next})))
+}
+
+/// `GET /search_emails?q=…`: the messages whose subject, addresses or text body hold every word
+/// of `q`, best match first, each with a snippet (HTML-escaped, matches in `<mark>`). Scoped like
+/// `check_inbox`: the key's account, mode and mailboxes; held inbound mail is never found.
+pub async fn search_emails(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let q = http::query_params(req, &["q", "mailbox", "direction", "since", "limit", "cursor"])?;
+    let text = q.get("q").ok_or_else(|| ApiError::invalid_field("q", "`q` is required: the words to search for"))?;
+    let query = search::fts_query(text).map_err(|e| ApiError::invalid_field("q", e.message()))?;
+    let limit = http::parse_limit(&q, 20, 100)?;
+    let offset = match q.get("cursor") {
+        Some(c) => search::parse_cursor(c).ok_or_else(|| ApiError::invalid_field("cursor", "`cursor` is the `next_cursor` of an earlier page"))?,
+        None => 0,
+    };
+    let direction = match q.get("direction").map(String::as_str) {
+        None | Some("all") => None,
+        Some("inbound") => Some(Direction::Inbound),
+        Some("outbound") => Some(Direction::Outbound),
+        Some(_) => return Err(ApiError::invalid_field("direction", "`direction` is inbound, outbound or all (the default)")),
+    };
+    let since = q.get("since").map(|s| parse_rfc3339(s).ok_or_else(|| ApiError::invalid_field("since", "`since` must be an RFC 3339 time"))).transpose()?;
+    let mailbox = match q.get("mailbox") {
+        Some(m) => Some(visible_mailbox(ctx, m).await?.id),
+        None => None,
+    };
+    let allowed = allowed(ctx);
+    let f = SearchFilter {
+        account_id: &p.account_id,
+        livemode: p.livemode,
+        mailbox_id: mailbox.as_deref(),
+        allowed: allowed.as_deref(),
+        direction,
+        since,
+        query: &query,
+    };
+    let mut hits = search_store::search(&ctx.db, &f, offset, limit + 1).await?;
+    let more = hits.len() > limit as usize;
+    hits.truncate(limit as usize);
+    let emails: Vec<Value> = hits
+        .iter()
+        .map(|h| {
+            let mut v = summary(&h.message);
+            v["snippet"] = json!(search::snippet_html(&h.hit_snippet));
+            v["rank"] = json!(-h.hit_rank);
+            v
+        })
+        .collect();
+    Ok(Reply::ok(json!({"emails": emails, "next_cursor": search::next_cursor(offset, hits.len(), limit, more)})))
 }
 
 pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {

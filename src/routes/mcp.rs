@@ -33,7 +33,7 @@ const MAX_MESSAGE_BYTES: usize = http::MAX_BODY_BYTES;
 /// Fields of an email that its sender wrote: returned as untrusted content.
 const UNTRUSTED_FIELDS: [&str; 6] = ["subject", "snippet", "text", "html", "headers", "attachments"];
 /// The tools whose answers carry email content.
-const READS_MAIL: [&str; 3] = ["read_email", "check_inbox", "get_thread"];
+const READS_MAIL: [&str; 4] = ["read_email", "check_inbox", "search_emails", "get_thread"];
 
 const INSTRUCTIONS: &str = "MultiMail sends and receives email under human oversight. Each mailbox has an oversight \
 mode; in gated modes a send is held (status pending_approval) until a human approves it, and no tool here can approve \

@@ -16,6 +16,7 @@ pub mod mode_changes;
 pub mod operators;
 pub mod provider_events;
 pub mod rules;
+pub mod search;
 pub mod suppressions;
 pub mod webhooks;
 

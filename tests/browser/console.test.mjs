@@ -166,6 +166,36 @@ test('an owner edits a held draft and approves their version; adds a sender rule
   await context.close();
 });
 
+test('an owner searches the account\'s mail: ranked matches with highlighted, escaped snippets, each opening its page', async () => {
+  const id = await held('Marzipan order', { text: 'Please confirm the marzipan order.' });
+  const raw = ['From: Eve <eve@example.com>', `To: ${acct.from}`, 'Subject: Re: sweets', `Message-ID: <search-${Date.now()}@example.com>`, '',
+    'The marzipan <script>window.__pwned = 1</script> arrives Friday.', ''].join('\r\n');
+  const r = await w.call('/inbound/mime', { key: acct.live, raw, headers: { 'Content-Type': 'message/rfc822' } });
+  assert.equal(r.status, 200, r.text);
+  const context = await browser.newContext();
+  const { page } = await signIn(context, acct.owner);
+  await page.getByRole('link', { name: 'Search', exact: true }).click();
+  await page.getByLabel('Words to find in subjects, addresses and bodies').fill('marzipan');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  await page.getByText('2 best matches').waitFor();
+  const rows = page.locator('tbody tr');
+  assert.equal(await rows.count(), 2);
+  assert.equal(await rows.first().getByRole('link').textContent(), 'Marzipan order', 'the subject match ranks first');
+  assert.equal((await page.locator('mark').first().textContent()).toLowerCase(), 'marzipan');
+  assert.ok((await rows.nth(1).textContent()).includes('<script>window.__pwned = 1</script>'), 'the sender\'s markup is shown as text');
+  assert.equal(await page.evaluate(() => globalThis.__pwned), undefined, 'and never runs');
+  await accessible(page, 'search');
+  await page.getByLabel('Words to find in subjects, addresses and bodies').fill('!!');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  await page.getByRole('alert').getByText('q needs at least one word').waitFor();
+  await page.getByLabel('Words to find in subjects, addresses and bodies').fill('marzi*');
+  await page.getByRole('button', { name: 'Search', exact: true }).click();
+  await page.getByRole('link', { name: 'Marzipan order' }).click();
+  await page.waitForURL(`${w.base}/console/message?id=${id}`);
+  await page.getByRole('heading', { name: 'Edit, then approve' }).waitFor();
+  await context.close();
+});
+
 test('an owner creates an oversight key in the console; the secret is shown once', async () => {
   const context = await browser.newContext();
   const { page } = await signIn(context, acct.owner);

@@ -71,12 +71,12 @@ test('tools/list shows each key what it may call: send, read, oversight, mailbox
   const send = await connect((await mintKey({ name: 'agent-send', scopes: ['send'] })).key);
   assert.deepEqual(await names(send), ['cancel_email', 'get_email', 'reply_email', 'send_email', 'tag_email']);
   const read = await connect((await mintKey({ name: 'agent-read', scopes: ['read'] })).key);
-  assert.deepEqual(await names(read), ['check_inbox', 'get_email', 'get_thread', 'list_mailboxes', 'list_pending', 'list_rules', 'read_email']);
+  assert.deepEqual(await names(read), ['check_inbox', 'get_email', 'get_thread', 'list_mailboxes', 'list_pending', 'list_rules', 'read_email', 'search_emails']);
   const human = await connect(oversightTest);
   assert.ok((await names(human)).includes('decide_email'));
   // No agent key sees decide_email; the full key sees every tool but it.
   const full = await names(await connect(a.test));
-  assert.equal(full.length, 34, full.join(' '));
+  assert.equal(full.length, 35, full.join(' '));
   assert.ok(!full.includes('decide_email'));
   // A key limited to one mailbox does not see the calls about the whole account.
   const limited = await connect((await mintKey({ name: 'limited-admin', scopes: ['admin', 'read'], mailboxes: [a.mailbox.id] })).key);
@@ -144,6 +144,8 @@ test('every tool answers valid arguments with a result and invalid ones with a t
   const inboundId = inbound.body.stored[0].id;
   assert.ok((await ok(c, 'check_inbox', {})).emails.some((e) => e.id === inboundId));
   await bad(c, 'check_inbox', { bogus: 'x' });
+  assert.ok((await ok(c, 'search_emails', { q: 'tools', direction: 'all' })).emails !== undefined);
+  await bad(c, 'search_emails', { q: 'x', cursor: 'nope' });
   const email = await ok(c, 'read_email', { id: inboundId });
   assert.equal(email.id, inboundId);
   await bad(c, 'read_email', { id: 'msg_nope' });
@@ -262,6 +264,14 @@ test('read_email fences the sender\'s words off as untrusted; a foreign id is a 
   // check_inbox's snippets too.
   const inbox = await c.callTool({ name: 'check_inbox', arguments: {} });
   assert.ok(!inbox.content[0].text.includes('IGNORE ALL') && inbox.content[1].text.includes('IGNORE ALL'));
+  // search_emails's subjects and highlighted snippets too.
+  const found = await c.callTool({ name: 'search_emails', arguments: { q: 'previous instructions' } });
+  assert.ok(!found.isError, JSON.stringify(found));
+  assert.deepEqual(found.structuredContent.emails.map((e) => e.id), [id]);
+  assert.match(found.structuredContent.emails[0].snippet, /<mark>PREVIOUS<\/mark> <mark>INSTRUCTIONS<\/mark>/);
+  assert.ok(!found.content[0].text.includes('IGNORE ALL') && !found.content[0].text.includes('act now'), found.content[0].text);
+  assert.ok(found.content[1].text.includes('<mark>PREVIOUS</mark>') && found.content[1].text.includes('Urgent: act now'));
+  assert.equal(toolError(await c.callTool({ name: 'search_emails', arguments: { q: '!!' } })).code, 'invalid_request');
   // Another account's message: not found, as over REST.
   const other = await w.sender('Other Co', { mode: 'autonomous' });
   const theirs = await w.call('/send_email', { key: other.test, body: { from: other.from, to: 'x@example.com', subject: 's', text: 't' } });

@@ -50,8 +50,9 @@ pub fn page_shell(title: &str, body: &str) -> String {
 }
 
 /// The console pages, for the navigation.
-const NAV: [(&str, &str); 8] = [
+const NAV: [(&str, &str); 9] = [
     ("/console", "Pending"),
+    ("/console/search", "Search"),
     ("/console/mailboxes", "Mailboxes"),
     ("/console/keys", "API keys"),
     ("/console/sandbox", "Sandbox"),

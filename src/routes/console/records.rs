@@ -1,7 +1,8 @@
 //! What happened, for humans to look at: `GET /console/sandbox` (every message a test key
 //! "sent", as its recipient would see it), `GET /console/audit` (the chain of the live or test
-//! side, newest first, with its verification) and `GET /console/webhooks` (endpoints and their
-//! recent deliveries).
+//! side, newest first, with its verification), `GET /console/search` (full-text search over the
+//! account's mail of the side shown) and `GET /console/webhooks` (endpoints and their recent
+//! deliveries).
 
 use worker::Request;
 
@@ -9,9 +10,11 @@ use super::{esc, html_frame, layout, note, opt_time, page, time};
 use crate::app::{audit, Ctx};
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::message::Direction;
+use crate::domain::search;
 use crate::http::{ApiResult, Reply};
 use crate::store::audit::{self as store_audit, Filter};
 use crate::store::messages::{self, Blob, InboxFilter};
+use crate::store::search::{self as search_store, SearchFilter};
 use crate::store::webhooks::{self, DeliveryFilter};
 
 pub async fn sandbox(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
@@ -59,6 +62,55 @@ pub async fn sandbox(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         body.push_str("</article>");
     }
     Ok(page(layout(ctx, "/console/sandbox", "Test-mode sandbox", &body)))
+}
+
+/// Full-text search for humans: the same index and scope as `search_emails` (the account, the
+/// side shown), the best 50 matches with their highlighted snippets, each linking to its page.
+pub async fn search_page(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let p = ctx.principal();
+    let q = req.url()?.query_pairs().find(|(k, _)| k == "q").map(|(_, v)| v.into_owned()).unwrap_or_default();
+    let mode = super::mode_query(ctx);
+    let hidden = if mode.is_empty() { String::new() } else { "<input type=\"hidden\" name=\"mode\" value=\"test\">".to_string() };
+    let mut body = format!(
+        "<form method=\"get\" action=\"/console/search\" role=\"search\">{hidden}<label for=\"q\">Words to find in subjects, addresses and bodies</label> \
+         <input id=\"q\" name=\"q\" type=\"search\" maxlength=\"{max}\" value=\"{v}\"> <button type=\"submit\">Search</button></form>",
+        max = search::MAX_QUERY_CHARS,
+        v = esc(&q),
+    );
+    if q.trim().is_empty() {
+        body.push_str("<p>Every word must match; end a word with * to match its beginning. Held inbound mail is on the Pending page, not here.</p>");
+        return Ok(page(layout(ctx, "/console/search", "Search mail", &body)));
+    }
+    let query = match search::fts_query(&q) {
+        Ok(x) => x,
+        Err(e) => {
+            body.push_str(&format!("<p role=\"alert\">{}</p>", esc(&e.message().replace('`', ""))));
+            return Ok(page(layout(ctx, "/console/search", "Search mail", &body)));
+        }
+    };
+    let f = SearchFilter { account_id: &p.account_id, livemode: p.livemode, mailbox_id: None, allowed: None, direction: None, since: None, query: &query };
+    let hits = search_store::search(&ctx.db, &f, 0, 50).await?;
+    if hits.is_empty() {
+        body.push_str("<p>Nothing matches.</p>");
+    } else {
+        body.push_str(&format!("<table><caption>{} best matches</caption><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Direction</th><th scope=\"col\">From</th><th scope=\"col\">Subject</th><th scope=\"col\">Where it matches</th></tr></thead><tbody>", hits.len()));
+        for h in &hits {
+            let m = &h.message.msg;
+            body.push_str(&format!(
+                "<tr><td>{when}</td><td>{dir}</td><td>{from}</td><td><a href=\"/console/message?id={id}{amp}\">{subject}</a></td><td>{snippet}</td></tr>",
+                when = time(m.created_at),
+                dir = m.direction,
+                from = esc(&m.from_addr),
+                id = esc(&m.id),
+                amp = if mode.is_empty() { "" } else { "&amp;mode=test" },
+                subject = esc(if m.subject.is_empty() { "(no subject)" } else { &m.subject }),
+                // Escaped by `snippet_html`, with only <mark> added.
+                snippet = search::snippet_html(&h.hit_snippet),
+            ));
+        }
+        body.push_str("</tbody></table>");
+    }
+    Ok(page(layout(ctx, "/console/search", "Search mail", &body)))
 }
 
 pub async fn audit_log(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
