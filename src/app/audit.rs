@@ -57,7 +57,8 @@ pub async fn record_live(ctx: &crate::app::Ctx, action: &str, mailbox: Option<St
     .await;
 }
 
-fn entry(f: Facts) -> AuditEntry {
+/// The entry for `f`, with its id and time (its place in the chain comes when it is sealed).
+pub fn entry(f: Facts) -> AuditEntry {
     let f = crate::domain::audit::bounded(f);
     AuditEntry { id: platform::new_id(PREFIX), seq: 0, at: to_rfc3339(platform::now_ms()), prev_hash: String::new(), hash: String::new(), ..f }
 }

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod batch;
 pub mod changes;
 pub mod domains;
 pub mod edits;
@@ -90,6 +91,22 @@ impl Ctx {
         let Some(mut f) = self.audit.clone() else { return Ok(None) };
         audit::answered(&mut f, reply.status, Some(&reply.body), false);
         Ok(Some(audit::pending(&self.db, f)?))
+    }
+
+    /// One audit entry per message of a call that sent many (`send_batch`): the call's facts,
+    /// each with its message, mailbox and mode, in order. Empty when the call is not audited.
+    pub fn audit_entries_for(&self, reply: &Reply, answers: &[&serde_json::Value]) -> Vec<crate::domain::audit::AuditEntry> {
+        let Some(base) = self.audit.clone() else { return vec![] };
+        answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut f = base.clone();
+                audit::answered(&mut f, reply.status, Some(a), false);
+                f.detail = Some(format!("item {} of {}", i + 1, answers.len()));
+                audit::entry(f)
+            })
+            .collect()
     }
 
     /// `audit_entry` with a detail (what the call changed, beyond its answer).

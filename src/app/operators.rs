@@ -55,7 +55,7 @@ pub async fn email_sign_in_link(ctx: &Ctx, account: &AccountRow, op: &OperatorRo
     );
     let staged = system_email(ctx, account, &op.email, "Your MultiMail sign-in link", text)?;
     let id = staged.row.id.clone();
-    ctx.db.batch(staged.statements).await?;
+    ctx.db.batch(staged.statements(&ctx.db)?).await?;
     queues::enqueue_delivery(&ctx.env, &id, None, ctx.now).await?;
     Ok(())
 }

@@ -46,10 +46,34 @@ impl<'a> Owner<'a> {
     }
 }
 
-/// A message ready to store: its row and the statements that store it with its bodies.
+/// A message ready to store: its row, its bodies, its first timeline entries and the events
+/// about it. `statements` writes one; `send_batch` writes many with bulk statements.
 pub struct Staged {
     pub row: MessageRow,
-    pub statements: Vec<D1PreparedStatement>,
+    pub blobs: Vec<(Blob, String)>,
+    pub timeline: Vec<(&'static str, Option<String>)>,
+    pub events: Vec<serde_json::Value>,
+}
+
+impl Staged {
+    pub fn note(&mut self, kind: &'static str, detail: impl Into<String>) {
+        self.timeline.push((kind, Some(detail.into())));
+    }
+
+    /// The statements that store it, one row each.
+    pub fn statements(&self, db: &Db) -> worker::Result<Vec<D1PreparedStatement>> {
+        let mut out = vec![messages::insert(db, &self.row)?];
+        for (kind, body) in &self.blobs {
+            out.push(messages::insert_blob(db, &self.row.id, *kind, body)?);
+        }
+        for (kind, detail) in &self.timeline {
+            out.push(messages::timeline(db, &self.row.id, self.row.created_at, kind, detail.as_deref())?);
+        }
+        for payload in &self.events {
+            out.push(events::about_message(db, &self.row, payload)?);
+        }
+        Ok(out)
+    }
 }
 
 /// Builds the MIME once and stages the message row, its two bodies and its first timeline entry.
@@ -89,19 +113,19 @@ pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, owner: &Owner<'_
     row.read = 1;
     row.snippet = Some(v.text.as_deref().or(v.html.as_deref()).unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect());
     row.category = v.marketing.then(|| "marketing".to_string());
-    let mut statements = vec![
-        messages::insert(&ctx.db, &row)?,
-        messages::insert_blob(&ctx.db, &id, Blob::Mime, &mime_text)?,
-        messages::insert_blob(&ctx.db, &id, Blob::Outbound, &serde_json::to_string(&outbound).map_err(|_| ApiError::internal())?)?,
-        messages::timeline(&ctx.db, &id, ctx.now, "created", Some(&format!("oversight_mode {}", mode.as_str())))?,
-    ];
+    let mut staged = Staged {
+        row,
+        blobs: vec![(Blob::Mime, mime_text), (Blob::Outbound, serde_json::to_string(&outbound).map_err(|_| ApiError::internal())?)],
+        timeline: vec![("created", Some(format!("oversight_mode {}", mode.as_str())))],
+        events: vec![],
+    };
     if let Some(at) = v.send_at {
-        statements.push(messages::timeline(&ctx.db, &id, ctx.now, "scheduled", Some(&to_rfc3339(at)))?);
+        staged.note("scheduled", to_rfc3339(at));
     }
     if let Some(exp) = expires_at {
-        statements.push(messages::timeline(&ctx.db, &id, ctx.now, "held", Some(&format!("pending_approval until {}", to_rfc3339(exp))))?);
+        staged.note("held", format!("pending_approval until {}", to_rfc3339(exp)));
     }
-    Ok(Staged { row, statements })
+    Ok(staged)
 }
 
 /// The email that asks the oversight address to decide, with signed approve/reject links.
@@ -183,13 +207,19 @@ pub fn prefetch_send(db: &Db, key_hash: &str, body: &serde_json::Value, now: i64
 /// The key's mailbox for this address (404 on `from` otherwise) and which recipients are
 /// suppressed, after checking that the address's domain may send (422): prefetched, or one
 /// round trip.
-async fn sender(ctx: &Ctx, v: &ValidatedSend) -> ApiResult<(mailboxes::Sender, Vec<(RuleAction, String)>)> {
+pub async fn sender(ctx: &Ctx, v: &ValidatedSend) -> ApiResult<(mailboxes::Sender, Vec<(RuleAction, String)>)> {
     let p = ctx.principal();
     let (address, domain, recipients) = sender_reads_of(v);
     let results = match ctx.take_prefetched(&sender_reads_key(&address, &domain, &recipients)) {
         Some(r) => r,
         None => ctx.db.batch(mailboxes::sender_statements(&ctx.db, AccountOf::Id(&p.account_id), &address, &domain, &recipients)?.into()).await?,
     };
+    sender_from(ctx, &address, &domain, &results)
+}
+
+/// `sender`'s answer from the three results of `mailboxes::sender_statements`.
+pub fn sender_from(ctx: &Ctx, address: &str, domain: &str, results: &[worker::D1Result]) -> ApiResult<(mailboxes::Sender, Vec<(RuleAction, String)>)> {
+    let p = ctx.principal();
     if domain != p.default_domain && !mailboxes::verified_of(&results[1])? {
         return Err(ApiError::unprocessable(
             "domain_not_verified",
@@ -203,20 +233,39 @@ async fn sender(ctx: &Ctx, v: &ValidatedSend) -> ApiResult<(mailboxes::Sender, V
     Ok((sender, rule_store::of(&results[2])?))
 }
 
-/// The path every outbound message takes (`send_email`, `reply_email`): sender and oversight
-/// checks, one D1 batch, then the queue or a hold. `thread_id`: the thread a reply joins.
-pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str>) -> ApiResult<Reply> {
-    let p = ctx.principal();
-    // Mail that could never be signed is refused before anything is stored.
-    identity::require_key(&ctx.env, p.livemode)?;
+/// What one send becomes, decided and staged but not yet stored: the message, the approval
+/// request to the oversight address (when held and there is one), and the answer.
+pub struct Planned {
+    pub staged: Staged,
+    pub note: Option<Staged>,
+    pub held: bool,
+    pub answer: serde_json::Value,
+}
 
-    // The sending domain, the mailbox and which recipients are suppressed, in one round trip
-    // (or none: prefetched with the key).
-    let (mailboxes::Sender { mailbox, suppressed, oversight_email, paused }, send_rules) = sender(ctx, v).await?;
+impl Planned {
+    pub fn status(&self) -> MessageStatus {
+        self.staged.row.status
+    }
+}
+
+/// Everything `send_email` decides about one message after its sender's reads: suppressions,
+/// recipient rules, the oversight mode, the scan, the AI disclosure, the hold or pause, and the
+/// staged rows. `send_batch` runs it for each item. `suppressed` may list more addresses than
+/// this message has (a batch reads its senders' suppressions once); only its own count.
+pub fn plan(ctx: &Ctx, v: &ValidatedSend, sender: &mailboxes::Sender, send_rules: &[(RuleAction, String)], thread_id: Option<&str>, idempotency_key: Option<&str>) -> ApiResult<Planned> {
+    let p = ctx.principal();
+    let mailboxes::Sender { mailbox, suppressed, oversight_email, paused } = sender;
     let mode = effective_mode(mailbox.oversight_mode, v.oversight_mode)?;
 
     // Suppressed recipients are skipped; with none left there is nothing to send.
     let mut v = v.clone();
+    let mine: Vec<String> = v.all_recipients().map(|r| r.address.to_string().to_ascii_lowercase()).filter(|a| suppressed.contains(a)).collect();
+    let mut suppressed: Vec<String> = vec![];
+    for a in mine {
+        if !suppressed.contains(&a) {
+            suppressed.push(a);
+        }
+    }
     if !suppressed.is_empty() {
         let keep = |r: &Recipient| !suppressed.contains(&r.address.to_string().to_ascii_lowercase());
         v.to.retain(keep);
@@ -236,7 +285,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     // Recipient rules: a blocked recipient refuses the send; in a gated mode, a mailbox that
     // opted in sends to recipients all on its allow list without a hold.
     let recipients: Vec<String> = v.all_recipients().map(|r| r.address.to_string().to_ascii_lowercase()).collect();
-    let verdict = rules::judge(&send_rules, &recipients);
+    let verdict = rules::judge(send_rules, &recipients);
     if !verdict.blocked.is_empty() {
         return Err(ApiError::new(403, "recipient_blocked", format!("a recipient rule blocks sending to {}", verdict.blocked.join(", ")))
             .with_field("to")
@@ -259,7 +308,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     };
     // The pre-send scan: a finding holds the message for a human whatever the mode (or refuses
     // it, as the mailbox says).
-    let findings = scan_findings(&mailbox, v);
+    let findings = scan_findings(mailbox, v);
     if mailbox.scan == ScanPolicy::Block && !findings.is_empty() {
         let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
         return Err(ApiError::unprocessable("scan_blocked", format!("the message looks like it carries {} ({}); this mailbox refuses such mail", rules.join(", "), findings[0].field))
@@ -281,7 +330,7 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     // Paused (the mailbox or the account): a message that would go out waits for a resume.
     let status = if held {
         MessageStatus::PendingApproval
-    } else if paused {
+    } else if *paused {
         MessageStatus::Paused
     } else if v.send_at.is_some() {
         MessageStatus::Scheduled
@@ -290,33 +339,31 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     };
     let monitor_copy = (mode == OversightMode::Monitored).then_some(oversight_email.as_deref()).flatten();
     let thread_id = thread_id.map_or_else(|| platform::new_id(ids::THREAD), str::to_string);
-    let Staged { row, mut statements } = stage_outbound(ctx, id, v, &Owner::of(ctx, &mailbox), mode, status, MessageKind::Message, &thread_id, monitor_copy)?;
+    let mut staged = stage_outbound(ctx, id, v, &Owner::of(ctx, mailbox), mode, status, MessageKind::Message, &thread_id, monitor_copy)?;
+    staged.row.idempotency_key = idempotency_key.map(str::to_string);
     let to_list: Vec<String> = v.to.iter().map(ToString::to_string).collect();
 
     let mut note = None;
     if bypass && !held {
-        statements.push(messages::timeline(&ctx.db, &row.id, ctx.now, "allowlisted", Some("every recipient is on the allow list: sent without a hold (allowlist_bypass)"))?);
+        staged.note("allowlisted", "every recipient is on the allow list: sent without a hold (allowlist_bypass)");
     }
     if status == MessageStatus::Paused {
-        statements.push(messages::timeline(&ctx.db, &row.id, ctx.now, "paused", Some("sending waits: the mailbox or the account is paused"))?);
+        staged.note("paused", "sending waits: the mailbox or the account is paused");
     }
     if let Some(reason) = &hold_reason {
         let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
-        statements.push(messages::timeline(&ctx.db, &row.id, ctx.now, "scan", Some(&format!("{reason}: {} found; held for a human", rules.join(", "))))?);
+        staged.note("scan", format!("{reason}: {} found; held for a human", rules.join(", ")));
     }
     if held {
-        let mut payload = payloads::pending(&row, &mailbox.address, &to_list, ctx.now);
+        let mut payload = payloads::pending(&staged.row, &mailbox.address, &to_list, ctx.now);
         payload["hold_reason"] = json!(hold_reason);
-        statements.push(events::about_message(&ctx.db, &row, &payload)?);
+        staged.events.push(payload);
         if let Some(to) = oversight_email.as_deref() {
-            if let Some(n) = notification(ctx, &row, v, &mailbox, to)? {
-                statements.extend(n.statements);
-                note = Some(n.row);
-            }
+            note = notification(ctx, &staged.row, v, mailbox, to)?;
         }
     }
-
-    let reply = Reply::accepted(json!({
+    let row = &staged.row;
+    let answer = json!({
         "id": row.id,
         "status": status,
         "oversight_mode": mode.as_str(),
@@ -334,7 +381,47 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
         "category": row.category,
         "suppressed": suppressed,
         "hold_reason": hold_reason,
-    }));
+    });
+    Ok(Planned { staged, note, held, answer })
+}
+
+/// After the write: a held message gets its Approval object (and its approval request is
+/// queued); a message that may go out is queued (delayed until its `send_at`). Failures here
+/// are repaired by the hourly sweep, so the caller still gets its 202.
+pub async fn after_stored(ctx: &Ctx, planned: &Planned) {
+    let cost = ctx.db.cost();
+    let row = &planned.staged.row;
+    if planned.held {
+        if let Err(e) = cost.durable_object.time(oversight::hold(&ctx.env, row)).await {
+            worker::console_error!("{}: holding {} failed (the sweep expires it on time): {e}", ctx.request_id, row.id);
+        }
+        if let Some(n) = &planned.note {
+            if let Err(e) = cost.queue.time(queues::enqueue_delivery(&ctx.env, &n.row.id, None, ctx.now)).await {
+                worker::console_error!("{}: enqueue of notification {} failed, the sweep will retry: {e}", ctx.request_id, n.row.id);
+            }
+        }
+    } else if row.status == MessageStatus::Paused {
+        // Nothing to enqueue: a resume releases it.
+    } else if let Err(e) = cost.queue.time(queues::enqueue_delivery(&ctx.env, &row.id, row.send_at, ctx.now)).await {
+        worker::console_error!("{}: enqueue of {} failed, the sweep will retry: {e}", ctx.request_id, row.id);
+    }
+}
+
+/// The path every outbound message takes (`send_email`, `reply_email`): sender and oversight
+/// checks, one D1 batch, then the queue or a hold. `thread_id`: the thread a reply joins.
+pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str>) -> ApiResult<Reply> {
+    // Mail that could never be signed is refused before anything is stored.
+    identity::require_key(&ctx.env, ctx.principal().livemode)?;
+
+    // The sending domain, the mailbox and which recipients are suppressed, in one round trip
+    // (or none: prefetched with the key).
+    let (sender, send_rules) = sender(ctx, v).await?;
+    let planned = plan(ctx, v, &sender, &send_rules, thread_id, ctx.idempotency_key())?;
+    let reply = Reply::accepted(planned.answer.clone());
+    let mut statements = planned.staged.statements(&ctx.db)?;
+    if let Some(n) = &planned.note {
+        statements.extend(n.statements(&ctx.db)?);
+    }
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         statements.push(s);
     }
@@ -346,25 +433,9 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     if audited {
         ctx.audited();
     }
-    let cost = ctx.db.cost();
-    if held {
-        cost.queue.time(queues::kick_events(&ctx.env)).await;
+    if planned.held {
+        ctx.db.cost().queue.time(queues::kick_events(&ctx.env)).await;
     }
-
-    // Stored: from here on a failure is repaired by the hourly sweep, so the caller gets its 202.
-    if held {
-        if let Err(e) = cost.durable_object.time(oversight::hold(&ctx.env, &row)).await {
-            worker::console_error!("{}: holding {} failed (the sweep expires it on time): {e}", ctx.request_id, row.id);
-        }
-        if let Some(n) = note {
-            if let Err(e) = cost.queue.time(queues::enqueue_delivery(&ctx.env, &n.id, None, ctx.now)).await {
-                worker::console_error!("{}: enqueue of notification {} failed, the sweep will retry: {e}", ctx.request_id, n.id);
-            }
-        }
-    } else if status == MessageStatus::Paused {
-        // Nothing to enqueue: a resume releases it.
-    } else if let Err(e) = cost.queue.time(queues::enqueue_delivery(&ctx.env, &row.id, v.send_at, ctx.now)).await {
-        worker::console_error!("{}: enqueue of {} failed, the sweep will retry: {e}", ctx.request_id, row.id);
-    }
+    after_stored(ctx, &planned).await;
     Ok(reply)
 }

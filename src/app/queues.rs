@@ -39,6 +39,19 @@ pub async fn enqueue_delivery(env: &Env, message_id: &str, send_at: Option<i64>,
     env.queue("DELIVERY")?.send(MessageBuilder::new(job).delay_seconds(delay).build()).await
 }
 
+/// Many messages in one `sendBatch` (at most 100, Cloudflare's limit), each delayed until its
+/// `send_at` like `enqueue_delivery`.
+pub async fn enqueue_deliveries(env: &Env, messages: &[(&str, Option<i64>)], now: i64) -> worker::Result<()> {
+    let batch: Vec<_> = messages
+        .iter()
+        .map(|(id, send_at)| {
+            let job = DeliveryJob { message_id: id.to_string(), reason: None };
+            MessageBuilder::new(job).delay_seconds(send_at.map_or(0, |at| hop_delay_secs(at, now))).build()
+        })
+        .collect();
+    env.queue("DELIVERY")?.send_batch(batch).await
+}
+
 /// A retry of a delivery, `delay_secs` from now.
 pub async fn retry_delivery(env: &Env, message_id: &str, delay_secs: u32) -> worker::Result<()> {
     let job = DeliveryJob { message_id: message_id.to_string(), reason: None };

@@ -4,6 +4,7 @@
 pub mod address;
 pub mod approval;
 pub mod audit;
+pub mod batch;
 pub mod authority;
 pub mod changes;
 pub mod delivery;

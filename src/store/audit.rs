@@ -50,6 +50,21 @@ pub fn pend(db: &Db, e: &AuditEntry) -> Result<D1PreparedStatement> {
     super::stmt(db, "INSERT INTO audit_pending (account_id, livemode, entry) VALUES (?1, ?2, ?3)", args![&e.account_id, e.livemode, &json])
 }
 
+/// Many entries in one statement per 100, in order (`send_batch`: one entry per message).
+pub fn pend_many(db: &Db, entries: &[AuditEntry]) -> Result<Vec<D1PreparedStatement>> {
+    let mut out = vec![];
+    for chunk in entries.chunks(100) {
+        let json = serde_json::to_string(chunk).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        out.push(super::stmt(
+            db,
+            "INSERT INTO audit_pending (account_id, livemode, entry)
+             SELECT value->>'$.account_id', CASE WHEN value->>'$.livemode' THEN 1 ELSE 0 END, value FROM json_each(?1) ORDER BY key",
+            args![json.as_str()],
+        )?);
+    }
+    Ok(out)
+}
+
 /// The oldest `limit` entries waiting to be sealed in one chain, with their `pid`s.
 pub async fn pending(db: &Db, account_id: &str, livemode: bool, limit: u32) -> Result<Vec<(i64, AuditEntry)>> {
     #[derive(Deserialize)]

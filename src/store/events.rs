@@ -27,6 +27,31 @@ pub fn insert(db: &Db, e: &NewEvent<'_>) -> Result<D1PreparedStatement> {
     )
 }
 
+/// Outbox rows for events about messages (`send_batch`), as `about_message` writes them.
+pub fn about_messages(db: &Db, items: &[(&super::messages::MessageRow, &Value)]) -> Result<Vec<D1PreparedStatement>> {
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|(m, payload)| {
+            serde_json::json!([
+                payload.get("event_id").and_then(Value::as_str).unwrap_or_default(), m.account_id, m.livemode, payload.get("type").and_then(Value::as_str).unwrap_or(""),
+                m.mailbox_id, m.id, payload.to_string(),
+                payload.get("created_at").and_then(Value::as_str).and_then(crate::domain::time::parse_rfc3339).unwrap_or(m.updated_at)
+            ])
+        })
+        .collect();
+    let mut out = vec![];
+    for chunk in rows.chunks(100) {
+        let param = Value::Array(chunk.to_vec()).to_string();
+        out.push(super::stmt(
+            db,
+            "INSERT OR IGNORE INTO events (id, account_id, livemode, type, mailbox_id, message_id, payload, created_at)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?1)",
+            args![param.as_str()],
+        )?);
+    }
+    Ok(out)
+}
+
 /// The outbox row for an event about one message (its account, mode and mailbox); the payload
 /// carries its own `event_id`.
 pub fn about_message(db: &Db, m: &super::messages::MessageRow, payload: &Value) -> Result<D1PreparedStatement> {

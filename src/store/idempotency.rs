@@ -83,6 +83,50 @@ pub async fn load(db: &Db, s: &Scope<'_>) -> Result<Option<StoredRecord>> {
     Ok(row.map(Row::into_record))
 }
 
+/// The records under `keys` (a batch's item keys), by key.
+pub async fn load_many(db: &Db, account_id: &str, livemode: bool, keys: &[&str]) -> Result<Vec<(String, StoredRecord)>> {
+    #[derive(serde::Deserialize)]
+    struct Keyed {
+        key: String,
+        #[serde(flatten)]
+        row: Row,
+    }
+    let list = serde_json::to_string(keys).expect("strings serialize");
+    let rows: Vec<Keyed> = super::all(
+        db,
+        "SELECT key, fingerprint, status_code, body, created_at FROM idempotency
+         WHERE account_id = ?1 AND livemode = ?2 AND key IN (SELECT value FROM json_each(?3))",
+        args![account_id, livemode, list.as_str()],
+    )
+    .await?;
+    Ok(rows.into_iter().map(|k| (k.key, k.row.into_record())).collect())
+}
+
+/// Completed records for a batch's new items `(key, fingerprint, status, body)`: records of the
+/// same keys older than `expired_before` are replaced; a live record of the same key (a
+/// concurrent request) makes the insert fail, and with it the whole write batch.
+pub fn insert_completed_many(db: &Db, account_id: &str, livemode: bool, records: &[(&str, &str, u16, &str)], now: i64, expired_before: i64) -> Result<Vec<D1PreparedStatement>> {
+    let mut out = vec![];
+    for chunk in records.chunks(100) {
+        let keys: Vec<&str> = chunk.iter().map(|r| r.0).collect();
+        let rows: Vec<serde_json::Value> = chunk.iter().map(|(k, f, st, b)| serde_json::json!([k, f, st, b])).collect();
+        let keys = serde_json::to_string(&keys).expect("strings serialize");
+        let rows = serde_json::Value::Array(rows).to_string();
+        out.push(super::stmt(
+            db,
+            "DELETE FROM idempotency WHERE account_id = ?1 AND livemode = ?2 AND created_at < ?4 AND key IN (SELECT value FROM json_each(?3))",
+            args![account_id, livemode, keys.as_str(), expired_before],
+        )?);
+        out.push(super::stmt(
+            db,
+            "INSERT INTO idempotency (account_id, livemode, key, fingerprint, status_code, body, created_at)
+             SELECT ?1, ?2, value->>0, value->>1, value->>2, value->>3, ?4 FROM json_each(?3)",
+            args![account_id, livemode, rows.as_str(), now],
+        )?);
+    }
+    Ok(out)
+}
+
 impl Row {
     fn into_record(self) -> StoredRecord {
         StoredRecord { fingerprint: self.fingerprint, created_at: self.created_at, response: self.status_code.map(|c| (c as u16, self.body.unwrap_or_default())) }

@@ -168,6 +168,62 @@ pub fn insert(db: &Db, m: &MessageRow) -> Result<D1PreparedStatement> {
     )
 }
 
+/// Bulk writes (`send_batch`): many rows in one statement each, the rows as one JSON array
+/// parameter read with `json_each` (D1 takes at most 100 bound parameters a statement and a
+/// batch of at most about a thousand statements). Each array is kept under
+/// `BULK_PARAM_BYTES`; a single larger value gets a statement of its own.
+pub const BULK_PARAM_BYTES: usize = 900_000;
+
+/// The message rows, as `insert` writes them one at a time.
+pub fn insert_many(db: &Db, rows: &[&MessageRow]) -> Result<Vec<D1PreparedStatement>> {
+    let json_rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|m| {
+            serde_json::json!([
+                m.id, m.account_id, m.livemode, m.mailbox_id, m.direction.as_str(), m.thread_id, m.from_addr, m.to_json, m.cc_json,
+                m.bcc_json, m.subject, m.oversight_mode.as_str(), m.status.as_str(), m.metadata, m.send_at, m.idempotency_key,
+                m.created_at, m.expires_at, m.kind.as_str(), m.message_id_header, m.snippet, m.category
+            ])
+        })
+        .collect();
+    bulk(db, &json_rows, |_| {
+        "INSERT INTO messages (id, account_id, livemode, mailbox_id, direction, thread_id, from_addr, to_json, cc_json, bcc_json,
+           subject, oversight_mode, status, metadata, send_at, idempotency_key, created_at, updated_at, expires_at, kind,
+           message_id_header, snippet, category)
+         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8, value->>9,
+           value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, value->>16, value->>16, value->>17, value->>18,
+           value->>19, value->>20, value->>21
+         FROM json_each(?1)"
+            .to_string()
+    })
+}
+
+/// Blobs `(message id, kind, body)`.
+pub fn insert_blobs_many(db: &Db, blobs: &[(&str, Blob, &str)]) -> Result<Vec<D1PreparedStatement>> {
+    let json_rows: Vec<serde_json::Value> = blobs.iter().map(|(id, kind, body)| serde_json::json!([id, kind.as_str(), body])).collect();
+    bulk(db, &json_rows, |_| "INSERT INTO message_blobs (message_id, kind, body) SELECT value->>0, value->>1, value->>2 FROM json_each(?1)".to_string())
+}
+
+/// Timeline rows `(message id, at, kind, detail)`, in order.
+pub fn timeline_many(db: &Db, entries: &[(&str, i64, &str, Option<&str>)]) -> Result<Vec<D1PreparedStatement>> {
+    let json_rows: Vec<serde_json::Value> = entries.iter().map(|(id, at, kind, detail)| serde_json::json!([id, at, kind, detail])).collect();
+    bulk(db, &json_rows, |_| {
+        "INSERT INTO message_timeline (message_id, at, kind, detail) SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?1) ORDER BY key".to_string()
+    })
+}
+
+/// JSON rows into as few statements as fit `BULK_PARAM_BYTES` each.
+fn bulk(db: &Db, rows: &[serde_json::Value], sql: impl Fn(usize) -> String) -> Result<Vec<D1PreparedStatement>> {
+    let texts: Vec<String> = rows.iter().map(serde_json::Value::to_string).collect();
+    let sizes: Vec<usize> = texts.iter().map(String::len).collect();
+    let mut out = vec![];
+    for (n, range) in crate::domain::batch::chunks(&sizes, 100, BULK_PARAM_BYTES).into_iter().enumerate() {
+        let param = format!("[{}]", texts[range].join(","));
+        out.push(super::stmt(db, &sql(n), args![param.as_str()])?);
+    }
+    Ok(out)
+}
+
 /// The stored bodies of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blob {

@@ -69,14 +69,14 @@ test('initialize negotiates the protocol and tells the model how oversight works
 
 test('tools/list shows each key what it may call: send, read, oversight, mailbox-limited admin', async () => {
   const send = await connect((await mintKey({ name: 'agent-send', scopes: ['send'] })).key);
-  assert.deepEqual(await names(send), ['cancel_email', 'get_email', 'reply_email', 'send_email', 'tag_email']);
+  assert.deepEqual(await names(send), ['cancel_email', 'get_email', 'reply_email', 'send_batch', 'send_email', 'tag_email']);
   const read = await connect((await mintKey({ name: 'agent-read', scopes: ['read'] })).key);
   assert.deepEqual(await names(read), ['check_inbox', 'get_email', 'get_thread', 'list_mailboxes', 'list_pending', 'list_rules', 'read_email', 'search_emails']);
   const human = await connect(oversightTest);
   assert.ok((await names(human)).includes('decide_email'));
   // No agent key sees decide_email; the full key sees every tool but it.
   const full = await names(await connect(a.test));
-  assert.equal(full.length, 35, full.join(' '));
+  assert.equal(full.length, 36, full.join(' '));
   assert.ok(!full.includes('decide_email'));
   // A key limited to one mailbox does not see the calls about the whole account.
   const limited = await connect((await mintKey({ name: 'limited-admin', scopes: ['admin', 'read'], mailboxes: [a.mailbox.id] })).key);
@@ -145,6 +145,10 @@ test('every tool answers valid arguments with a result and invalid ones with a t
   assert.ok((await ok(c, 'check_inbox', {})).emails.some((e) => e.id === inboundId));
   await bad(c, 'check_inbox', { bogus: 'x' });
   assert.ok((await ok(c, 'search_emails', { q: 'tools', direction: 'all' })).emails !== undefined);
+  const sentBatch = await ok(c, 'send_batch', { emails: [{ from: box.address, to: 'batch@example.com', subject: 'via mcp', text: 'x' }] });
+  assert.equal(sentBatch.accepted, 1);
+  assert.match(sentBatch.results[0].id, /^msg_/);
+  assert.equal((await bad(c, 'send_batch', { emails: [] })).code, 'invalid_request');
   await bad(c, 'search_emails', { q: 'x', cursor: 'nope' });
   const email = await ok(c, 'read_email', { id: inboundId });
   assert.equal(email.id, inboundId);
