@@ -1,6 +1,7 @@
 //! The cron (`[triggers] crons` in wrangler.toml). Every minute: seal the audit entries waiting
 //! in `audit_pending` into their chains. Every hour (`HOURLY`): prune what expires (idempotency
-//! records, rate windows, events past `EVENT_RETENTION_DAYS`), expire held
+//! records, rate windows, events past `EVENT_RETENTION_DAYS`, the attachments of mailboxes deleted
+//! `ATTACHMENT_RETENTION_DAYS` ago), expire held
 //! messages whose alarm was lost, re-enqueue deliveries and events whose queue message may be
 //! lost, and re-verify custom domains. Each job logs its own failure and the rest still run.
 
@@ -48,6 +49,11 @@ async fn hourly(env: &Env) {
         Ok(n) if n > 0 => worker::console_log!("cron: pruned {n} events past their retention"),
         Ok(_) => {}
         Err(e) => worker::console_error!("cron: pruning events: {e}"),
+    }
+    match app::attachments::prune_deleted(env, &db, now, config.attachment_retention_days).await {
+        Ok(n) if n > 0 => worker::console_log!("cron: deleted {n} attachments of deleted mailboxes"),
+        Ok(_) => {}
+        Err(e) => worker::console_error!("cron: deleting attachments of deleted mailboxes: {e}"),
     }
     match sweep_deliveries(env, now).await {
         Ok(n) if n > 0 => worker::console_log!("cron: re-enqueued {n} messages"),

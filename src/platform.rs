@@ -106,6 +106,9 @@ pub struct Config {
     /// `EVENT_RETENTION_DAYS` (default 30, at least 3, past the webhook retry schedule): how
     /// long fanned-out events and their webhook attempts are kept.
     pub event_retention_days: i64,
+    /// `ATTACHMENT_RETENTION_DAYS` (default 30): how long a deleted mailbox's received
+    /// attachments stay in the bucket.
+    pub attachment_retention_days: i64,
 }
 
 impl Config {
@@ -136,6 +139,7 @@ impl Config {
             reclaim_after_secs: num(env, "RECLAIM_AFTER_SECONDS", 300).clamp(1, 86_400),
             provider_timeout_secs: num(env, "PROVIDER_TIMEOUT_SECONDS", 15).clamp(1, 120) as u32,
             event_retention_days: num(env, "EVENT_RETENTION_DAYS", 30).clamp(3, 3650),
+            attachment_retention_days: num(env, "ATTACHMENT_RETENTION_DAYS", 30).clamp(0, 3650),
         }
     }
 }

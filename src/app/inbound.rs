@@ -7,7 +7,8 @@
 use serde_json::{json, Value};
 use worker::Env;
 
-use crate::app::{audit, oversight, payloads, queues};
+use crate::app::{attachments, audit, oversight, payloads, queues};
+use crate::domain::attachments::r2_key;
 use crate::domain::ids;
 use crate::domain::inbound::{routing_candidates, ParsedEmail, MAX_STORED_RAW};
 use crate::domain::message::{Direction, MessageKind, MessageStatus};
@@ -53,7 +54,18 @@ pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelop
     }
     let now = platform::now_ms();
     let snippet = parsed.snippet();
-    let parsed_json = serde_json::to_string(parsed).map_err(|e| e.to_string())?;
+    // With the attachments bucket, every attachment is kept whole there (`stored`), whatever
+    // its size; D1 keeps its metadata (and small ones inline, as before).
+    let bucket = if parsed.parts.is_empty() { None } else { attachments::bucket(env) };
+    let mut record = serde_json::to_value(parsed).map_err(|e| e.to_string())?;
+    if bucket.is_some() {
+        if let Some(list) = record.get_mut("attachments").and_then(Value::as_array_mut) {
+            for a in list.iter_mut().take(parsed.parts.len()) {
+                a["stored"] = json!(true);
+            }
+        }
+    }
+    let parsed_json = record.to_string();
     let raw_text = raw.filter(|r| r.len() <= MAX_STORED_RAW).and_then(|r| std::str::from_utf8(r).ok());
     let mut out = Ingested::default();
     for mb in boxes {
@@ -98,6 +110,10 @@ pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelop
         if let Some(r) = raw_text {
             batch.push(messages::insert_blob(&db, &id, Blob::Mime, r)?);
         }
+        if bucket.is_some() {
+            let items: Vec<(usize, String, usize)> = parsed.parts.iter().enumerate().map(|(i, b)| (i, r2_key(&id, i), b.len())).collect();
+            batch.push(store::attachments::insert_for(&db, &id, &items, now)?);
+        }
         if quarantined {
             let who = sender.as_deref().unwrap_or("an unknown sender");
             batch.push(messages::timeline(&db, &id, now, "quarantined", Some(&format!("a receive rule blocks {who}: held for a human ({QUARANTINE})")))?);
@@ -116,6 +132,9 @@ pub async fn ingest(env: &Env, parsed: &ParsedEmail, raw: Option<&[u8]>, envelop
                 continue;
             }
             Err(e) => return Err(e),
+        }
+        if let Some(b) = &bucket {
+            attachments::put_inbound(b, &id, parsed).await;
         }
         queues::kick_events(env).await;
         if held {

@@ -5,6 +5,7 @@
 //! may see (`access`). Nothing here imports `routes`, `consumers` or `durable`.
 
 pub mod access;
+pub mod attachments;
 pub mod audit;
 pub mod batch;
 pub mod changes;

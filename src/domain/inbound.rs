@@ -4,6 +4,7 @@
 //! the threading ids and the Authentication-Results verdicts.
 
 use base64::{engine::general_purpose::STANDARD, Engine};
+use sha2::Digest;
 use mail_parser::{MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,30 @@ pub struct InboundAttachment {
     pub content_base64: Option<String>,
     /// Why the content was not kept.
     pub omitted: Option<String>,
+    /// SHA-256 of the content, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The type its bytes show (`domain::attachments::sniff`), whatever the sender declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_type: Option<String>,
+    /// The whole content is in the attachments bucket (`download_attachment`).
+    #[serde(default)]
+    pub stored: bool,
+}
+
+impl InboundAttachment {
+    fn of(filename: Option<String>, content_type: String, content: &[u8], inline: bool) -> Self {
+        InboundAttachment {
+            filename,
+            detected_type: Some(super::attachments::sniff(content, &content_type)),
+            content_type,
+            size: content.len(),
+            content_base64: inline.then(|| STANDARD.encode(content)),
+            omitted: (!inline).then(|| format!("over the {MAX_STORED_ATTACHMENTS}-byte inline cap")),
+            sha256: Some(super::keys::hex(&sha2::Sha256::digest(content))),
+            stored: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +73,10 @@ pub struct ParsedEmail {
     pub attachments: Vec<InboundAttachment>,
     pub authentication_results: Vec<String>,
     pub truncated: bool,
+    /// The decoded bytes of each attachment, in order (for the attachments bucket; never part
+    /// of the stored JSON).
+    #[serde(skip)]
+    pub parts: Vec<Vec<u8>>,
 }
 
 fn addr_list(a: Option<&mail_parser::Address<'_>>) -> Vec<String> {
@@ -104,6 +133,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedEmail, ParseError> {
     let has_html = msg.html_part(0).is_some_and(|p| p.is_content_type("text", "html"));
     let html = msg.body_html(0).filter(|_| has_html).map(|h| cut(h.into_owned(), MAX_BODY_CHARS, &mut truncated));
     let mut kept = 0usize;
+    let mut parts = vec![];
     let attachments = msg
         .attachments()
         .map(|part| {
@@ -117,13 +147,8 @@ pub fn parse(raw: &[u8]) -> Result<ParsedEmail, ParseError> {
             if fits {
                 kept += content.len();
             }
-            InboundAttachment {
-                filename: part.attachment_name().map(str::to_string),
-                content_type: ct,
-                size: content.len(),
-                content_base64: fits.then(|| STANDARD.encode(content)),
-                omitted: (!fits).then(|| format!("over the {MAX_STORED_ATTACHMENTS}-byte stored-attachment cap; metadata only")),
-            }
+            parts.push(content.to_vec());
+            InboundAttachment::of(part.attachment_name().map(str::to_string), ct, content, fits)
         })
         .collect();
     let headers = msg
@@ -153,6 +178,7 @@ pub fn parse(raw: &[u8]) -> Result<ParsedEmail, ParseError> {
             .filter_map(|v| v.as_text().map(str::to_string))
             .collect(),
         truncated,
+        parts,
     })
 }
 
@@ -386,25 +412,24 @@ pub fn from_postmark(v: &serde_json::Value) -> Result<ParsedEmail, String> {
     }
     let mut truncated = false;
     let mut kept = 0usize;
+    let mut parts = vec![];
     let attachments = v
         .get("Attachments")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .map(|x| {
-                    let content = x.get("Content").and_then(Value::as_str).unwrap_or("");
-                    let size = x.get("ContentLength").and_then(Value::as_u64).map_or(content.len() / 4 * 3, |n| n as usize);
-                    let fits = kept + size <= MAX_STORED_ATTACHMENTS;
+                    let encoded = x.get("Content").and_then(Value::as_str).unwrap_or("");
+                    // Content that is not base64 is kept as the bytes it is.
+                    let content = STANDARD.decode(encoded.trim()).unwrap_or_else(|_| encoded.as_bytes().to_vec());
+                    let fits = kept + content.len() <= MAX_STORED_ATTACHMENTS;
                     if fits {
-                        kept += size;
+                        kept += content.len();
                     }
-                    InboundAttachment {
-                        filename: x.get("Name").and_then(Value::as_str).map(str::to_string),
-                        content_type: x.get("ContentType").and_then(Value::as_str).unwrap_or("application/octet-stream").to_ascii_lowercase(),
-                        size,
-                        content_base64: fits.then(|| content.to_string()),
-                        omitted: (!fits).then(|| format!("over the {MAX_STORED_ATTACHMENTS}-byte stored-attachment cap; metadata only")),
-                    }
+                    let ct = x.get("ContentType").and_then(Value::as_str).unwrap_or("application/octet-stream").to_ascii_lowercase();
+                    let a = InboundAttachment::of(x.get("Name").and_then(Value::as_str).map(str::to_string), ct, &content, fits);
+                    parts.push(content);
+                    a
                 })
                 .collect()
         })
@@ -433,6 +458,7 @@ pub fn from_postmark(v: &serde_json::Value) -> Result<ParsedEmail, String> {
         headers,
         attachments,
         truncated,
+        parts,
     })
 }
 

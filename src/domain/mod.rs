@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod approval;
+pub mod attachments;
 pub mod audit;
 pub mod batch;
 pub mod authority;

@@ -23,22 +23,29 @@ pub struct Reply {
     pub headers: Vec<(String, String)>,
     /// A non-JSON body (for example JSON Lines); `headers` then names its Content-Type.
     pub raw: Option<String>,
+    /// A binary body (a downloaded attachment); `headers` names its Content-Type.
+    pub bytes: Option<Vec<u8>>,
 }
 
 impl Reply {
     pub fn ok(body: Value) -> Self {
-        Reply { status: 200, body, headers: vec![], raw: None }
+        Reply { status: 200, body, headers: vec![], raw: None, bytes: None }
     }
     pub fn created(body: Value) -> Self {
-        Reply { status: 201, body, headers: vec![], raw: None }
+        Reply { status: 201, body, headers: vec![], raw: None, bytes: None }
     }
     pub fn accepted(body: Value) -> Self {
-        Reply { status: 202, body, headers: vec![], raw: None }
+        Reply { status: 202, body, headers: vec![], raw: None, bytes: None }
     }
     /// A body that is not a JSON value (a page, JSON Lines, a stored document), with the
     /// headers that describe it (its Content-Type; JSON when none is given).
     pub fn raw(status: u16, body: String, headers: Vec<(String, String)>) -> Self {
-        Reply { status, body: Value::Null, headers, raw: Some(body) }
+        Reply { status, body: Value::Null, headers, raw: Some(body), bytes: None }
+    }
+    /// 200 with a binary body of `content_type`, and more headers.
+    pub fn bytes(body: Vec<u8>, content_type: &str, mut headers: Vec<(String, String)>) -> Self {
+        headers.push(("Content-Type".into(), content_type.into()));
+        Reply { status: 200, body: Value::Null, headers, raw: None, bytes: Some(body) }
     }
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = status;
@@ -46,7 +53,7 @@ impl Reply {
     }
 }
 
-pub fn json_response(status: u16, body: &str, request_id: &str, extra: &[(String, String)]) -> worker::Result<Response> {
+pub fn json_response(status: u16, body: &[u8], request_id: &str, extra: &[(String, String)]) -> worker::Result<Response> {
     let headers = Headers::new();
     headers.set("Content-Type", "application/json; charset=utf-8")?;
     headers.set("Request-Id", request_id)?;
@@ -54,7 +61,7 @@ pub fn json_response(status: u16, body: &str, request_id: &str, extra: &[(String
     for (k, v) in extra {
         headers.set(k, v)?;
     }
-    Ok(Response::from_bytes(body.as_bytes().to_vec())?.with_status(status).with_headers(headers))
+    Ok(Response::from_bytes(body.to_vec())?.with_status(status).with_headers(headers))
 }
 
 pub fn error_response(err: &ApiError, request_id: &str, timing: Option<(String, String)>) -> worker::Result<Response> {
@@ -69,7 +76,7 @@ pub fn error_response(err: &ApiError, request_id: &str, timing: Option<(String, 
         // RFC 6750: say how to authenticate (MCP clients read it too).
         extra.push(("WWW-Authenticate".to_string(), "Bearer realm=\"MultiMail\"".to_string()));
     }
-    json_response(err.status, &err.body(request_id).to_string(), request_id, &extra)
+    json_response(err.status, err.body(request_id).to_string().as_bytes(), request_id, &extra)
 }
 
 /// Reads a JSON object body: `Content-Type: application/json`, at most `MAX_BODY_BYTES`.

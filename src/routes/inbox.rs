@@ -137,6 +137,42 @@ pub async fn search_emails(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     Ok(Reply::ok(json!({"emails": emails, "next_cursor": search::next_cursor(offset, hits.len(), limit, more)})))
 }
 
+/// An inbound message's attachments as `read_email` lists them: each with its `index` and, when
+/// its bytes are kept (in the bucket, or inline), the `download` path.
+fn attachment_list(id: &str, p: &ParsedEmail) -> Value {
+    json!(p
+        .attachments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let mut v = json!(a);
+            v["index"] = json!(i);
+            v["download"] = json!((a.stored || a.content_base64.is_some()).then(|| format!("/download_attachment?id={id}&index={i}")));
+            v
+        })
+        .collect::<Vec<_>>())
+}
+
+/// `GET /download_attachment?id=…&index=…`: the bytes of one attachment of an inbound message
+/// the key may read (held mail is not readable), typed by its content, as a download.
+pub async fn download_attachment(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let q = http::query_params(req, &["id", "index"])?;
+    let id = q.get("id").ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
+    let index = q
+        .get("index")
+        .ok_or_else(|| ApiError::invalid_field("index", "`index` is required: the attachment's place in read_email's `attachments`, from 0"))?
+        .parse::<usize>()
+        .ok()
+        .filter(|i| *i < 1000)
+        .ok_or_else(|| ApiError::invalid_field("index", "`index` is a whole number from 0"))?;
+    let m = readable(ctx, id).await?;
+    if m.msg.direction != Direction::Inbound {
+        return Err(ApiError::new(404, "attachment_not_found", "only received mail has attachments to download; a sent message's are in get_email").with_field("id"));
+    }
+    let parsed: ParsedEmail = messages::blob(&ctx.db, id, Blob::Parsed).await?.and_then(|j| serde_json::from_str(&j).ok()).ok_or_else(ApiError::internal)?;
+    crate::app::attachments::download(ctx, &m, &parsed, index).await
+}
+
 pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let q = http::query_params(req, &["id"])?;
     let id = q.get("id").ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
@@ -151,7 +187,7 @@ pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
             v["html"] = json!(p.html);
             v["reply_to"] = json!(p.reply_to);
             v["headers"] = json!(p.headers.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>());
-            v["attachments"] = json!(p.attachments);
+            v["attachments"] = attachment_list(&m.msg.id, &p);
             v["in_reply_to"] = json!(p.in_reply_to);
             v["references"] = json!(p.references);
             // Only the receiver's own header is a verdict; what the sender wrote is shown apart.

@@ -158,6 +158,7 @@ pub const ROUTES: &[Route] = &[
     get("/get_email", Key(READ_SEND_OR_OVERSIGHT)),
     get("/check_inbox", Key(READ)),
     get("/search_emails", Key(READ)),
+    get("/download_attachment", Key(READ)),
     get("/read_email", Key(READ)),
     get("/get_thread", Key(READ)),
     post("/tag_email", Key(SEND)),
@@ -257,6 +258,8 @@ const HTML_HEADERS: [(&str, &str); 4] = [
 struct Served {
     status: u16,
     body: String,
+    /// A binary body (then `body` is empty).
+    bytes: Option<Vec<u8>>,
     headers: Vec<(String, String)>,
     json: Option<Value>,
     /// The handler stored the call's audit entry with its own batch.
@@ -269,9 +272,10 @@ impl Served {
         if answer == Answer::Html {
             headers.extend(HTML_HEADERS.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         }
-        match r.raw {
-            Some(raw) => Served { status: r.status, body: raw, headers, json: None, audited: false },
-            None => Served { status: r.status, body: r.body.to_string(), headers, json: Some(r.body), audited: false },
+        match (r.raw, r.bytes) {
+            (_, Some(bytes)) => Served { status: r.status, body: String::new(), bytes: Some(bytes), headers, json: None, audited: false },
+            (Some(raw), None) => Served { status: r.status, body: raw, bytes: None, headers, json: None, audited: false },
+            (None, None) => Served { status: r.status, body: r.body.to_string(), bytes: None, headers, json: Some(r.body), audited: false },
         }
     }
 }
@@ -299,7 +303,7 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
     match result {
         Ok(mut s) => {
             s.headers.push(timing);
-            http::json_response(s.status, &s.body, &request_id, &s.headers)
+            http::json_response(s.status, s.bytes.as_deref().unwrap_or(s.body.as_bytes()), &request_id, &s.headers)
         }
         Err(e) => {
             if e.status >= 500 {
@@ -335,6 +339,8 @@ fn unrecorded_facts(facts: Option<app::audit::Facts>, result: &ApiResult<Served>
 pub struct Internal {
     pub status: u16,
     pub body: String,
+    /// A binary answer (a downloaded attachment).
+    pub bytes: Option<Vec<u8>>,
     pub headers: Vec<(String, String)>,
 }
 
@@ -351,8 +357,8 @@ pub async fn call_internal(env: &Env, mut req: Request, via: &'static str) -> wo
         app::audit::record(env, f).await;
     }
     Ok(match result {
-        Ok(s) => Internal { status: s.status, body: s.body, headers: s.headers },
-        Err(e) => Internal { status: e.status, body: e.body(&request_id).to_string(), headers: vec![] },
+        Ok(s) => Internal { status: s.status, body: s.body, bytes: s.bytes, headers: s.headers },
+        Err(e) => Internal { status: e.status, body: e.body(&request_id).to_string(), bytes: None, headers: vec![] },
     })
 }
 
@@ -679,7 +685,7 @@ fn judge(record: &idempotency::StoredRecord, fingerprints: &[String; 2], now: i6
         verdict = idempotency::on_existing(record, &fingerprints[1], now);
     }
     match verdict {
-        Replay::Replay { status, body } => Judged::Answer(Ok(Served { status, body, headers: vec![("Idempotent-Replayed".into(), "true".into())], json: None, audited: false })),
+        Replay::Replay { status, body } => Judged::Answer(Ok(Served { status, body, bytes: None, headers: vec![("Idempotent-Replayed".into(), "true".into())], json: None, audited: false })),
         Replay::Mismatch => Judged::Answer(Err(ApiError::unprocessable(
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request; use a new key for a new request",
@@ -758,6 +764,7 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &mut Request, input: &Input) ->
         (_, "/get_email") => emails::get_email(ctx, req).await,
         (_, "/check_inbox") => inbox::check_inbox(ctx, req).await,
         (_, "/search_emails") => inbox::search_emails(ctx, req).await,
+        (_, "/download_attachment") => inbox::download_attachment(ctx, req).await,
         (_, "/read_email") => inbox::read_email(ctx, req).await,
         (_, "/get_thread") => inbox::get_thread(ctx, req).await,
         (_, "/tag_email") => inbox::tag_email(ctx, body).await,

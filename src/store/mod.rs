@@ -4,6 +4,7 @@
 //! place (`is_unique_violation`).
 
 pub mod accounts;
+pub mod attachments;
 pub mod audit;
 pub mod changes;
 pub mod domains;

@@ -3,6 +3,7 @@
 // threading, gated_all holding, bad input, and isolation between accounts.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { startWorker, eventually } from './harness.mjs';
 
 const SECRET = 'pm-inbound-secret';
@@ -202,19 +203,31 @@ test('malformed, Message-ID-less and oversize input answer clear errors and stor
   assert.equal((await w.sql('SELECT count(*) AS n FROM messages'))[0].n, before);
 });
 
-test('a 20 MB message is stored with its text, and its attachment as metadata with the reason', async () => {
-  const big = Buffer.alloc(15 * 1024 * 1024, 1).toString('base64').replace(/.{76}/g, '$&\r\n');
+test('a 27 MB message is stored with its text; its 20 MB attachment is kept whole and downloads byte-identical', async () => {
+  const bytes = Buffer.alloc(20 * 1024 * 1024);
+  for (let i = 0; i < bytes.length; i += 4096) bytes.writeUInt32BE(i, i); // not all one byte: a real comparison
+  bytes.write('PK\u0003\u0004', 0, 'latin1');
+  const big = bytes.toString('base64').replace(/.{76}/g, '$&\r\n');
   const raw = msg({ From: 'big@example.com', To: a.from, Subject: 'Large', 'Message-ID': mid(), 'Content-Type': 'multipart/mixed; boundary="x"' },
     ['--x', 'Content-Type: text/plain', '', 'See the archive.', '--x', 'Content-Type: application/zip', 'Content-Disposition: attachment; filename="big.zip"', 'Content-Transfer-Encoding: base64', '', big, '--x--', ''].join(CRLF));
   assert.ok(raw.length > 20_000_000);
   const r = await mime(a.test, raw);
   assert.equal(r.status, 200, r.text.slice(0, 300));
-  const e = await read(a.test, r.body.stored[0].id);
+  const id = r.body.stored[0].id;
+  const e = await read(a.test, id);
   assert.equal(e.text.trim(), 'See the archive.');
-  assert.equal(e.attachments[0].filename, 'big.zip');
-  assert.equal(e.attachments[0].size, 15 * 1024 * 1024);
-  assert.equal(e.attachments[0].content_base64, null);
-  assert.match(e.attachments[0].omitted, /cap/);
+  const [att] = e.attachments;
+  assert.deepEqual([att.filename, att.size, att.content_base64, att.stored, att.index, att.detected_type], ['big.zip', bytes.length, null, true, 0, 'application/zip']);
+  assert.match(att.omitted, /inline cap/);
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  assert.equal(att.sha256, sha);
+  const res = await fetch(`${w.base}${att.download}`, { headers: { Authorization: `Bearer ${a.test}` } });
+  assert.equal(res.status, 200);
+  const got = Buffer.from(await res.arrayBuffer());
+  assert.equal(got.length, bytes.length);
+  assert.equal(createHash('sha256').update(got).digest('hex'), sha, 'byte-identical');
+  assert.equal(res.headers.get('x-attachment-sha256'), sha);
+  assert.match(res.headers.get('content-disposition'), /^attachment; filename="big.zip"/);
 });
 
 test('receive rules: a blocked sender\'s mail is quarantined whatever the mode; an allowed sender passes gated_all only with the bypass a human turned on', async () => {

@@ -71,12 +71,12 @@ test('tools/list shows each key what it may call: send, read, oversight, mailbox
   const send = await connect((await mintKey({ name: 'agent-send', scopes: ['send'] })).key);
   assert.deepEqual(await names(send), ['cancel_email', 'get_email', 'reply_email', 'send_batch', 'send_email', 'tag_email']);
   const read = await connect((await mintKey({ name: 'agent-read', scopes: ['read'] })).key);
-  assert.deepEqual(await names(read), ['check_inbox', 'get_email', 'get_thread', 'list_mailboxes', 'list_pending', 'list_rules', 'read_email', 'search_emails']);
+  assert.deepEqual(await names(read), ['check_inbox', 'download_attachment', 'get_email', 'get_thread', 'list_mailboxes', 'list_pending', 'list_rules', 'read_email', 'search_emails']);
   const human = await connect(oversightTest);
   assert.ok((await names(human)).includes('decide_email'));
   // No agent key sees decide_email; the full key sees every tool but it.
   const full = await names(await connect(a.test));
-  assert.equal(full.length, 36, full.join(' '));
+  assert.equal(full.length, 37, full.join(' '));
   assert.ok(!full.includes('decide_email'));
   // A key limited to one mailbox does not see the calls about the whole account.
   const limited = await connect((await mintKey({ name: 'limited-admin', scopes: ['admin', 'read'], mailboxes: [a.mailbox.id] })).key);
@@ -138,7 +138,9 @@ test('every tool answers valid arguments with a result and invalid ones with a t
   await bad(c, 'cancel_email', { id: 'msg_nope' });
   assert.equal((await ok(c, 'get_email', { id: sent.id })).id, sent.id);
   assert.equal((await bad(c, 'get_email', { id: 'msg_nope' })).code, 'not_found');
-  const raw = [`From: Bob <bob@example.com>`, `To: ${a.from}`, 'Subject: Question', `Message-ID: <${randomBytes(6).toString('hex')}@example.com>`, '', 'Can you send the invoice?', ''].join('\r\n');
+  const raw = [`From: Bob <bob@example.com>`, `To: ${a.from}`, 'Subject: Question', `Message-ID: <${randomBytes(6).toString('hex')}@example.com>`,
+    'Content-Type: multipart/mixed; boundary="q"', '', '--q', 'Content-Type: text/plain', '', 'Can you send the invoice?',
+    '--q', 'Content-Type: text/plain', 'Content-Disposition: attachment; filename="notes.txt"', '', 'line one', '--q--', ''].join('\r\n');
   const inbound = await w.call('/inbound/mime', { key: a.test, raw, headers: { 'Content-Type': 'message/rfc822' } });
   assert.equal(inbound.status, 200, inbound.text);
   const inboundId = inbound.body.stored[0].id;
@@ -150,6 +152,11 @@ test('every tool answers valid arguments with a result and invalid ones with a t
   assert.match(sentBatch.results[0].id, /^msg_/);
   assert.equal((await bad(c, 'send_batch', { emails: [] })).code, 'invalid_request');
   await bad(c, 'search_emails', { q: 'x', cursor: 'nope' });
+  const file = await c.callTool({ name: 'download_attachment', arguments: { id: inboundId, index: 0 } });
+  called.add('download_attachment');
+  assert.ok(!file.isError, JSON.stringify(file));
+  assert.equal(Buffer.from(file.content.find((x) => x.type === 'resource').resource.blob, 'base64').toString().trim(), 'line one');
+  assert.equal((await bad(c, 'download_attachment', { id: inboundId, index: 5 })).code, 'attachment_not_found');
   const email = await ok(c, 'read_email', { id: inboundId });
   assert.equal(email.id, inboundId);
   await bad(c, 'read_email', { id: 'msg_nope' });

@@ -1,0 +1,106 @@
+//! Attachments kept whole in the attachments bucket (R2): what type their bytes show (the
+//! sender's declared type is not trusted), where each lives, and the headers a download is
+//! served with, so a browser saves it rather than renders it.
+
+/// An inbound attachment of message `message_id`, the `index`-th (its place in `attachments`).
+pub fn r2_key(message_id: &str, index: usize) -> String {
+    format!("inbound/{message_id}/{index}")
+}
+
+/// The prefix under which every attachment of a message lives.
+pub fn r2_prefix(message_id: &str) -> String {
+    format!("inbound/{message_id}/")
+}
+
+/// The type the content shows: by its magic bytes (`infer`); text that is valid UTF-8 without
+/// control characters is `text/plain`; anything else `application/octet-stream`. `declared` is
+/// what the sender said; it is used only to tell apart formats whose bytes look alike (a ZIP
+/// that is an Office document).
+pub fn sniff(content: &[u8], declared: &str) -> String {
+    if let Some(kind) = infer::get(content) {
+        let found = kind.mime_type();
+        // Office documents are ZIP containers: keep the declared Office type when the bytes are a ZIP.
+        if found == "application/zip" && declared.starts_with("application/vnd.openxmlformats-officedocument.") {
+            return declared.to_string();
+        }
+        return found.to_string();
+    }
+    let head = &content[..content.len().min(8192)];
+    // A UTF-8 sequence cut at the 8192nd byte is still text.
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => Some(t),
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&head[..e.valid_up_to()]).ok(),
+        Err(_) => None,
+    };
+    match text {
+        Some(t) if !content.is_empty() && !t.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{c}')) => "text/plain".into(),
+        _ => "application/octet-stream".into(),
+    }
+}
+
+/// The `Content-Type` a download is served with: the detected type when a browser shows it
+/// inertly, `application/octet-stream` otherwise (HTML, SVG, XML and scripts are never served
+/// as themselves).
+pub fn served_type(detected: &str) -> &str {
+    const INERT: [&str; 10] =
+        ["application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp", "text/plain", "application/zip", "audio/mpeg", "video/mp4", "text/csv"];
+    if INERT.contains(&detected) || detected.starts_with("application/vnd.openxmlformats-officedocument.") {
+        detected
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// `Content-Disposition: attachment` with the file name (RFC 6266: an ASCII fallback and the
+/// UTF-8 name percent-encoded).
+pub fn content_disposition(filename: Option<&str>) -> String {
+    let name = filename.filter(|n| !n.trim().is_empty()).unwrap_or("attachment");
+    let ascii: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || " ._-()".contains(c) { c } else { '_' }).take(100).collect();
+    let encoded: String = name
+        .bytes()
+        .take(300)
+        .map(|b| if b.is_ascii_alphanumeric() || b".-_".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bytes_decide_the_type_not_the_sender() {
+        assert_eq!(sniff(b"%PDF-1.7\n...", "image/png"), "application/pdf");
+        assert_eq!(sniff(&[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0, 0], "application/pdf"), "image/png");
+        assert_eq!(sniff(b"just some words\r\nand a line", "application/x-msdownload"), "text/plain");
+        assert_eq!(sniff(&[0u8, 1, 2, 3, 0xff], "text/plain"), "application/octet-stream");
+        assert_eq!(sniff(b"", "text/plain"), "application/octet-stream");
+        assert_eq!(sniff(b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff", "application/pdf"), "application/vnd.microsoft.portable-executable");
+    }
+
+    #[test]
+    fn a_zip_keeps_its_declared_office_type_but_nothing_else() {
+        let zip = [b'P', b'K', 3, 4, 20, 0, 0, 0, 0, 0];
+        let docx = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+        assert_eq!(sniff(&zip, docx), docx);
+        assert_eq!(sniff(&zip, "text/html"), "application/zip");
+    }
+
+    #[test]
+    fn only_inert_types_are_served_as_themselves() {
+        assert_eq!(served_type("application/pdf"), "application/pdf");
+        assert_eq!(served_type("text/html"), "application/octet-stream");
+        assert_eq!(served_type("image/svg+xml"), "application/octet-stream");
+        assert_eq!(served_type("application/vnd.microsoft.portable-executable"), "application/octet-stream");
+    }
+
+    #[test]
+    fn the_file_name_is_quoted_safely() {
+        assert_eq!(content_disposition(Some("report.pdf")), "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf");
+        let d = content_disposition(Some("Ver\"trag\r\n€.pdf"));
+        assert!(d.starts_with("attachment; filename=\"Ver_trag___.pdf\"; filename*=UTF-8''Ver%22trag%0D%0A%E2%82%AC.pdf"), "{d}");
+        assert_eq!(content_disposition(None), "attachment; filename=\"attachment\"; filename*=UTF-8''attachment");
+        assert_eq!(r2_key("msg_1", 2), "inbound/msg_1/2");
+        assert!(r2_key("msg_1", 2).starts_with(&r2_prefix("msg_1")));
+    }
+}

@@ -1,0 +1,122 @@
+// Inbound attachments in the attachments bucket (issue 16) against the real worker and its local
+// R2: the type is taken from the bytes, not the sender; a download is a download (never rendered
+// HTML); it is scoped like read_email (another account, held mail, the other mode); bad input is
+// 400; MCP hands the bytes over as a resource; and the hourly cron deletes a deleted mailbox's
+// attachments after the retention period (the clock moved with CLOCK_OFFSET_SECONDS).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { startWorker } from './harness.mjs';
+
+let w, a;
+before(async () => {
+  w = await startWorker();
+  a = await w.sender('Attachment Co', { mode: 'autonomous' });
+});
+after(async () => { await w?.stop(); });
+
+const CRLF = '\r\n';
+const b64 = (buf) => buf.toString('base64').replace(/.{76}/g, `$&${CRLF}`);
+/** A message to `to` with attachments [{name, type, bytes}]. */
+const withAttachments = (to, files) => [
+  'From: Eve <eve@example.com>', `To: ${to}`, 'Subject: Files', `Message-ID: <att-${randomBytes(6).toString('hex')}@example.com>`,
+  'Content-Type: multipart/mixed; boundary="b"', '', '--b', 'Content-Type: text/plain', '', 'Files attached.',
+  ...files.flatMap((f) => ['--b', `Content-Type: ${f.type}`, `Content-Disposition: attachment; filename="${f.name}"`, 'Content-Transfer-Encoding: base64', '', b64(f.bytes)]),
+  '--b--', ''].join(CRLF);
+const receive = async (key, to, files) => {
+  const r = await w.call('/inbound/mime', { key, raw: withAttachments(to, files), headers: { 'Content-Type': 'message/rfc822' } });
+  assert.equal(r.status, 200, r.text);
+  return r.body.stored[0];
+};
+const download = (key, id, index) => fetch(`${w.base}/download_attachment?id=${id}&index=${index}`, { headers: { Authorization: `Bearer ${key}` } });
+const sha = (b) => createHash('sha256').update(b).digest('hex');
+
+const PDF = Buffer.concat([Buffer.from('%PDF-1.7\n'), randomBytes(700_000)]);
+const HTML = Buffer.from('<html><script>alert(document.cookie)</script></html>');
+
+test('the bytes decide the type; a download is served as a download, HTML never as HTML', async () => {
+  const m = await receive(a.live, a.from, [
+    { name: 'invoice.png', type: 'image/png', bytes: PDF },
+    { name: 'page.pdf', type: 'application/pdf', bytes: HTML },
+  ]);
+  const e = (await w.call('/read_email', { key: a.live, query: { id: m.id } })).body;
+  assert.deepEqual(e.attachments.map((x) => [x.filename, x.content_type, x.detected_type, x.stored, x.index]), [
+    ['invoice.png', 'image/png', 'application/pdf', true, 0],
+    ['page.pdf', 'application/pdf', 'text/html', true, 1],
+  ]);
+  assert.equal(e.attachments[0].content_base64, null, 'over the inline cap');
+  assert.ok(e.attachments[1].content_base64, 'small ones stay inline too');
+  const pdf = await download(a.live, m.id, 0);
+  assert.equal(pdf.status, 200);
+  assert.equal(pdf.headers.get('content-type'), 'application/pdf', 'served as what the bytes are, not as declared');
+  assert.equal(sha(Buffer.from(await pdf.arrayBuffer())), sha(PDF));
+  const html = await download(a.live, m.id, 1);
+  assert.equal(html.headers.get('content-type'), 'application/octet-stream', 'HTML is never served as HTML');
+  assert.equal(html.headers.get('x-attachment-detected-type'), 'text/html');
+  assert.equal(html.headers.get('x-content-type-options'), 'nosniff');
+  assert.match(html.headers.get('content-security-policy'), /sandbox/);
+  assert.match(html.headers.get('content-disposition'), /^attachment; filename="page.pdf"/);
+  assert.equal(Buffer.from(await html.arrayBuffer()).toString(), HTML.toString());
+});
+
+test('downloads are scoped like read_email: another account, the other mode and held mail get 404; bad input 400', async () => {
+  const m = await receive(a.live, a.from, [{ name: 'a.pdf', type: 'application/pdf', bytes: PDF }]);
+  const other = await w.sender('Other Attachment Co', { mode: 'autonomous' });
+  assert.equal((await download(other.live, m.id, 0)).status, 404);
+  assert.equal((await download(a.test, m.id, 0)).status, 404, 'the test key does not see live mail');
+  const gated = await w.sender('Held Attachment Co', { mode: 'gated_all' });
+  const held = await receive(gated.live, gated.from, [{ name: 'h.pdf', type: 'application/pdf', bytes: PDF }]);
+  assert.equal(held.status, 'pending_approval');
+  assert.equal((await download(gated.live, held.id, 0)).status, 404, 'held mail stays unreadable');
+  const d = await w.call('/decide_email', { key: gated.oversight, body: { id: held.id, decision: 'approve' } });
+  assert.equal(d.status, 200, d.text);
+  assert.equal((await download(gated.live, held.id, 0)).status, 200, 'released by a human: readable');
+  for (const [query, status, field] of [
+    [`id=${m.id}&index=1`, 404, 'index'],
+    [`id=${m.id}&index=-1`, 400, 'index'],
+    [`id=${m.id}&index=x`, 400, 'index'],
+    [`id=${m.id}`, 400, 'index'],
+    [`index=0`, 400, 'id'],
+    [`id=${m.id}&index=0&size=1`, 400, 'size'],
+  ]) {
+    const r = await w.call(`/download_attachment?${query}`, { key: a.live });
+    assert.equal(r.status, status, `${query}: ${r.text}`);
+    assert.equal(r.body.error.field, field, query);
+  }
+  const sent = await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'x@example.com', subject: 's', text: 't' } });
+  assert.equal((await download(a.live, sent.body.id, 0)).status, 404, 'a sent message has nothing to download here');
+  const reader = await w.adminKey(a.account.id, { scopes: ['send'], name: 'sender only' });
+  assert.equal((await download(reader, m.id, 0)).status, 403, 'needs read');
+});
+
+test('over MCP the bytes come as an embedded resource', async () => {
+  const m = await receive(a.live, a.from, [{ name: 'small.pdf', type: 'application/octet-stream', bytes: PDF.subarray(0, 5000) }]);
+  const client = new Client({ name: 'attachments-test', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${w.base}/mcp`), { requestInit: { headers: { Authorization: `Bearer ${a.live}` } } }));
+  const r = await client.callTool({ name: 'download_attachment', arguments: { id: m.id, index: 0 } });
+  assert.ok(!r.isError, JSON.stringify(r).slice(0, 300));
+  const res = r.content.find((c) => c.type === 'resource').resource;
+  assert.equal(res.mimeType, 'application/pdf');
+  assert.equal(sha(Buffer.from(res.blob, 'base64')), sha(PDF.subarray(0, 5000)));
+  assert.match(r.content[0].text, /application\/pdf/);
+  await client.close();
+});
+
+test('the hourly cron deletes a deleted mailbox\'s attachments after the retention period, and only those', async () => {
+  const gone = await w.sender('Deleted Mailbox Co', { mode: 'autonomous' });
+  const m = await receive(gone.live, gone.from, [{ name: 'c.pdf', type: 'application/pdf', bytes: PDF }]);
+  const kept = await receive(a.live, a.from, [{ name: 'k.pdf', type: 'application/pdf', bytes: PDF }]);
+  const del = await w.call('/delete_mailbox', { key: gone.live, body: { mailbox: gone.from } });
+  assert.equal(del.status, 200, del.text);
+  await w.cron();
+  assert.equal((await w.sql(`SELECT count(*) AS n FROM attachments WHERE message_id = '${m.id}'`))[0].n, 1, 'kept during the retention period');
+  await w.restart({ CLOCK_OFFSET_SECONDS: String(31 * 24 * 3600) });
+  await w.cron();
+  assert.equal((await w.sql(`SELECT count(*) AS n FROM attachments WHERE message_id = '${m.id}'`))[0].n, 0, 'deleted after it');
+  assert.equal((await w.sql(`SELECT count(*) AS n FROM attachments WHERE message_id = '${kept.id}'`))[0].n, 1, 'a live mailbox keeps its own');
+  const still = await download(a.live, kept.id, 0);
+  assert.equal(still.status, 200);
+  assert.equal(sha(Buffer.from(await still.arrayBuffer())), sha(PDF));
+});
