@@ -11,7 +11,7 @@ PORT ?= 8787
 
 SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock openapi.json
 
-.PHONY: dev test tools build unit integration browser inngest reliability bench clean
+.PHONY: dev test tools build unit integration browser inngest reliability bench bench-batch clean
 
 tools:
 	@scripts/tools.sh
@@ -56,6 +56,10 @@ test: unit integration browser inngest reliability
 
 bench: tools build
 	node bench/send_email.mjs
+
+# send_batch: the time to accept 500 emails (bench/README.md).
+bench-batch: tools build
+	node bench/send_batch.mjs
 
 clean:
 	rm -rf build target/wasm32-unknown-unknown .wrangler tests/.state
