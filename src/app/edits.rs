@@ -49,15 +49,11 @@ pub async fn prepare(ctx: &Ctx, m: &MessageWithMailbox, edits_json: &Value) -> A
         let results = ctx.db.batch(mailboxes::sender_statements(&ctx.db, AccountOf::Id(&p.account_id), &address, &domain, &added)?.into()).await?;
         let suppressed = mailboxes::sender_of(&results[0])?.map(|s| s.suppressed).unwrap_or_default();
         if !suppressed.is_empty() {
-            return Err(ApiError::unprocessable("recipient_suppressed", format!("an added recipient is on this account's suppression list: {}", suppressed.join(", ")))
-                .with_field("edits.to")
-                .with_extra(json!({"suppressed": suppressed})));
+            return Err(ApiError::recipient_suppressed("an added recipient is", &suppressed, "edits.to"));
         }
         let verdict = rules::judge(&rule_store::of(&results[2])?, &added);
         if !verdict.blocked.is_empty() {
-            return Err(ApiError::new(403, "recipient_blocked", format!("a recipient rule blocks sending to {}", verdict.blocked.join(", ")))
-                .with_field("edits.to")
-                .with_extra(json!({"blocked": verdict.blocked})));
+            return Err(ApiError::recipient_blocked(&verdict.blocked, "edits.to"));
         }
     }
     let sent = edits::applied(&original, &edit);

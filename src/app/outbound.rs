@@ -272,9 +272,7 @@ pub fn plan(ctx: &Ctx, v: &ValidatedSend, sender: &mailboxes::Sender, send_rules
         v.cc.retain(keep);
         v.bcc.retain(keep);
         if v.to.is_empty() && v.cc.is_empty() && v.bcc.is_empty() {
-            return Err(ApiError::unprocessable("recipient_suppressed", format!("every recipient is on this account's suppression list: {}", suppressed.join(", ")))
-                .with_field("to")
-                .with_extra(json!({"suppressed": suppressed})));
+            return Err(ApiError::recipient_suppressed("every recipient is", &suppressed, "to"));
         }
         if v.to.is_empty() {
             // Keep a To header: promote the first remaining recipient.
@@ -287,9 +285,7 @@ pub fn plan(ctx: &Ctx, v: &ValidatedSend, sender: &mailboxes::Sender, send_rules
     let recipients: Vec<String> = v.all_recipients().map(|r| r.address.to_string().to_ascii_lowercase()).collect();
     let verdict = rules::judge(send_rules, &recipients);
     if !verdict.blocked.is_empty() {
-        return Err(ApiError::new(403, "recipient_blocked", format!("a recipient rule blocks sending to {}", verdict.blocked.join(", ")))
-            .with_field("to")
-            .with_extra(json!({"blocked": verdict.blocked})));
+        return Err(ApiError::recipient_blocked(&verdict.blocked, "to"));
     }
     let bypass = mode.holds_outbound() && mailbox.allowlist_bypass == 1 && verdict.all_allowed;
     let v = &v;

@@ -61,6 +61,20 @@ impl ApiError {
         Self::new(500, "internal_error", "something went wrong on our side; it has been logged")
     }
 
+    /// 422 `recipient_suppressed`: `who` ("every recipient is") on the suppression list.
+    pub fn recipient_suppressed(who: &str, suppressed: &[String], field: &str) -> Self {
+        ApiError::unprocessable("recipient_suppressed", format!("{who} on this account's suppression list: {}", suppressed.join(", ")))
+            .with_field(field)
+            .with_extra(serde_json::json!({"suppressed": suppressed}))
+    }
+
+    /// 403 `recipient_blocked`: a recipient rule blocks these addresses.
+    pub fn recipient_blocked(blocked: &[String], field: &str) -> Self {
+        ApiError::new(403, "recipient_blocked", format!("a recipient rule blocks sending to {}", blocked.join(", ")))
+            .with_field(field)
+            .with_extra(serde_json::json!({"blocked": blocked}))
+    }
+
     pub fn body(&self, request_id: &str) -> Value {
         let mut err = json!({
             "code": self.code,

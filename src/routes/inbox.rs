@@ -43,6 +43,19 @@ fn summary(m: &MessageWithMailbox) -> Value {
     })
 }
 
+/// The `since` parameter, as epoch milliseconds.
+fn since(q: &std::collections::HashMap<String, String>) -> ApiResult<Option<i64>> {
+    q.get("since").map(|s| parse_rfc3339(s).ok_or_else(|| ApiError::invalid_field("since", "`since` must be an RFC 3339 time"))).transpose()
+}
+
+/// The `mailbox` parameter (an id or an address), as the id of a mailbox the key may see.
+async fn mailbox_param(ctx: &Ctx, q: &std::collections::HashMap<String, String>) -> ApiResult<Option<String>> {
+    match q.get("mailbox") {
+        Some(m) => Ok(Some(visible_mailbox(ctx, m).await?.id)),
+        None => Ok(None),
+    }
+}
+
 fn allowed(ctx: &Ctx) -> Option<String> {
     ctx.principal().mailboxes.as_ref().map(|m| serde_json::to_string(m).expect("strings serialize"))
 }
@@ -51,10 +64,7 @@ pub async fn check_inbox(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let p = ctx.principal();
     let q = http::query_params(req, &["mailbox", "unread", "tag", "since", "from", "subject_contains", "direction", "limit", "cursor"])?;
     let limit = http::parse_limit(&q, 20, 100)?;
-    let mailbox = match q.get("mailbox") {
-        Some(m) => Some(visible_mailbox(ctx, m).await?.id),
-        None => None,
-    };
+    let mailbox = mailbox_param(ctx, &q).await?;
     let unread = match q.get("unread").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -66,7 +76,7 @@ pub async fn check_inbox(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         Some("all") => None,
         Some(_) => return Err(ApiError::invalid_field("direction", "`direction` is inbound (the default), outbound or all")),
     };
-    let since = q.get("since").map(|s| parse_rfc3339(s).ok_or_else(|| ApiError::invalid_field("since", "`since` must be an RFC 3339 time"))).transpose()?;
+    let since = since(&q)?;
     let allowed = allowed(ctx);
     let f = InboxFilter {
         account_id: &p.account_id,
@@ -107,11 +117,8 @@ pub async fn search_emails(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         Some("outbound") => Some(Direction::Outbound),
         Some(_) => return Err(ApiError::invalid_field("direction", "`direction` is inbound, outbound or all (the default)")),
     };
-    let since = q.get("since").map(|s| parse_rfc3339(s).ok_or_else(|| ApiError::invalid_field("since", "`since` must be an RFC 3339 time"))).transpose()?;
-    let mailbox = match q.get("mailbox") {
-        Some(m) => Some(visible_mailbox(ctx, m).await?.id),
-        None => None,
-    };
+    let since = since(&q)?;
+    let mailbox = mailbox_param(ctx, &q).await?;
     let allowed = allowed(ctx);
     let f = SearchFilter {
         account_id: &p.account_id,
