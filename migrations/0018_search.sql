@@ -9,6 +9,7 @@
 --   version after an approval with edits) or its `parsed` blob (an inbound one);
 -- - a changed subject or recipient list (an edit) updates the row;
 -- - a deleted message or blob takes its row out.
+-- Addresses are indexed as a plain list (the JSON arrays' brackets and quotes taken out).
 -- Scoping (account, mode, mailbox, direction, held mail) is by a join with `messages`.
 
 CREATE TABLE search_docs (
@@ -29,7 +30,7 @@ BEGIN
   INSERT OR IGNORE INTO search_docs (message_id) VALUES (NEW.message_id);
   DELETE FROM message_search WHERE rowid = (SELECT doc FROM search_docs WHERE message_id = NEW.message_id);
   INSERT INTO message_search (rowid, subject, addresses, body)
-    SELECT d.doc, m.subject, m.from_addr || ' ' || m.to_json || ' ' || m.cc_json || ' ' || m.bcc_json,
+    SELECT d.doc, m.subject, m.from_addr || ' ' || replace(replace(replace(replace(m.to_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(m.cc_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(m.bcc_json, '","', ', '), '["', ''), '"]', ''), '[]', ''),
            substr(coalesce(json_extract(NEW.body, '$.text'), json_extract(NEW.body, '$.html'), ''), 1, 200000)
     FROM messages m JOIN search_docs d ON d.message_id = m.id WHERE m.id = NEW.message_id;
 END;
@@ -40,7 +41,7 @@ WHEN NEW.kind IN ('outbound', 'parsed')
 BEGIN
   DELETE FROM message_search WHERE rowid = (SELECT doc FROM search_docs WHERE message_id = NEW.message_id);
   INSERT INTO message_search (rowid, subject, addresses, body)
-    SELECT d.doc, m.subject, m.from_addr || ' ' || m.to_json || ' ' || m.cc_json || ' ' || m.bcc_json,
+    SELECT d.doc, m.subject, m.from_addr || ' ' || replace(replace(replace(replace(m.to_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(m.cc_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(m.bcc_json, '","', ', '), '["', ''), '"]', ''), '[]', ''),
            substr(coalesce(json_extract(NEW.body, '$.text'), json_extract(NEW.body, '$.html'), ''), 1, 200000)
     FROM messages m JOIN search_docs d ON d.message_id = m.id WHERE m.id = NEW.message_id;
 END;
@@ -56,7 +57,7 @@ CREATE TRIGGER message_search_message_update AFTER UPDATE OF subject, to_json, c
 WHEN EXISTS (SELECT 1 FROM search_docs WHERE message_id = NEW.id)
 BEGIN
   UPDATE message_search SET subject = NEW.subject,
-    addresses = NEW.from_addr || ' ' || NEW.to_json || ' ' || NEW.cc_json || ' ' || NEW.bcc_json
+    addresses = NEW.from_addr || ' ' || replace(replace(replace(replace(NEW.to_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(NEW.cc_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(NEW.bcc_json, '","', ', '), '["', ''), '"]', ''), '[]', '')
   WHERE rowid = (SELECT doc FROM search_docs WHERE message_id = NEW.id);
 END;
 
@@ -71,7 +72,7 @@ INSERT INTO search_docs (message_id)
   SELECT m.id FROM messages m WHERE m.kind = 'message'
     AND EXISTS (SELECT 1 FROM message_blobs b WHERE b.message_id = m.id AND b.kind IN ('outbound', 'parsed'));
 INSERT INTO message_search (rowid, subject, addresses, body)
-  SELECT d.doc, m.subject, m.from_addr || ' ' || m.to_json || ' ' || m.cc_json || ' ' || m.bcc_json,
+  SELECT d.doc, m.subject, m.from_addr || ' ' || replace(replace(replace(replace(m.to_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(m.cc_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(m.bcc_json, '","', ', '), '["', ''), '"]', ''), '[]', ''),
          substr(coalesce(json_extract(b.body, '$.text'), json_extract(b.body, '$.html'), ''), 1, 200000)
   FROM search_docs d JOIN messages m ON m.id = d.message_id
   JOIN message_blobs b ON b.message_id = m.id AND b.kind IN ('outbound', 'parsed');

@@ -65,6 +65,9 @@ test('a word is found in bodies of both directions across threads, ranked, with 
   // Prefix, address, direction, mailbox, since and pages.
   assert.deepEqual(new Set(ids(await search(a.live, { q: 'zanzi*' }))), new Set([out.body.id, inbId, titledId]));
   assert.deepEqual(ids(await search(a.live, { q: 'ada@example.com zanzibar' })), [out.body.id], 'the recipient address and a body word');
+  const byAddress = (await search(a.live, { q: 'ada@example.com' })).body.emails.find((e) => e.id === out.body.id);
+  assert.match(byAddress.snippet, /<mark>ada@example\.com<\/mark>/);
+  assert.ok(!byAddress.snippet.includes('&quot;') && !byAddress.snippet.includes('['), `addresses read as a list: ${byAddress.snippet}`);
   assert.deepEqual(ids(await search(a.live, { q: 'zanzibar', direction: 'outbound' })), [out.body.id]);
   assert.deepEqual(new Set(ids(await search(a.live, { q: 'zanzibar', direction: 'inbound' }))), new Set([inbId, titledId]));
   assert.equal(ids(await search(a.live, { q: 'zanzibar', mailbox: a.from })).length, 3);
