@@ -35,15 +35,14 @@ BEGIN
     FROM messages m JOIN search_docs d ON d.message_id = m.id WHERE m.id = NEW.message_id;
 END;
 
+-- A new version of the body (a reviewer's edits); the subject and addresses follow `messages`.
 CREATE TRIGGER message_search_blob_update AFTER UPDATE OF body ON message_blobs
 WHEN NEW.kind IN ('outbound', 'parsed')
   AND EXISTS (SELECT 1 FROM search_docs WHERE message_id = NEW.message_id)
 BEGIN
-  DELETE FROM message_search WHERE rowid = (SELECT doc FROM search_docs WHERE message_id = NEW.message_id);
-  INSERT INTO message_search (rowid, subject, addresses, body)
-    SELECT d.doc, m.subject, m.from_addr || ' ' || replace(replace(replace(replace(m.to_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(m.cc_json, '","', ', '), '["', ''), '"]', ''), '[]', '') || ' ' || replace(replace(replace(replace(m.bcc_json, '","', ', '), '["', ''), '"]', ''), '[]', ''),
-           substr(coalesce(json_extract(NEW.body, '$.text'), json_extract(NEW.body, '$.html'), ''), 1, 200000)
-    FROM messages m JOIN search_docs d ON d.message_id = m.id WHERE m.id = NEW.message_id;
+  UPDATE message_search
+    SET body = substr(coalesce(json_extract(NEW.body, '$.text'), json_extract(NEW.body, '$.html'), ''), 1, 200000)
+  WHERE rowid = (SELECT doc FROM search_docs WHERE message_id = NEW.message_id);
 END;
 
 CREATE TRIGGER message_search_blob_delete AFTER DELETE ON message_blobs

@@ -55,7 +55,7 @@ async fn hourly(env: &Env) {
         Ok(_) => {}
         Err(e) => worker::console_error!("cron: deleting attachments of deleted mailboxes: {e}"),
     }
-    match sweep_deliveries(env, now).await {
+    match sweep_deliveries(env, &config, now).await {
         Ok(n) if n > 0 => worker::console_log!("cron: re-enqueued {n} messages"),
         Ok(_) => {}
         Err(e) => worker::console_error!("cron: delivery sweep: {e}"),
@@ -72,14 +72,13 @@ async fn hourly(env: &Env) {
 
 /// Expire held messages whose alarm was lost, and re-enqueue messages whose queue message may
 /// be lost.
-async fn sweep_deliveries(env: &Env, now: i64) -> worker::Result<usize> {
+async fn sweep_deliveries(env: &Env, config: &platform::Config, now: i64) -> worker::Result<usize> {
     let db = store::db(env)?;
     for m in messages::overdue_pending(&db, now).await? {
         if let Err(e) = oversight::command(env, &m, Command::Expire { at: now }, true).await {
             worker::console_error!("sweep: expiring {}: {e}", m.id);
         }
     }
-    let config = platform::Config::from_env(env);
     let due = messages::needing_enqueue(&db, now - config.sweep_stale_after_secs * 1000, now + 60 * 60 * 1000).await?;
     for (id, send_at) in &due {
         app::queues::enqueue_delivery(env, id, *send_at, now).await?;
@@ -89,7 +88,7 @@ async fn sweep_deliveries(env: &Env, now: i64) -> worker::Result<usize> {
     let claimed_before = now - config.reclaim_after_secs * 1000;
     let stuck = messages::stale_sending(&db, claimed_before).await?;
     for m in &stuck {
-        if let Err(e) = consumers::delivery::settle_interrupted(env, &db, &config, m, claimed_before, now).await {
+        if let Err(e) = consumers::delivery::settle_interrupted(env, &db, config, m, claimed_before, now).await {
             worker::console_error!("sweep: settling the interrupted delivery of {}: {e}", m.msg.id);
         }
     }

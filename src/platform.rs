@@ -1,6 +1,6 @@
 //! The runtime's clock, randomness and deployment configuration, read in one place.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use worker::Env;
 
@@ -17,8 +17,9 @@ pub fn now_ms() -> i64 {
     worker::Date::now().as_millis() as i64 + CLOCK_OFFSET_MS.load(Ordering::Relaxed)
 }
 
-/// Reads the two clock settings for tests of time-driven promises (docs/reliability.md), once per
-/// entry point (fetch, queue, scheduled, email, a Durable Object's construction):
+/// Reads the two clock settings for tests of time-driven promises (docs/reliability.md), at the
+/// first entry point an isolate runs (fetch, queue, scheduled, email, a Durable Object's
+/// construction; later calls return at once):
 /// - `CLOCK_OFFSET_SECONDS` (default 0) moves the worker's clock: a test restarts the worker a
 ///   day later without waiting a day. Timers already set (queue delays, alarms) keep real time,
 ///   which is how a lost alarm or queue message is simulated.
@@ -28,11 +29,18 @@ pub fn now_ms() -> i64 {
 /// Never set either in a deployment. The vars are the operator's, like every other setting; no
 /// request can change them.
 pub fn set_clock(env: &Env) {
+    // Vars are fixed for an isolate's life: read them once, not on every request.
+    if CLOCK_SET.swap(true, Ordering::Relaxed) {
+        return;
+    }
     let offset = num(env, "CLOCK_OFFSET_SECONDS", 0).clamp(-MAX_OFFSET_SECS, MAX_OFFSET_SECS);
     CLOCK_OFFSET_MS.store(offset * 1000, Ordering::Relaxed);
     let hop = num(env, "QUEUE_MAX_DELAY_SECONDS", i64::from(MAX_QUEUE_DELAY_SECS)).clamp(1, i64::from(MAX_QUEUE_DELAY_SECS));
     QUEUE_MAX_DELAY_SECS.store(hop as u32, Ordering::Relaxed);
 }
+
+/// Whether this isolate has read the clock settings.
+static CLOCK_SET: AtomicBool = AtomicBool::new(false);
 
 /// A year either way.
 const MAX_OFFSET_SECS: i64 = 366 * 24 * 3600;

@@ -9,11 +9,10 @@
 //! `permissive` sends the others and reports each refused item with its error. Every answer
 //! lists the items in order.
 //!
-//! Idempotency: the batch's `Idempotency-Key` replays the whole answer. An item's own
+//! Idempotency: the batch's `Idempotency-Key` replays the whole answer (stored in the same
+//! atomic write as the messages, so a batch is stored whole or not at all). An item's own
 //! `idempotency_key` is the same record a `send_email` with that key would make (same caller,
-//! same body): a repeat replays the message instead of sending it again, in a batch or not. An
-//! item without one, in a batch with a key, gets a key derived from the batch's
-//! (`domain::batch::derived_key`).
+//! same body): a repeat replays the message instead of sending it again, in a batch or not.
 
 use std::collections::HashMap;
 
@@ -58,8 +57,8 @@ pub async fn send_batch(ctx: &Ctx, body: &Value, caller: &str) -> ApiResult<Repl
 
     // Each item on its own: its body, then its key.
     let mut items: Vec<Result<(ValidatedSend, Option<String>), ApiError>> = Vec::with_capacity(emails.len());
-    for (i, raw) in emails.iter().enumerate() {
-        items.push(parse_item(ctx, raw).map(|(v, key)| (v, key.or_else(|| ctx.idempotency_key().map(|b| batch::derived_key(b, i))))));
+    for raw in emails {
+        items.push(parse_item(ctx, raw));
     }
 
     // Round trip: every distinct sender's mailbox, suppressions, domain and rules.
@@ -104,15 +103,15 @@ pub async fn send_batch(ctx: &Ctx, body: &Value, caller: &str) -> ApiResult<Repl
                 continue;
             }
         };
-        let fingerprint = idempotency::fingerprint_for(caller, "POST", "/send_email", &emails[i]);
-        if let Some(k) = &key {
+        let fingerprint = key.as_ref().map(|_| idempotency::fingerprint_for(caller, "POST", "/send_email", &emails[i]));
+        if let (Some(k), Some(fingerprint)) = (&key, &fingerprint) {
             if seen_keys.contains(k) {
                 outcome.push(Item::Refused(ApiError::unprocessable("idempotency_key_reused", "another item of this batch has the same idempotency_key").with_field("idempotency_key")));
                 continue;
             }
             seen_keys.push(k.clone());
             if let Some(rec) = records.get(k).filter(|r| ctx.now - r.created_at <= idempotency::TTL_MS) {
-                match idempotency::on_existing(rec, &fingerprint, ctx.now) {
+                match idempotency::on_existing(rec, fingerprint, ctx.now) {
                     Replay::Replay { body, .. } => {
                         outcome.push(Item::Replayed(serde_json::from_str(&body).unwrap_or(Value::Null)));
                         continue;
@@ -136,7 +135,7 @@ pub async fn send_batch(ctx: &Ctx, body: &Value, caller: &str) -> ApiResult<Repl
             Err(e) => Err(e.clone()),
         };
         outcome.push(match planned {
-            Ok(pl) => Item::Planned(Box::new(pl), key.map(|k| (k, fingerprint))),
+            Ok(pl) => Item::Planned(Box::new(pl), key.zip(fingerprint)),
             Err(e) => Item::Refused(e),
         });
     }

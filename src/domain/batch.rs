@@ -1,6 +1,5 @@
-//! `send_batch`: many sends in one call. What is pure about it: its limits, its two modes, the
-//! idempotency key an item without its own gets from the batch's, and how rows are cut into
-//! statements that fit D1's limits.
+//! `send_batch`: many sends in one call. What is pure about it: its limits, its two modes, and
+//! how rows are cut into statements that fit D1's limits.
 
 use std::ops::Range;
 
@@ -30,14 +29,6 @@ impl BatchMode {
             BatchMode::Permissive => "permissive",
         }
     }
-}
-
-/// The idempotency key of item `index` of a batch sent under `batch_key`, when the item has
-/// none of its own. It holds a unit separator (0x1F), which no key a client sends can (keys are
-/// printable ASCII), so it never meets one. A retried batch whose first write failed part-way
-/// finds its items under these keys instead of sending them again.
-pub fn derived_key(batch_key: &str, index: usize) -> String {
-    format!("\u{1f}batch\u{1f}{batch_key}\u{1f}{index}")
 }
 
 /// Consecutive ranges of `sizes` with at most `max_items` items and at most `max_bytes` bytes
@@ -82,14 +73,6 @@ mod tests {
         for r in &got {
             assert!(r.len() <= 100 && sizes[r.clone()].iter().sum::<usize>() <= 200);
         }
-    }
-
-    #[test]
-    fn derived_keys_differ_per_item_and_never_equal_a_client_key() {
-        let a = derived_key("run-1", 0);
-        assert_ne!(a, derived_key("run-1", 1));
-        assert_ne!(a, derived_key("run-2", 0));
-        assert!(a.chars().any(|c| !(' '..='~').contains(&c)), "not printable ASCII: no client can send it");
     }
 
     #[test]
