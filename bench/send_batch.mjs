@@ -30,7 +30,7 @@ try {
     const text = await r.text();
     const ms = performance.now() - started;
     if (r.status !== 202) throw new Error(`send_batch answered ${r.status}: ${text.slice(0, 300)}`);
-    return { ms, timing: r.headers.get('server-timing'), ids: JSON.parse(text).results.map((x) => x.id) };
+    return { ms, timing: r.headers.get('server-timing'), ids: JSON.parse(text).data.map((x) => x.id) };
   };
   await post(body(10, 'warm-up'));
   const runs = [];

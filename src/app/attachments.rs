@@ -33,12 +33,12 @@ pub async fn download(ctx: &Ctx, m: &MessageWithMailbox, parsed: &ParsedEmail, i
     let meta = parsed
         .attachments
         .get(index)
-        .ok_or_else(|| ApiError::new(404, "attachment_not_found", format!("this message has {} attachments; `index` counts from 0", parsed.attachments.len())).with_field("index"))?;
+        .ok_or_else(|| ApiError::new(404, "attachment_not_found", format!("this message has {} attachments; ids run from att_0", parsed.attachments.len())).with_field("attachment"))?;
     let detected = meta.detected_type.clone().unwrap_or_else(|| "application/octet-stream".into());
     let bytes = if meta.stored {
         let b = bucket(&ctx.env).ok_or_else(|| ApiError::new(503, "not_configured", "the ATTACHMENTS bucket is not bound on this deployment"))?;
         let object = b.get(r2_key(&m.msg.id, index)).execute().await?;
-        let unavailable = || ApiError::new(503, "attachment_unavailable", "this attachment was not stored; it cannot be downloaded").with_field("index");
+        let unavailable = || ApiError::new(503, "attachment_unavailable", "this attachment was not stored; it cannot be downloaded").with_field("attachment");
         let object = object.ok_or_else(unavailable)?;
         let body = object.body().ok_or_else(unavailable)?;
         body.bytes().await?
@@ -46,7 +46,7 @@ pub async fn download(ctx: &Ctx, m: &MessageWithMailbox, parsed: &ParsedEmail, i
         use base64::Engine;
         base64::engine::general_purpose::STANDARD.decode(b64).map_err(|_| ApiError::internal())?
     } else {
-        return Err(ApiError::new(404, "attachment_not_stored", "only this attachment's metadata was kept (it arrived before attachments were stored whole)").with_field("index"));
+        return Err(ApiError::new(404, "attachment_not_stored", "only this attachment's metadata was kept (it arrived before attachments were stored whole)").with_field("attachment"));
     };
     let headers = vec![
         ("Content-Disposition".to_string(), content_disposition(meta.filename.as_deref())),

@@ -145,9 +145,9 @@ pub async fn send_batch(ctx: &Ctx, body: &Value, caller: &str) -> ApiResult<Repl
     let results: Vec<Value> = outcome.iter().enumerate().map(|(i, o)| item_answer(ctx, i, o)).collect();
     if refused > 0 && (mode == BatchMode::Strict || accepted == 0) {
         let why = if mode == BatchMode::Strict { "one or more items were refused; in strict mode nothing is sent" } else { "every item was refused" };
-        return Err(ApiError::unprocessable("batch_refused", format!("{why} (see `results`)"))
+        return Err(ApiError::unprocessable("batch_refused", format!("{why} (see `data`)"))
             .with_field("emails")
-            .with_extra(json!({"mode": mode.as_str(), "refused": refused, "results": results})));
+            .with_extra(json!({"mode": mode.as_str(), "refused": refused, "data": results})));
     }
 
     let planned: Vec<&Planned> = outcome.iter().filter_map(|o| if let Item::Planned(p, _) = o { Some(p.as_ref()) } else { None }).collect();
@@ -155,7 +155,7 @@ pub async fn send_batch(ctx: &Ctx, body: &Value, caller: &str) -> ApiResult<Repl
         "mode": mode.as_str(),
         "accepted": accepted,
         "refused": refused,
-        "results": results,
+        "data": results,
     }));
 
     // One atomic write: every accepted message with its bodies, timeline, events, item

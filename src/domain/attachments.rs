@@ -12,6 +12,36 @@ pub fn r2_prefix(message_id: &str) -> String {
     format!("inbound/{message_id}/")
 }
 
+/// An attachment's id within its message: `att_` and its place in `attachments` (from 0).
+pub fn attachment_id(index: usize) -> String {
+    format!("att_{index}")
+}
+
+/// Why `attachment=` named no one attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unselected {
+    /// No attachment has that id or file name.
+    Missing,
+    /// Several attachments share that file name: their ids.
+    Ambiguous(Vec<String>),
+}
+
+/// Which attachment `selector` names: its id (`att_N`), else its file name (exactly). A file
+/// name several attachments share names none of them: the caller must use an id.
+pub fn select(selector: &str, filenames: &[Option<&str>]) -> Result<usize, Unselected> {
+    if let Some(i) = selector.strip_prefix("att_").and_then(|n| n.parse::<usize>().ok()).filter(|i| *i < filenames.len()) {
+        if attachment_id(i) == selector {
+            return Ok(i);
+        }
+    }
+    let named: Vec<usize> = filenames.iter().enumerate().filter(|(_, f)| **f == Some(selector)).map(|(i, _)| i).collect();
+    match named.as_slice() {
+        [] => Err(Unselected::Missing),
+        [one] => Ok(*one),
+        many => Err(Unselected::Ambiguous(many.iter().map(|i| attachment_id(*i)).collect())),
+    }
+}
+
 /// The type the content shows: by its magic bytes (`infer`); text that is valid UTF-8 without
 /// control characters is `text/plain`; anything else `application/octet-stream`. `declared` is
 /// what the sender said; it is used only to tell apart formats whose bytes look alike (a ZIP
@@ -67,6 +97,20 @@ pub fn content_disposition(filename: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attachment_is_named_by_its_id_or_its_unique_file_name() {
+        let names = [Some("a.pdf"), None, Some("dup.txt"), Some("dup.txt"), Some("att_0")];
+        assert_eq!(select("att_1", &names), Ok(1));
+        assert_eq!(select("a.pdf", &names), Ok(0));
+        // An id wins over a file name that looks like one.
+        assert_eq!(select("att_0", &names), Ok(0));
+        assert_eq!(select("dup.txt", &names), Err(Unselected::Ambiguous(vec!["att_2".into(), "att_3".into()])));
+        assert_eq!(select("att_9", &names), Err(Unselected::Missing));
+        assert_eq!(select("att_01", &names), Err(Unselected::Missing), "one spelling per id");
+        assert_eq!(select("A.PDF", &names), Err(Unselected::Missing), "file names match exactly");
+        assert_eq!(attachment_id(3), "att_3");
+    }
 
     #[test]
     fn the_bytes_decide_the_type_not_the_sender() {

@@ -10,6 +10,7 @@ use crate::app::access::{readable_message as readable, visible_mailbox};
 use crate::app::{outbound, Ctx};
 use crate::domain::address::Recipient;
 use crate::domain::delivery::OutboundEmail;
+use crate::domain::attachments::{self, Unselected};
 use crate::domain::inbound::ParsedEmail;
 use crate::domain::message::Direction;
 use crate::domain::send::{AttachmentInput, OneOrMany, SendEmailRequest};
@@ -136,7 +137,7 @@ pub async fn search_emails(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         .iter()
         .map(|h| {
             let mut v = summary(&h.message);
-            v["snippet"] = json!(search::snippet_html(&h.hit_snippet));
+            v["highlight"] = json!(search::snippet_html(&h.hit_snippet));
             v["rank"] = json!(-h.hit_rank);
             v
         })
@@ -153,30 +154,49 @@ fn attachment_list(id: &str, p: &ParsedEmail) -> Value {
         .enumerate()
         .map(|(i, a)| {
             let mut v = json!(a);
+            v["id"] = json!(attachments::attachment_id(i));
             v["index"] = json!(i);
-            v["download"] = json!((a.stored || a.content_base64.is_some()).then(|| format!("/download_attachment?id={id}&index={i}")));
+            v["download"] = json!((a.stored || a.content_base64.is_some()).then(|| format!("/download_attachment?id={id}&attachment={}", attachments::attachment_id(i))));
             v
         })
         .collect::<Vec<_>>())
 }
 
-/// `GET /download_attachment?id=…&index=…`: the bytes of one attachment of an inbound message
-/// the key may read (held mail is not readable), typed by its content, as a download.
+/// `GET /download_attachment?id=…&attachment=…`: the bytes of one attachment of an inbound
+/// message the key may read (held mail is not readable), typed by its content, as a download.
+/// `attachment` is its id (`att_N`) or its file name; `index` (its place) is also accepted.
 pub async fn download_attachment(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
-    let q = http::query_params(req, &["id", "index"])?;
+    let q = http::query_params(req, &["id", "attachment", "index"])?;
     let id = q.get("id").ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
-    let index = q
-        .get("index")
-        .ok_or_else(|| ApiError::invalid_field("index", "`index` is required: the attachment's place in read_email's `attachments`, from 0"))?
-        .parse::<usize>()
-        .ok()
-        .filter(|i| *i < 1000)
-        .ok_or_else(|| ApiError::invalid_field("index", "`index` is a whole number from 0"))?;
+    // The attachment by its id or file name (the contract), or by its place (`index`).
+    enum Which<'a> {
+        Named(&'a str),
+        At(usize),
+    }
+    let which = match (q.get("attachment"), q.get("index")) {
+        (Some(a), None) if !a.is_empty() && a.len() <= 255 => Which::Named(a),
+        (Some(_), None) => return Err(ApiError::invalid_field("attachment", "`attachment` is an attachment's id (att_0, att_1, …) or its file name, at most 255 bytes")),
+        (None, Some(i)) => Which::At(i.parse::<usize>().ok().filter(|i| *i < 1000).ok_or_else(|| ApiError::invalid_field("index", "`index` is a whole number from 0"))?),
+        (None, None) => return Err(ApiError::invalid_field("attachment", "`attachment` is required: the attachment's id (att_0, …) or file name, as read_email lists them")),
+        (Some(_), Some(_)) => return Err(ApiError::invalid_field("index", "give `attachment` or `index`, not both")),
+    };
     let m = readable(ctx, id).await?;
     if m.msg.direction != Direction::Inbound {
         return Err(ApiError::new(404, "attachment_not_found", "only received mail has attachments to download; a sent message's are in get_email").with_field("id"));
     }
     let parsed: ParsedEmail = messages::blob(&ctx.db, id, Blob::Parsed).await?.and_then(|j| serde_json::from_str(&j).ok()).ok_or_else(ApiError::internal)?;
+    let index = match which {
+        Which::At(index) => index,
+        Which::Named(name) => {
+            let names: Vec<Option<&str>> = parsed.attachments.iter().map(|a| a.filename.as_deref()).collect();
+            attachments::select(name, &names).map_err(|why| match why {
+                Unselected::Missing => ApiError::new(404, "attachment_not_found", format!("this message has no attachment with the id or file name `{name}`")).with_field("attachment"),
+                Unselected::Ambiguous(ids) => ApiError::new(409, "attachment_ambiguous", format!("{} attachments are named `{name}`; name one by its id", ids.len()))
+                    .with_field("attachment")
+                    .with_extra(json!({"ids": ids})),
+            })?
+        }
+    };
     crate::app::attachments::download(ctx, &m, &parsed, index).await
 }
 

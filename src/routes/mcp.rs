@@ -31,7 +31,7 @@ pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-2
 /// JSON-RPC bodies are small; a tool's own arguments are capped by its route.
 const MAX_MESSAGE_BYTES: usize = http::MAX_BODY_BYTES;
 /// Fields of an email that its sender wrote: returned as untrusted content.
-const UNTRUSTED_FIELDS: [&str; 6] = ["subject", "snippet", "text", "html", "headers", "attachments"];
+const UNTRUSTED_FIELDS: [&str; 7] = ["subject", "snippet", "highlight", "text", "html", "headers", "attachments"];
 /// The tools whose answers carry email content.
 const READS_MAIL: [&str; 4] = ["read_email", "check_inbox", "search_emails", "get_thread"];
 

@@ -30,7 +30,8 @@ const receive = async (key, to, files) => {
   assert.equal(r.status, 200, r.text);
   return r.body.stored[0];
 };
-const download = (key, id, index) => fetch(`${w.base}/download_attachment?id=${id}&index=${index}`, { headers: { Authorization: `Bearer ${key}` } });
+// `which`: a number is the attachment's id (att_N), a string its file name, as the contract names them.
+const download = (key, id, which) => fetch(`${w.base}/download_attachment?id=${id}&attachment=${encodeURIComponent(typeof which === 'number' ? `att_${which}` : which)}`, { headers: { Authorization: `Bearer ${key}` } });
 const sha = (b) => createHash('sha256').update(b).digest('hex');
 
 const PDF = Buffer.concat([Buffer.from('%PDF-1.7\n'), randomBytes(700_000)]);
@@ -42,23 +43,41 @@ test('the bytes decide the type; a download is served as a download, HTML never 
     { name: 'page.pdf', type: 'application/pdf', bytes: HTML },
   ]);
   const e = (await w.call('/read_email', { key: a.live, query: { id: m.id } })).body;
-  assert.deepEqual(e.attachments.map((x) => [x.filename, x.content_type, x.detected_type, x.stored, x.index]), [
-    ['invoice.png', 'image/png', 'application/pdf', true, 0],
-    ['page.pdf', 'application/pdf', 'text/html', true, 1],
+  assert.deepEqual(e.attachments.map((x) => [x.id, x.filename, x.content_type, x.detected_type, x.stored, x.index]), [
+    ['att_0', 'invoice.png', 'image/png', 'application/pdf', true, 0],
+    ['att_1', 'page.pdf', 'application/pdf', 'text/html', true, 1],
   ]);
+  assert.equal(e.attachments[0].download, `/download_attachment?id=${m.id}&attachment=att_0`);
   assert.equal(e.attachments[0].content_base64, null, 'over the inline cap');
   assert.ok(e.attachments[1].content_base64, 'small ones stay inline too');
-  const pdf = await download(a.live, m.id, 0);
+  const pdf = await fetch(`${w.base}${e.attachments[0].download}`, { headers: { Authorization: `Bearer ${a.live}` } });
   assert.equal(pdf.status, 200);
   assert.equal(pdf.headers.get('content-type'), 'application/pdf', 'served as what the bytes are, not as declared');
   assert.equal(sha(Buffer.from(await pdf.arrayBuffer())), sha(PDF));
-  const html = await download(a.live, m.id, 1);
+  const html = await download(a.live, m.id, 'page.pdf');
   assert.equal(html.headers.get('content-type'), 'application/octet-stream', 'HTML is never served as HTML');
   assert.equal(html.headers.get('x-attachment-detected-type'), 'text/html');
   assert.equal(html.headers.get('x-content-type-options'), 'nosniff');
   assert.match(html.headers.get('content-security-policy'), /sandbox/);
   assert.match(html.headers.get('content-disposition'), /^attachment; filename="page.pdf"/);
   assert.equal(Buffer.from(await html.arrayBuffer()).toString(), HTML.toString());
+});
+
+test('an attachment is named by its id or its file name (the contract), or its index; a shared file name is ambiguous', async () => {
+  const one = Buffer.from('first copy\n'), two = Buffer.from('second copy\n'), pdf = PDF.subarray(0, 9000);
+  const m = await receive(a.live, a.from, [
+    { name: 'notes.txt', type: 'text/plain', bytes: one },
+    { name: 'notes.txt', type: 'text/plain', bytes: two },
+    { name: 'contract.pdf', type: 'application/pdf', bytes: pdf },
+  ]);
+  const body = async (r) => { assert.equal(r.status, 200); return Buffer.from(await r.arrayBuffer()); };
+  assert.equal(sha(await body(await download(a.live, m.id, 'contract.pdf'))), sha(pdf));
+  assert.equal((await body(await download(a.live, m.id, 1))).toString(), two.toString());
+  assert.equal((await body(await fetch(`${w.base}/download_attachment?id=${m.id}&index=0`, { headers: { Authorization: `Bearer ${a.live}` } }))).toString(), one.toString());
+  const clash = await w.call(`/download_attachment?id=${m.id}&attachment=notes.txt`, { key: a.live });
+  assert.equal(clash.status, 409, clash.text);
+  assert.equal(clash.body.error.code, 'attachment_ambiguous');
+  assert.deepEqual(clash.body.error.ids, ['att_0', 'att_1']);
 });
 
 test('downloads are scoped like read_email: another account, the other mode and held mail get 404; bad input 400', async () => {
@@ -74,12 +93,17 @@ test('downloads are scoped like read_email: another account, the other mode and 
   assert.equal(d.status, 200, d.text);
   assert.equal((await download(gated.live, held.id, 0)).status, 200, 'released by a human: readable');
   for (const [query, status, field] of [
-    [`id=${m.id}&index=1`, 404, 'index'],
+    [`id=${m.id}&attachment=att_1`, 404, 'attachment'],
+    [`id=${m.id}&attachment=other.pdf`, 404, 'attachment'],
+    [`id=${m.id}&attachment=`, 400, 'attachment'],
+    [`id=${m.id}&attachment=${'x'.repeat(256)}`, 400, 'attachment'],
+    [`id=${m.id}&index=1`, 404, 'attachment'],
     [`id=${m.id}&index=-1`, 400, 'index'],
     [`id=${m.id}&index=x`, 400, 'index'],
-    [`id=${m.id}`, 400, 'index'],
-    [`index=0`, 400, 'id'],
-    [`id=${m.id}&index=0&size=1`, 400, 'size'],
+    [`id=${m.id}&attachment=att_0&index=0`, 400, 'index'],
+    [`id=${m.id}`, 400, 'attachment'],
+    [`attachment=att_0`, 400, 'id'],
+    [`id=${m.id}&attachment=att_0&size=1`, 400, 'size'],
   ]) {
     const r = await w.call(`/download_attachment?${query}`, { key: a.live });
     assert.equal(r.status, status, `${query}: ${r.text}`);
@@ -95,7 +119,7 @@ test('over MCP the bytes come as an embedded resource', async () => {
   const m = await receive(a.live, a.from, [{ name: 'small.pdf', type: 'application/octet-stream', bytes: PDF.subarray(0, 5000) }]);
   const client = new Client({ name: 'attachments-test', version: '1.0.0' });
   await client.connect(new StreamableHTTPClientTransport(new URL(`${w.base}/mcp`), { requestInit: { headers: { Authorization: `Bearer ${a.live}` } } }));
-  const r = await client.callTool({ name: 'download_attachment', arguments: { id: m.id, index: 0 } });
+  const r = await client.callTool({ name: 'download_attachment', arguments: { id: m.id, attachment: 'att_0' } });
   assert.ok(!r.isError, JSON.stringify(r).slice(0, 300));
   const res = r.content.find((c) => c.type === 'resource').resource;
   assert.equal(res.mimeType, 'application/pdf');

@@ -34,7 +34,7 @@ test('strict: one bad item refuses the batch and stores nothing; permissive: the
   assert.equal(strict.status, 422, strict.text);
   assert.equal(strict.body.error.code, 'batch_refused');
   assert.equal(strict.body.error.refused, 2);
-  assert.deepEqual(strict.body.error.results.map((r) => r.status === 'refused' ? [r.index, r.http_status, r.error.code, r.error.field] : [r.index]),
+  assert.deepEqual(strict.body.error.data.map((r) => r.status === 'refused' ? [r.index, r.http_status, r.error.code, r.error.field] : [r.index]),
     [[0], [1], [2, 400, 'invalid_request', 'to'], [3, 404, 'mailbox_not_found', 'from'], [4]]);
   assert.equal(await stored(b), 0, 'a strict batch with a bad item stores nothing');
 
@@ -42,10 +42,10 @@ test('strict: one bad item refuses the batch and stores nothing; permissive: the
   const lax = await batch({ emails: items, mode: 'permissive' }, {}, b.live);
   assert.equal(lax.status, 202, lax.text);
   assert.deepEqual([lax.body.mode, lax.body.accepted, lax.body.refused], ['permissive', 3, 2]);
-  assert.deepEqual(lax.body.results.map((r) => [r.index, r.status]), [[0, 'queued'], [1, 'queued'], [2, 'refused'], [3, 'refused'], [4, 'queued']]);
-  assert.deepEqual(lax.body.results.map((r) => r.to?.[0]), ['one@example.com', 'two@example.com', undefined, undefined, 'five@example.com'], 'in order');
+  assert.deepEqual(lax.body.data.map((r) => [r.index, r.status]), [[0, 'queued'], [1, 'queued'], [2, 'refused'], [3, 'refused'], [4, 'queued']]);
+  assert.deepEqual(lax.body.data.map((r) => r.to?.[0]), ['one@example.com', 'two@example.com', undefined, undefined, 'five@example.com'], 'in order');
   assert.equal(await stored(b), 3);
-  const ids = lax.body.results.filter((r) => r.id).map((r) => r.id);
+  const ids = lax.body.data.filter((r) => r.id).map((r) => r.id);
   assert.ok(await eventually(async () => ids.every((id) => atProvider(id) === 1), { ms: 30_000 }), 'each accepted item delivered once');
   assert.equal(cap.requests.length - started, 3);
   // One audit entry per message, each naming it.
@@ -68,13 +68,13 @@ test('idempotency: the batch key replays the answer; an item\'s own key is share
   assert.equal(first.status, 202, first.text);
   const again = await batch({ emails }, { 'Idempotency-Key': 'batch-1' });
   assert.equal(again.headers.get('idempotent-replayed'), 'true');
-  assert.deepEqual(again.body.results.map((r) => r.id), first.body.results.map((r) => r.id));
+  assert.deepEqual(again.body.data.map((r) => r.id), first.body.data.map((r) => r.id));
   const otherBody = await batch({ emails: [item('k3@example.com')] }, { 'Idempotency-Key': 'batch-1' });
   assert.equal(otherBody.status, 422);
   assert.equal(otherBody.body.error.code, 'idempotency_key_reused');
 
   // The item's key: send_email with it and the same body replays the item's message.
-  const [k1] = first.body.results;
+  const [k1] = first.body.data;
   const single = await w.call('/send_email', { key: a.live, body: emails[0], headers: { 'Idempotency-Key': 'item-k1' } });
   assert.equal(single.status, 202);
   assert.equal(single.body.id, k1.id);
@@ -82,22 +82,22 @@ test('idempotency: the batch key replays the answer; an item\'s own key is share
   // Another batch (another batch key) with the same item: replayed, not sent again.
   const second = await batch({ emails: [emails[0], item('k4@example.com')] }, { 'Idempotency-Key': 'batch-2' });
   assert.equal(second.status, 202, second.text);
-  assert.deepEqual([second.body.results[0].id, second.body.results[0].replayed, second.body.results[1].replayed], [k1.id, true, false]);
+  assert.deepEqual([second.body.data[0].id, second.body.data[0].replayed, second.body.data[1].replayed], [k1.id, true, false]);
   // A send_email key met in a batch: replayed too.
   const s = await w.call('/send_email', { key: a.live, body: item('k5@example.com'), headers: { 'Idempotency-Key': 'single-k5' } });
   const third = await batch({ emails: [item('k5@example.com', { idempotency_key: 'single-k5' })] });
   assert.equal(third.status, 202, third.text);
-  assert.equal(third.body.results[0].id, s.body.id);
-  assert.equal(third.body.results[0].replayed, true);
+  assert.equal(third.body.data[0].id, s.body.id);
+  assert.equal(third.body.data[0].replayed, true);
   // The item's key with another body, or twice in one batch: that item is refused.
   const clash = await batch({ emails: [item('k6@example.com', { idempotency_key: 'item-k1' })], mode: 'permissive' });
   assert.equal(clash.status, 422);
-  assert.equal(clash.body.error.results[0].error.code, 'idempotency_key_reused');
+  assert.equal(clash.body.error.data[0].error.code, 'idempotency_key_reused');
   const twice = await batch({ emails: [item('k7@example.com', { idempotency_key: 'dup' }), item('k8@example.com', { idempotency_key: 'dup' })], mode: 'permissive' });
   assert.equal(twice.status, 202);
-  assert.deepEqual(twice.body.results.map((r) => r.status), ['queued', 'refused']);
+  assert.deepEqual(twice.body.data.map((r) => r.status), ['queued', 'refused']);
   // Each message reached the provider once.
-  const ids = [k1.id, first.body.results[1].id, s.body.id];
+  const ids = [k1.id, first.body.data[1].id, s.body.id];
   assert.ok(await eventually(async () => ids.every((id) => atProvider(id) === 1), { ms: 30_000 }));
 });
 
@@ -109,21 +109,21 @@ test('each item passes through oversight: gated items are held for a human, one 
     { from: g.from, to: 'held2@example.com', subject: 'Held two', text: 'y', attachments: [{ filename: 'r.pdf', content_type: 'application/pdf', content_base64: pdf }] },
   ] }, {}, g.live);
   assert.equal(r.status, 202, r.text);
-  assert.deepEqual(r.body.results.map((x) => x.status), ['pending_approval', 'pending_approval']);
-  assert.ok(r.body.results.every((x) => x.expires_at));
+  assert.deepEqual(r.body.data.map((x) => x.status), ['pending_approval', 'pending_approval']);
+  assert.ok(r.body.data.every((x) => x.expires_at));
   const pending = await w.call('/list_pending', { key: g.oversight });
-  assert.deepEqual(new Set(pending.body.messages.map((m) => m.id)), new Set(r.body.results.map((x) => x.id)));
+  assert.deepEqual(new Set(pending.body.messages.map((m) => m.id)), new Set(r.body.data.map((x) => x.id)));
   // The agent's key cannot approve; a human's can, once.
-  assert.equal((await w.call('/decide_email', { key: g.live, body: { id: r.body.results[1].id, decision: 'approve' } })).status, 403);
-  const d = await w.call('/decide_email', { key: g.oversight, body: { id: r.body.results[1].id, decision: 'approve' } });
+  assert.equal((await w.call('/decide_email', { key: g.live, body: { id: r.body.data[1].id, decision: 'approve' } })).status, 403);
+  const d = await w.call('/decide_email', { key: g.oversight, body: { id: r.body.data[1].id, decision: 'approve' } });
   assert.equal(d.status, 200, d.text);
-  assert.equal((await w.call('/decide_email', { key: g.oversight, body: { id: r.body.results[1].id, decision: 'reject' } })).status, 409);
-  const sent = await eventually(async () => cap.requests.find((q) => q.json?.headers?.['X-MultiMail-Message-Id'] === r.body.results[1].id));
+  assert.equal((await w.call('/decide_email', { key: g.oversight, body: { id: r.body.data[1].id, decision: 'reject' } })).status, 409);
+  const sent = await eventually(async () => cap.requests.find((q) => q.json?.headers?.['X-MultiMail-Message-Id'] === r.body.data[1].id));
   assert.ok(sent);
   assert.equal(sent.json.attachments[0].filename, 'r.pdf');
   assert.equal(sent.json.attachments[0].content, pdf);
-  assert.equal(atProvider(r.body.results[0].id), 0, 'the undecided one is still held');
-  assert.equal((await w.sql(`SELECT count(*) AS n FROM events WHERE type = 'email.pending' AND message_id IN ('${r.body.results[0].id}', '${r.body.results[1].id}')`))[0].n, 2);
+  assert.equal(atProvider(r.body.data[0].id), 0, 'the undecided one is still held');
+  assert.equal((await w.sql(`SELECT count(*) AS n FROM events WHERE type = 'email.pending' AND message_id IN ('${r.body.data[0].id}', '${r.body.data[1].id}')`))[0].n, 2);
 });
 
 test('bad input answers 400 and stores nothing; the key needs send', async () => {
@@ -154,8 +154,8 @@ test('a batch of 500 is accepted at once and every item is delivered exactly onc
   const ms = performance.now() - started;
   assert.equal(r.status, 202, r.text.slice(0, 500));
   assert.equal(r.body.accepted, 500);
-  assert.deepEqual(r.body.results.map((x) => x.index), emails.map((_, i) => i));
-  const ids = r.body.results.map((x) => x.id);
+  assert.deepEqual(r.body.data.map((x) => x.index), emails.map((_, i) => i));
+  const ids = r.body.data.map((x) => x.id);
   assert.equal(new Set(ids).size, 500);
   console.log(`send_batch: 500 items accepted in ${ms.toFixed(0)} ms (${(ms / 500).toFixed(2)} ms an item); Server-Timing: ${r.headers.get('server-timing')}`);
   const delivered = await eventually(async () => ids.every((id) => atProvider(id) >= 1), { ms: 150_000, every: 1000 });
@@ -170,6 +170,6 @@ test('a batch of 500 is accepted at once and every item is delivered exactly onc
   }
   // The replay of the whole batch is the same answer, and sends nothing more.
   const again = await batch({ emails }, { 'Idempotency-Key': 'big-1' }, big.live);
-  assert.deepEqual(again.body.results.map((x) => x.id), ids);
+  assert.deepEqual(again.body.data.map((x) => x.id), ids);
   assert.equal(await stored(big), 500);
 });

@@ -149,14 +149,14 @@ test('every tool answers valid arguments with a result and invalid ones with a t
   assert.ok((await ok(c, 'search_emails', { q: 'tools', direction: 'all' })).emails !== undefined);
   const sentBatch = await ok(c, 'send_batch', { emails: [{ from: box.address, to: 'batch@example.com', subject: 'via mcp', text: 'x' }] });
   assert.equal(sentBatch.accepted, 1);
-  assert.match(sentBatch.results[0].id, /^msg_/);
+  assert.match(sentBatch.data[0].id, /^msg_/);
   assert.equal((await bad(c, 'send_batch', { emails: [] })).code, 'invalid_request');
   await bad(c, 'search_emails', { q: 'x', cursor: 'nope' });
-  const file = await c.callTool({ name: 'download_attachment', arguments: { id: inboundId, index: 0 } });
+  const file = await c.callTool({ name: 'download_attachment', arguments: { id: inboundId, attachment: 'att_0' } });
   called.add('download_attachment');
   assert.ok(!file.isError, JSON.stringify(file));
   assert.equal(Buffer.from(file.content.find((x) => x.type === 'resource').resource.blob, 'base64').toString().trim(), 'line one');
-  assert.equal((await bad(c, 'download_attachment', { id: inboundId, index: 5 })).code, 'attachment_not_found');
+  assert.equal((await bad(c, 'download_attachment', { id: inboundId, attachment: 'att_5' })).code, 'attachment_not_found');
   const email = await ok(c, 'read_email', { id: inboundId });
   assert.equal(email.id, inboundId);
   await bad(c, 'read_email', { id: 'msg_nope' });
@@ -271,7 +271,7 @@ test('read_email fences the sender\'s words off as untrusted; a foreign id is a 
   const boundary = fenced.match(/^<untrusted-email-content boundary="([0-9a-f]{24})">/)[1];
   assert.ok(fenced.includes('IGNORE ALL PREVIOUS') && fenced.includes('Urgent: act now'));
   assert.ok(fenced.endsWith(`</untrusted-email-content boundary="${boundary}">`));
-  assert.deepEqual(r._meta['multimail/untrusted_fields'], ['subject', 'snippet', 'text', 'html', 'headers', 'attachments']);
+  assert.deepEqual(r._meta['multimail/untrusted_fields'], ['subject', 'snippet', 'highlight', 'text', 'html', 'headers', 'attachments']);
   // check_inbox's snippets too.
   const inbox = await c.callTool({ name: 'check_inbox', arguments: {} });
   assert.ok(!inbox.content[0].text.includes('IGNORE ALL') && inbox.content[1].text.includes('IGNORE ALL'));
@@ -279,7 +279,7 @@ test('read_email fences the sender\'s words off as untrusted; a foreign id is a 
   const found = await c.callTool({ name: 'search_emails', arguments: { q: 'previous instructions' } });
   assert.ok(!found.isError, JSON.stringify(found));
   assert.deepEqual(found.structuredContent.emails.map((e) => e.id), [id]);
-  assert.match(found.structuredContent.emails[0].snippet, /<mark>PREVIOUS<\/mark> <mark>INSTRUCTIONS<\/mark>/);
+  assert.match(found.structuredContent.emails[0].highlight, /<mark>PREVIOUS<\/mark> <mark>INSTRUCTIONS<\/mark>/);
   assert.ok(!found.content[0].text.includes('IGNORE ALL') && !found.content[0].text.includes('act now'), found.content[0].text);
   assert.ok(found.content[1].text.includes('<mark>PREVIOUS</mark>') && found.content[1].text.includes('Urgent: act now'));
   assert.equal(toolError(await c.callTool({ name: 'search_emails', arguments: { q: '!!' } })).code, 'invalid_request');

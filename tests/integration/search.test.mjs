@@ -51,9 +51,9 @@ test('a word is found in bodies of both directions across threads, ranked, with 
   assert.deepEqual(new Set(r.body.emails.map((e) => e.direction)), new Set(['inbound', 'outbound']));
   assert.ok(r.body.emails.every((e, i, all) => i === 0 || all[i - 1].rank >= e.rank), 'ordered by rank');
   const outHit = r.body.emails.find((e) => e.id === out.body.id);
-  assert.match(outHit.snippet, /<mark>Zanzibar<\/mark>/);
-  assert.ok(outHit.snippet.includes('&lt;noon&gt; &amp;'), `the text is escaped: ${outHit.snippet}`);
-  assert.ok(!/<(?!\/?mark>)/.test(outHit.snippet), 'no tag but <mark>');
+  assert.match(outHit.highlight, /<mark>Zanzibar<\/mark>/);
+  assert.ok(outHit.highlight.includes('&lt;noon&gt; &amp;'), `the text is escaped: ${outHit.highlight}`);
+  assert.ok(!/<(?!\/?mark>)/.test(outHit.highlight), 'no tag but <mark>');
   assert.equal(r.body.next_cursor, null);
   // Another account, the test key and a key of another account see none of these.
   assert.deepEqual(ids(await search(other.live, { q: 'zanzibar' })).length, 1);
@@ -66,8 +66,8 @@ test('a word is found in bodies of both directions across threads, ranked, with 
   assert.deepEqual(new Set(ids(await search(a.live, { q: 'zanzi*' }))), new Set([out.body.id, inbId, titledId]));
   assert.deepEqual(ids(await search(a.live, { q: 'ada@example.com zanzibar' })), [out.body.id], 'the recipient address and a body word');
   const byAddress = (await search(a.live, { q: 'ada@example.com' })).body.emails.find((e) => e.id === out.body.id);
-  assert.match(byAddress.snippet, /<mark>ada@example\.com<\/mark>/);
-  assert.ok(!byAddress.snippet.includes('&quot;') && !byAddress.snippet.includes('['), `addresses read as a list: ${byAddress.snippet}`);
+  assert.match(byAddress.highlight, /<mark>ada@example\.com<\/mark>/);
+  assert.ok(!byAddress.highlight.includes('&quot;') && !byAddress.highlight.includes('['), `addresses read as a list: ${byAddress.highlight}`);
   assert.deepEqual(ids(await search(a.live, { q: 'zanzibar', direction: 'outbound' })), [out.body.id]);
   assert.deepEqual(new Set(ids(await search(a.live, { q: 'zanzibar', direction: 'inbound' }))), new Set([inbId, titledId]));
   assert.equal(ids(await search(a.live, { q: 'zanzibar', mailbox: a.from })).length, 3);
