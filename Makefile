@@ -11,7 +11,7 @@ PORT ?= 8787
 
 SOURCES := $(shell find src -name '*.rs') Cargo.toml Cargo.lock openapi.json
 
-.PHONY: dev test tools build unit integration browser inngest reliability bench bench-batch clean
+.PHONY: dev test tools build unit integration browser inngest reliability bench bench-batch bench-large clean
 
 tools:
 	@scripts/tools.sh
@@ -60,6 +60,9 @@ bench: tools build
 # send_batch: the time to accept 500 emails (bench/README.md).
 bench-batch: tools build
 	node bench/send_batch.mjs
+
+bench-large: tools build
+	node bench/large_send.mjs
 
 clean:
 	rm -rf build target/wasm32-unknown-unknown .wrangler tests/.state

@@ -151,3 +151,16 @@ impl Config {
         }
     }
 }
+
+/// The isolate's WebAssembly linear memory, in MiB: it only grows, so it is the most this
+/// isolate's Rust side has held at once (logged after large sends and deliveries).
+pub fn wasm_memory_mib() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) * 65536 / (1024 * 1024)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}

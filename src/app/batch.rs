@@ -23,7 +23,8 @@ use crate::app::{identity, queues, Ctx};
 use crate::domain::batch::{self, BatchMode, MAX_ITEMS, MAX_SENDERS};
 use crate::domain::idempotency::{self, IdempotencyKey, Replay};
 use crate::domain::message::MessageStatus;
-use crate::domain::send::{SendEmailRequest, ValidatedSend};
+use crate::domain::error::DomainError;
+use crate::domain::send::{SendEmailRequest, ValidatedSend, MAX_MESSAGE_BYTES};
 use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::store::{self, events, mailboxes, messages, AccountOf};
 
@@ -240,6 +241,11 @@ fn parse_item(ctx: &Ctx, raw: &Value) -> ApiResult<(ValidatedSend, Option<String
         None => None,
     };
     let v = input.validate(ctx.now)?;
+    // A batch's messages are stored whole in D1; a larger one goes through `send_email`.
+    if !v.fits_inline() {
+        return Err(ApiError::from(DomainError::MessageTooLarge { limit_bytes: MAX_MESSAGE_BYTES, actual_bytes: v.encoded_size() })
+            .with_extra(json!({"hint": "in a batch each message is at most 1.5 MB; send a larger one with send_email"})));
+    }
     Ok((v, key))
 }
 

@@ -57,8 +57,8 @@ pub async fn prepare(ctx: &Ctx, m: &MessageWithMailbox, edits_json: &Value) -> A
         }
     }
     let sent = edits::applied(&original, &edit);
-    let mime_bytes = mime::build(&edits::to_send(&sent)?, &m.msg.id, ctx.now)?;
-    let mime_text = String::from_utf8(mime_bytes).map_err(|_| ApiError::internal())?;
+    // A large message's MIME is built when it is delivered (its attachments are in the bucket).
+    let mime_text = if sent.has_stored() { String::new() } else { String::from_utf8(mime::build(&edits::to_send(&sent)?, &m.msg.id, ctx.now)?).map_err(|_| ApiError::internal())? };
     let outbound_json = serde_json::to_string(&sent).map_err(|_| ApiError::internal())?;
     ctx.db.batch(messages::stage_edit(&ctx.db, &m.msg.id, &edit.sent_sha256, &outbound_json, &mime_text)?).await?;
     Ok(Some(edit))

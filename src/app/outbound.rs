@@ -9,7 +9,7 @@ use worker::D1PreparedStatement;
 
 use crate::app::{identity, oversight, payloads, queues, Ctx};
 use crate::domain::address::{EmailAddress, Recipient};
-use crate::domain::delivery::OutboundEmail;
+use crate::domain::delivery::{OutboundEmail, Provider};
 use crate::domain::message::{Direction, MessageKind, MessageStatus};
 use crate::domain::oversight::{effective_mode, OversightMode};
 use crate::domain::send::ValidatedSend;
@@ -17,6 +17,10 @@ use crate::domain::disclosure::AiDisclosure;
 use crate::domain::rules::{self, RuleAction};
 use crate::domain::scan::{self, ScanPolicy};
 use crate::domain::suppression;
+use crate::domain::error::DomainError;
+use crate::domain::send::MAX_MESSAGE_BYTES;
+use crate::app::attachments;
+use crate::store::attachments as store_att;
 use crate::domain::{ids, mime, time::to_rfc3339};
 use crate::http::{ApiError, ApiResult, Reply};
 use crate::platform;
@@ -51,6 +55,9 @@ impl<'a> Owner<'a> {
 pub struct Staged {
     pub row: MessageRow,
     pub blobs: Vec<(Blob, String)>,
+    /// Attachments that go to the attachments bucket before the row is written (a message too
+    /// large for D1): `(index, key, content)`.
+    pub in_bucket: Vec<(usize, String, std::sync::Arc<Vec<u8>>)>,
     pub timeline: Vec<(&'static str, Option<String>)>,
     pub events: Vec<serde_json::Value>,
 }
@@ -72,6 +79,10 @@ impl Staged {
         for payload in &self.events {
             out.push(events::about_message(db, &self.row, payload)?);
         }
+        if !self.in_bucket.is_empty() {
+            let rows: Vec<(usize, String, usize)> = self.in_bucket.iter().map(|(i, k, c)| (*i, k.clone(), c.len())).collect();
+            out.push(store_att::insert_for(db, &self.row.id, &rows, self.row.created_at)?);
+        }
         Ok(out)
     }
 }
@@ -79,10 +90,16 @@ impl Staged {
 /// Builds the MIME once and stages the message row, its two bodies and its first timeline entry.
 /// `monitor_copy` is added as an envelope-only Bcc (the `monitored` mode's copy).
 #[allow(clippy::too_many_arguments)]
+/// A message too large for one D1 row keeps its attachments in the attachments bucket, and its
+/// MIME is built when it is delivered (stored empty).
 pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, owner: &Owner<'_>, mode: OversightMode, status: MessageStatus, kind: MessageKind, thread_id: &str, monitor_copy: Option<&str>) -> ApiResult<Staged> {
-    let mime_bytes = mime::build(v, &id, ctx.now)?;
-    let mime_text = String::from_utf8(mime_bytes).map_err(|_| ApiError::internal())?;
-    let mut outbound = OutboundEmail::from_validated(v, &id, &mime::message_id_header(&id, v.from.address.domain()));
+    let in_bucket = !v.fits_inline() && !v.attachments.is_empty();
+    if in_bucket && attachments::bucket(&ctx.env).is_none() {
+        return Err(ApiError::from(DomainError::MessageTooLarge { limit_bytes: MAX_MESSAGE_BYTES, actual_bytes: v.encoded_size() })
+            .with_extra(json!({"hint": "this deployment has no attachments bucket (ATTACHMENTS), so a message is at most 1.5 MB"})));
+    }
+    let mime_text = if in_bucket { String::new() } else { String::from_utf8(mime::build(v, &id, ctx.now)?).map_err(|_| ApiError::internal())? };
+    let mut outbound = OutboundEmail::from_validated(v, &id, &mime::message_id_header(&id, v.from.address.domain()), in_bucket);
     if let Some(copy) = monitor_copy {
         outbound.bcc.push(copy.to_string());
     }
@@ -116,6 +133,13 @@ pub fn stage_outbound(ctx: &Ctx, id: String, v: &ValidatedSend, owner: &Owner<'_
     let mut staged = Staged {
         row,
         blobs: vec![(Blob::Mime, mime_text), (Blob::Outbound, serde_json::to_string(&outbound).map_err(|_| ApiError::internal())?)],
+        in_bucket: outbound
+            .attachments
+            .iter()
+            .zip(&v.attachments)
+            .enumerate()
+            .filter_map(|(i, (o, a))| o.stored.as_ref().map(|s| (i, s.key.clone(), a.content.clone())))
+            .collect(),
         timeline: vec![("created", Some(format!("oversight_mode {}", mode.as_str())))],
         events: vec![],
     };
@@ -197,7 +221,9 @@ fn sender_reads_of(v: &ValidatedSend) -> (String, String, Vec<String>) {
 /// `send_email`'s reads (the sender mailbox with suppressions, the domain's status), to run in
 /// the authentication batch: a send then costs two D1 round trips, that one and its write.
 pub fn prefetch_send(db: &Db, key_hash: &str, body: &serde_json::Value, now: i64) -> Option<crate::app::Prefetch> {
-    let input: crate::domain::send::SendEmailRequest = crate::http::from_body(body).ok()?;
+    // Without the attachments' contents: the reads need only the addresses.
+    let (light, _) = crate::domain::send::split_contents(body);
+    let input: crate::domain::send::SendEmailRequest = crate::http::from_body(&light).ok()?;
     let v = input.validate(now).ok()?;
     let (address, domain, recipients) = sender_reads_of(&v);
     let statements = mailboxes::sender_statements(db, AccountOf::KeyHash(key_hash), &address, &domain, &recipients).ok()?;
@@ -256,6 +282,12 @@ pub fn plan(ctx: &Ctx, v: &ValidatedSend, sender: &mailboxes::Sender, send_rules
     let p = ctx.principal();
     let mailboxes::Sender { mailbox, suppressed, oversight_email, paused } = sender;
     let mode = effective_mode(mailbox.oversight_mode, v.oversight_mode)?;
+    // A message the provider would refuse for its size is refused now, not after a human
+    // approved it.
+    if let Some(limit) = Provider::for_mode(ctx.config.provider, p.livemode).max_message_bytes().filter(|l| v.encoded_size() > *l) {
+        return Err(ApiError::from(DomainError::MessageTooLarge { limit_bytes: limit, actual_bytes: v.encoded_size() })
+            .with_extra(json!({"hint": format!("{} takes messages of at most {limit} bytes with their attachments", ctx.config.provider.as_str())})));
+    }
 
     // Suppressed recipients are skipped; with none left there is nothing to send.
     let mut v = v.clone();
@@ -405,14 +437,17 @@ pub async fn after_stored(ctx: &Ctx, planned: &Planned) {
 
 /// The path every outbound message takes (`send_email`, `reply_email`): sender and oversight
 /// checks, one D1 batch, then the queue or a hold. `thread_id`: the thread a reply joins.
-pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str>) -> ApiResult<Reply> {
+/// Takes the send by value: a large message's attachments are then held once, by the rows
+/// waiting to go to the bucket.
+pub async fn send_validated(ctx: &Ctx, v: ValidatedSend, thread_id: Option<&str>) -> ApiResult<Reply> {
     // Mail that could never be signed is refused before anything is stored.
     identity::require_key(&ctx.env, ctx.principal().livemode)?;
 
     // The sending domain, the mailbox and which recipients are suppressed, in one round trip
     // (or none: prefetched with the key).
-    let (sender, send_rules) = sender(ctx, v).await?;
-    let planned = plan(ctx, v, &sender, &send_rules, thread_id, ctx.idempotency_key())?;
+    let (sender, send_rules) = sender(ctx, &v).await?;
+    let mut planned = plan(ctx, &v, &sender, &send_rules, thread_id, ctx.idempotency_key())?;
+    drop(v);
     let reply = Reply::accepted(planned.answer.clone());
     let mut statements = planned.staged.statements(&ctx.db)?;
     if let Some(n) = &planned.note {
@@ -420,6 +455,14 @@ pub async fn send_validated(ctx: &Ctx, v: &ValidatedSend, thread_id: Option<&str
     }
     if let Some(s) = ctx.idempotency_completion(&reply)? {
         statements.push(s);
+    }
+    // A large message's attachments are in the bucket before its row exists, so a delivery
+    // never finds them missing.
+    let uploads = std::mem::take(&mut planned.staged.in_bucket);
+    if !uploads.is_empty() {
+        let bytes: usize = uploads.iter().map(|(_, _, c)| c.len()).sum();
+        attachments::put_outbound(ctx, uploads).await?;
+        worker::console_log!("{}: large send {}: {bytes} bytes of attachments in the bucket; wasm memory {} MiB", ctx.request_id, planned.staged.row.id, platform::wasm_memory_mib());
     }
     // The call's audit entry commits with the message (no write after the answer).
     let audit_entry = ctx.audit_entry(&reply)?;

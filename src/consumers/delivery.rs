@@ -11,7 +11,8 @@ use wasm_bindgen::JsValue;
 use worker::{AbortController, Env, Fetch, Headers, Method, MessageBatch, MessageExt, QueueRetryOptionsBuilder, Request, RequestInit};
 
 use crate::app::queues::{self, parse_job, DeliveryJob};
-use crate::app::{audit, domains, identity, payloads};
+use crate::app::{attachments, audit, domains, identity, payloads};
+use crate::domain::edits;
 use crate::domain::address::Recipient;
 use crate::domain::delivery::{self, classify_response, OutboundEmail, ProviderOutcome, Provider};
 use crate::domain::message::{MessageKind, MessageStatus};
@@ -58,7 +59,7 @@ pub async fn consume(batch: MessageBatch<Value>, env: Env) {
         }
     }
     let cost = db.cost();
-    worker::console_log!("delivery cost: messages={handled} d1={} queue={}", cost.d1.count(), cost.queue.count());
+    worker::console_log!("delivery cost: messages={handled} d1={} queue={} wasm_memory_mib={}", cost.d1.count(), cost.queue.count(), platform::wasm_memory_mib());
 }
 
 async fn deliver(env: &Env, db: &store::Db, config: &Config, job: &DeliveryJob) -> worker::Result<()> {
@@ -198,6 +199,18 @@ async fn call_provider(env: &Env, config: &Config, provider: Provider, m: &messa
     let message_id = m.msg.id.as_str();
     let json = outbound.ok_or("the stored message body is missing")?;
     let mut email: OutboundEmail = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+    drop(json);
+    let mut mime = mime;
+    if email.has_stored() && provider != Provider::Sandbox {
+        // A large message: its attachments come back from the bucket (checked by hash), and
+        // its MIME, when the provider takes MIME, is built now.
+        attachments::hydrate(env, &mut email).await?;
+        if provider == Provider::Cloudflare && mime.as_deref().is_none_or(str::is_empty) {
+            let v = edits::to_send(&email).map_err(|e| e.to_string())?;
+            let bytes = crate::domain::mime::build_at_most(&v, message_id, platform::now_ms(), usize::MAX).map_err(|e| e.to_string())?;
+            mime = Some(String::from_utf8(bytes).map_err(|e| e.to_string())?);
+        }
+    }
     // Every message leaves with its signed identity; the sandbox records it like the rest.
     let jws = identity::sign_for(env, m, &email, platform::now_ms()).await?;
     let mut timeline = vec![("identity", jws.clone())];

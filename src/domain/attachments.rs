@@ -7,9 +7,20 @@ pub fn r2_key(message_id: &str, index: usize) -> String {
     format!("inbound/{message_id}/{index}")
 }
 
+/// An outbound attachment of a message too large for D1, the `index`-th.
+pub fn outbound_key(message_id: &str, index: usize) -> String {
+    format!("outbound/{message_id}/{index}")
+}
+
 /// The prefix under which every attachment of a message lives.
 pub fn r2_prefix(message_id: &str) -> String {
     format!("inbound/{message_id}/")
+}
+
+/// SHA-256 of an attachment's bytes, hex.
+pub fn sha256_hex(content: &[u8]) -> String {
+    use sha2::Digest;
+    super::keys::hex(&sha2::Sha256::digest(content))
 }
 
 /// An attachment's id within its message: `att_` and its place in `attachments` (from 0).

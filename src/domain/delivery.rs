@@ -41,6 +41,16 @@ impl Provider {
         if livemode { configured } else { Provider::Sandbox }
     }
 
+    /// The largest message the provider takes, as sent (attachments in base64), when it is
+    /// smaller than ours (`MAX_LARGE_MESSAGE_BYTES`): Postmark takes 10 MB with attachments.
+    /// Resend takes 40 MB after base64, Cloudflare Email Service 25 MiB.
+    pub fn max_message_bytes(self) -> Option<usize> {
+        match self {
+            Provider::Postmark => Some(10_000_000),
+            Provider::Resend | Provider::Sandbox | Provider::Cloudflare => None,
+        }
+    }
+
     /// Providers that deduplicate a repeated request themselves (so a lost claim is safe to retry).
     pub fn deduplicates(self) -> bool {
         matches!(self, Provider::Resend | Provider::Sandbox)
@@ -51,7 +61,31 @@ impl Provider {
 pub struct OutboundAttachment {
     pub filename: String,
     pub content_type: String,
+    /// Empty when the content is in the attachments bucket (`stored`).
     pub content_base64: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredContent>,
+}
+
+/// Where an outbound attachment's content waits in the attachments bucket (a message too large
+/// for one D1 row), with its size and SHA-256 to check it by when it is read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredContent {
+    pub key: String,
+    pub size: usize,
+    pub sha256: String,
+    /// The type its bytes show (`attachments::sniff`), for a download.
+    #[serde(default)]
+    pub detected_type: Option<String>,
+}
+
+impl OutboundAttachment {
+    /// The decoded size.
+    pub fn size(&self) -> usize {
+        let b64 = self.content_base64.trim_end();
+        let padding = b64.bytes().rev().take_while(|c| *c == b'=').count().min(2);
+        self.stored.as_ref().map_or((b64.len() / 4 * 3).saturating_sub(padding), |s| s.size)
+    }
 }
 
 /// What the delivery consumer needs to hand a message to an API-based provider; stored as JSON
@@ -77,7 +111,9 @@ pub struct OutboundEmail {
 }
 
 impl OutboundEmail {
-    pub fn from_validated(v: &ValidatedSend, message_id: &str, message_id_header: &str) -> Self {
+    /// `in_bucket`: the attachments' contents go to the attachments bucket (`outbound_key`) and
+    /// only their place, size and hash are kept here.
+    pub fn from_validated(v: &ValidatedSend, message_id: &str, message_id_header: &str, in_bucket: bool) -> Self {
         let mut headers = v.headers.clone();
         headers.push(("Message-ID".into(), format!("<{message_id_header}>")));
         headers.push(("X-MultiMail-Message-Id".into(), message_id.to_string()));
@@ -95,14 +131,68 @@ impl OutboundEmail {
             attachments: v
                 .attachments
                 .iter()
-                .map(|a| OutboundAttachment {
+                .enumerate()
+                .map(|(i, a)| OutboundAttachment {
                     filename: a.filename.clone(),
                     content_type: a.content_type.clone(),
-                    content_base64: STANDARD.encode(&a.content),
+                    content_base64: if in_bucket { String::new() } else { STANDARD.encode(a.content.as_slice()) },
+                    stored: in_bucket.then(|| StoredContent {
+                        key: super::attachments::outbound_key(message_id, i),
+                        size: a.content.len(),
+                        sha256: super::attachments::sha256_hex(&a.content),
+                        detected_type: Some(super::attachments::sniff(&a.content, &a.content_type)),
+                    }),
                 })
                 .collect(),
         }
     }
+
+    /// Whether some attachment's content is in the attachments bucket, not here.
+    pub fn has_stored(&self) -> bool {
+        self.attachments.iter().any(|a| a.stored.is_some())
+    }
+}
+
+/// `body` (a JSON object) with `field` set to the attachments, written straight into the
+/// string: a 25 MB attachment's base64 is copied once, not through a `serde_json::Value`.
+/// `names`: the provider's keys for the file name, the content and the type.
+fn with_attachments(body: &Value, field: &str, attachments: &[OutboundAttachment], names: [&str; 3]) -> String {
+    let mut out = body.to_string();
+    if attachments.is_empty() {
+        return out;
+    }
+    let extra: usize = attachments.iter().map(|a| a.content_base64.len() + a.filename.len() * 2 + a.content_type.len() + 64).sum();
+    out.reserve(extra + field.len() + 8);
+    out.pop(); // the object's closing brace
+    if !out.ends_with('{') {
+        out.push(',');
+    }
+    let key = |out: &mut String, k: &str| {
+        out.push_str(&Value::from(k).to_string());
+        out.push(':');
+    };
+    key(&mut out, field);
+    out.push('[');
+    for (i, a) in attachments.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('{');
+        key(&mut out, names[0]);
+        out.push_str(&Value::from(a.filename.as_str()).to_string());
+        out.push(',');
+        key(&mut out, names[1]);
+        // Base64 needs no JSON escaping.
+        out.push('"');
+        out.push_str(&a.content_base64);
+        out.push('"');
+        out.push(',');
+        key(&mut out, names[2]);
+        out.push_str(&Value::from(a.content_type.as_str()).to_string());
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,11 +218,6 @@ pub fn postmark_request(base_url: &str, server_token: &str, m: &OutboundEmail) -
     if !m.reply_to.is_empty() { obj.insert("ReplyTo".into(), json!(m.reply_to.join(", "))); }
     if let Some(t) = &m.text { obj.insert("TextBody".into(), json!(t)); }
     if let Some(h) = &m.html { obj.insert("HtmlBody".into(), json!(h)); }
-    if !m.attachments.is_empty() {
-        obj.insert("Attachments".into(), json!(m.attachments.iter().map(|a| json!({
-            "Name": a.filename, "Content": a.content_base64, "ContentType": a.content_type,
-        })).collect::<Vec<_>>()));
-    }
     ProviderRequest {
         url: format!("{}/email", base_url.trim_end_matches('/')),
         headers: vec![
@@ -140,7 +225,7 @@ pub fn postmark_request(base_url: &str, server_token: &str, m: &OutboundEmail) -
             ("Content-Type".into(), "application/json".into()),
             ("X-Postmark-Server-Token".into(), server_token.into()),
         ],
-        body: body.to_string(),
+        body: with_attachments(&body, "Attachments", &m.attachments, ["Name", "Content", "ContentType"]),
     }
 }
 
@@ -156,11 +241,6 @@ pub fn resend_request(base_url: &str, api_key: &str, m: &OutboundEmail) -> Provi
     if let Some(h) = &m.html { obj.insert("html".into(), json!(h)); }
     let headers: serde_json::Map<String, Value> = m.headers.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
     obj.insert("headers".into(), Value::Object(headers));
-    if !m.attachments.is_empty() {
-        obj.insert("attachments".into(), json!(m.attachments.iter().map(|a| json!({
-            "filename": a.filename, "content": a.content_base64, "content_type": a.content_type,
-        })).collect::<Vec<_>>()));
-    }
     ProviderRequest {
         url: format!("{}/emails", base_url.trim_end_matches('/')),
         headers: vec![
@@ -168,7 +248,7 @@ pub fn resend_request(base_url: &str, api_key: &str, m: &OutboundEmail) -> Provi
             ("Content-Type".into(), "application/json".into()),
             ("Idempotency-Key".into(), m.message_id.clone()),
         ],
-        body: body.to_string(),
+        body: with_attachments(&body, "attachments", &m.attachments, ["filename", "content", "content_type"]),
     }
 }
 
@@ -279,7 +359,50 @@ mod tests {
             text: Some("Hello".into()),
             html: None,
             headers: vec![("Message-ID".into(), "<msg_1@acme.multimail.test>".into())],
-            attachments: vec![OutboundAttachment { filename: "a.txt".into(), content_type: "text/plain".into(), content_base64: "aGk=".into() }],
+            attachments: vec![
+                OutboundAttachment { filename: "a.txt".into(), content_type: "text/plain".into(), content_base64: "aGk=".into(), stored: None },
+                OutboundAttachment { filename: "q\"u\\o.bin".into(), content_type: "application/octet-stream".into(), content_base64: "AAEC".into(), stored: None },
+            ],
+        }
+    }
+
+    #[test]
+    fn attachments_are_written_into_the_body_as_json_with_every_other_field() {
+        for (r, names) in [
+            (postmark_request("http://x", "t", &email()), ["Attachments", "Name", "Content", "ContentType"]),
+            (resend_request("http://x", "k", &email()), ["attachments", "filename", "content", "content_type"]),
+        ] {
+            let v: Value = serde_json::from_str(&r.body).unwrap();
+            let [list, name, content, ctype] = names;
+            assert_eq!(v[list], json!([{name: "a.txt", content: "aGk=", ctype: "text/plain"}, {name: "q\"u\\o.bin", content: "AAEC", ctype: "application/octet-stream"}]));
+            assert!(v.get("subject").or(v.get("Subject")).is_some(), "{}", r.body);
+        }
+        let mut none = email();
+        none.attachments.clear();
+        let v: Value = serde_json::from_str(&resend_request("http://x", "k", &none).body).unwrap();
+        assert!(v.get("attachments").is_none());
+    }
+
+    #[test]
+    fn a_large_message_keeps_where_its_attachments_are_not_their_bytes() {
+        let v: crate::domain::send::SendEmailRequest = serde_json::from_value(json!({"from": "a@acme.multimail.test", "to": "b@example.com", "subject": "s", "text": "t",
+            "attachments": [{"filename": "a.txt", "content_base64": "aGk="}]})).unwrap();
+        let v = v.validate(0).unwrap();
+        let e = OutboundEmail::from_validated(&v, "msg_1", "msg_1@acme.multimail.test", true);
+        let a = &e.attachments[0];
+        assert_eq!(a.content_base64, "");
+        assert_eq!(a.stored, Some(StoredContent { key: "outbound/msg_1/0".into(), size: 2, sha256: "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4".into(), detected_type: Some("text/plain".into()) }));
+        assert_eq!(a.size(), 2);
+        assert!(e.has_stored());
+        let inline = OutboundEmail::from_validated(&v, "msg_1", "msg_1@acme.multimail.test", false);
+        assert_eq!((inline.attachments[0].content_base64.as_str(), inline.attachments[0].size(), inline.has_stored()), ("aGk=", 2, false));
+    }
+
+    #[test]
+    fn only_postmark_takes_less_than_our_25_mb() {
+        assert_eq!(Provider::Postmark.max_message_bytes(), Some(10_000_000));
+        for p in [Provider::Resend, Provider::Sandbox, Provider::Cloudflare] {
+            assert_eq!(p.max_message_bytes(), None);
         }
     }
 

@@ -202,7 +202,7 @@ pub fn to_send(e: &OutboundEmail) -> Result<ValidatedSend, DomainError> {
         .iter()
         .map(|a| {
             let content = STANDARD.decode(&a.content_base64).map_err(|_| DomainError::invalid("attachments", "a stored attachment is not base64"))?;
-            Ok(Attachment { filename: a.filename.clone(), content_type: a.content_type.clone(), content })
+            Ok(Attachment { filename: a.filename.clone(), content_type: a.content_type.clone(), content: content.into() })
         })
         .collect::<Result<Vec<_>, DomainError>>()?;
     Ok(ValidatedSend {

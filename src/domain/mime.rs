@@ -26,13 +26,13 @@ pub fn message_id_header(message_id: &str, domain: &str) -> String {
     format!("{message_id}@{domain}")
 }
 
-fn multipart(kind: &str, message_id: &str, parts: Vec<MimePart<'static>>) -> MimePart<'static> {
+fn multipart<'a>(kind: &str, message_id: &str, parts: Vec<MimePart<'a>>) -> MimePart<'a> {
     let boundary = format!("=_mm_{kind}_{message_id}");
     MimePart::new(ContentType::new(format!("multipart/{kind}")).attribute("boundary", boundary), BodyPart::Multipart(parts))
 }
 
 /// text | html | alternative(text, html), wrapped in mixed(…, attachments) when there are any.
-fn body_tree(msg: &ValidatedSend, message_id: &str) -> MimePart<'static> {
+fn body_tree<'a>(msg: &'a ValidatedSend, message_id: &str) -> MimePart<'a> {
     let text = msg.text.clone().map(|t| MimePart::new("text/plain", BodyPart::Text(t.into())));
     let html = msg.html.clone().map(|h| MimePart::new("text/html", BodyPart::Text(h.into())));
     let content = match (text, html) {
@@ -46,12 +46,18 @@ fn body_tree(msg: &ValidatedSend, message_id: &str) -> MimePart<'static> {
     }
     let mut parts = vec![content];
     for a in &msg.attachments {
-        parts.push(MimePart::new(ContentType::new(a.content_type.clone()), BodyPart::Binary(a.content.clone().into())).attachment(a.filename.clone()));
+        parts.push(MimePart::new(ContentType::new(a.content_type.clone()), BodyPart::Binary(a.content.as_slice().into())).attachment(a.filename.clone()));
     }
     multipart("mixed", message_id, parts)
 }
 
+/// The message, at most `MAX_MESSAGE_BYTES` (what D1 stores whole).
 pub fn build(msg: &ValidatedSend, message_id: &str, date_ms: i64) -> Result<Vec<u8>, DomainError> {
+    build_at_most(msg, message_id, date_ms, MAX_MESSAGE_BYTES)
+}
+
+/// The message, at most `limit` bytes.
+pub fn build_at_most(msg: &ValidatedSend, message_id: &str, date_ms: i64, limit: usize) -> Result<Vec<u8>, DomainError> {
     let mut b = MessageBuilder::new()
         .message_id(message_id_header(message_id, msg.from.address.domain()))
         .date(date_ms / 1000)
@@ -71,8 +77,8 @@ pub fn build(msg: &ValidatedSend, message_id: &str, date_ms: i64) -> Result<Vec<
     b = b.header("X-MultiMail-Message-Id", Raw::new(message_id.to_string()));
     b = b.body(body_tree(msg, message_id));
     let bytes = b.write_to_vec().map_err(|e| DomainError::invalid("text", format!("could not encode the message: {e}")))?;
-    if bytes.len() > MAX_MESSAGE_BYTES {
-        return Err(DomainError::MessageTooLarge { limit_bytes: MAX_MESSAGE_BYTES, actual_bytes: bytes.len() });
+    if bytes.len() > limit {
+        return Err(DomainError::MessageTooLarge { limit_bytes: limit, actual_bytes: bytes.len() });
     }
     Ok(bytes)
 }

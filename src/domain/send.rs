@@ -1,6 +1,8 @@
 //! `send_email`'s request, parsed once into a `ValidatedSend` that cannot hold a header
 //! injection, an invalid address, too many recipients or an empty body.
 
+use std::sync::Arc;
+
 use base64::{engine::general_purpose::STANDARD, Engine};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -14,8 +16,13 @@ pub const MAX_SUBJECT_CHARS: usize = 998;
 pub const MAX_HEADER_VALUE: usize = 998;
 pub const MAX_HEADERS: usize = 50;
 pub const MAX_ATTACHMENTS: usize = 20;
-/// Encoded MIME kept within what one D1 row holds (2 MB), with room for the rest of the row.
+/// Encoded MIME kept within what one D1 row holds (2 MB), with room for the rest of the row:
+/// the most a message may be when it is stored whole in D1, and the most its bodies may be.
 pub const MAX_MESSAGE_BYTES: usize = 1_500_000;
+/// The most a message may be as it is sent: its bodies and its attachments in base64, as
+/// receiving servers count it (Gmail takes 25 MB so counted). Past `MAX_MESSAGE_BYTES` the
+/// attachments live in the attachments bucket (R2), not in D1.
+pub const MAX_LARGE_MESSAGE_BYTES: usize = 25_000_000;
 pub const MAX_METADATA_BYTES: usize = 4_096;
 pub const MAX_SCHEDULE_AHEAD_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 
@@ -71,7 +78,8 @@ pub struct SendEmailRequest {
 pub struct Attachment {
     pub filename: String,
     pub content_type: String,
-    pub content: Vec<u8>,
+    /// Shared: a send is cloned on its way (suppressions, disclosure), its 25 MB are not.
+    pub content: Arc<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,14 +153,56 @@ fn validate_headers(headers: &Option<Map<String, Value>>) -> Result<Vec<(String,
     Ok(out)
 }
 
-fn validate_attachments(items: &Option<Vec<AttachmentInput>>) -> Result<Vec<Attachment>, DomainError> {
+/// A send's JSON body without its attachments' contents (each `content_base64` left empty), and
+/// those contents, borrowed in order: a 25 MB body is then parsed into a request without copying
+/// its attachments, which `SendEmailRequest::validate_with` decodes straight from the body.
+pub fn split_contents(body: &Value) -> (Value, Vec<&str>) {
+    let Some(obj) = body.as_object() else { return (body.clone(), vec![]) };
+    let mut light = Map::with_capacity(obj.len());
+    let mut contents = vec![];
+    for (k, v) in obj {
+        match (k.as_str(), v) {
+            ("attachments", Value::Array(items)) => {
+                let items = items
+                    .iter()
+                    .map(|item| match item.as_object() {
+                        Some(a) => {
+                            let mut a2 = Map::with_capacity(a.len());
+                            for (ak, av) in a {
+                                match (ak.as_str(), av) {
+                                    ("content_base64", Value::String(c)) => {
+                                        contents.push(c.as_str());
+                                        a2.insert(ak.clone(), Value::String(String::new()));
+                                    }
+                                    _ => {
+                                        a2.insert(ak.clone(), av.clone());
+                                    }
+                                }
+                            }
+                            Value::Object(a2)
+                        }
+                        None => item.clone(),
+                    })
+                    .collect();
+                light.insert(k.clone(), Value::Array(items));
+            }
+            _ => {
+                light.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    (Value::Object(light), contents)
+}
+
+fn validate_attachments(items: &Option<Vec<AttachmentInput>>, contents: Option<&[&str]>) -> Result<Vec<Attachment>, DomainError> {
     let Some(items) = items else { return Ok(vec![]) };
     if items.len() > MAX_ATTACHMENTS {
         return Err(DomainError::invalid("attachments", format!("at most {MAX_ATTACHMENTS} attachments")));
     }
     let mut total = 0usize;
     let mut out = Vec::with_capacity(items.len());
-    for a in items {
+    for (i, a) in items.iter().enumerate() {
+        let content_base64 = contents.and_then(|c| c.get(i).copied()).unwrap_or(a.content_base64.as_str());
         if a.filename.is_empty() || a.filename.chars().count() > 255 || a.filename.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
             return Err(DomainError::invalid("attachments", "each attachment needs a filename of 1 to 255 characters, with no control characters or slashes"));
         }
@@ -170,15 +220,15 @@ fn validate_attachments(items: &Option<Vec<AttachmentInput>>) -> Result<Vec<Atta
                 ct.to_ascii_lowercase()
             }
         };
-        // The decoded size is known before decoding: bail out early on an oversized upload.
-        total += a.content_base64.len() / 4 * 3;
-        if total > MAX_MESSAGE_BYTES {
-            return Err(DomainError::MessageTooLarge { limit_bytes: MAX_MESSAGE_BYTES, actual_bytes: total });
+        // The encoded size is known before decoding: bail out early on an oversized upload.
+        total += content_base64.len();
+        if total > MAX_LARGE_MESSAGE_BYTES {
+            return Err(DomainError::MessageTooLarge { limit_bytes: MAX_LARGE_MESSAGE_BYTES, actual_bytes: total });
         }
-        let content = STANDARD.decode(a.content_base64.as_bytes()).map_err(|_| {
+        let content = STANDARD.decode(content_base64.as_bytes()).map_err(|_| {
             DomainError::invalid("attachments", format!("the content of `{}` is not valid base64", a.filename))
         })?;
-        out.push(Attachment { filename: a.filename.clone(), content_type, content });
+        out.push(Attachment { filename: a.filename.clone(), content_type, content: Arc::new(content) });
     }
     Ok(out)
 }
@@ -215,6 +265,11 @@ pub fn imitates_system(display_name: Option<&str>, subject: &str) -> Option<&'st
 
 impl SendEmailRequest {
     pub fn validate(&self, now_ms: i64) -> Result<ValidatedSend, DomainError> {
+        self.validate_with(now_ms, None)
+    }
+
+    /// `validate`, with the attachments' base64 contents given apart (`split_contents`).
+    pub fn validate_with(&self, now_ms: i64, contents: Option<&[&str]>) -> Result<ValidatedSend, DomainError> {
         let from_raw = self.from.as_deref().ok_or(DomainError::Missing { field: "from" })?;
         let from = Recipient::parse(from_raw).map_err(|AddressError(m)| DomainError::invalid("from", m))?;
         if self.to.is_none() {
@@ -262,7 +317,7 @@ impl SendEmailRequest {
         }
 
         let headers = validate_headers(&self.headers)?;
-        let attachments = validate_attachments(&self.attachments)?;
+        let attachments = validate_attachments(&self.attachments, contents)?;
 
         let oversight_mode = match &self.oversight_mode {
             None => None,
@@ -313,14 +368,33 @@ impl SendEmailRequest {
             return Err(DomainError::invalid("headers", "marketing messages get their List-Unsubscribe headers from us"));
         }
 
-        Ok(ValidatedSend {
+        let v = ValidatedSend {
             from, to, cc, bcc, reply_to, subject, text, html, headers, attachments,
             oversight_mode, metadata, send_at, approval_ttl_secs, marketing,
-        })
+        };
+        if v.encoded_size() > MAX_LARGE_MESSAGE_BYTES {
+            return Err(DomainError::MessageTooLarge { limit_bytes: MAX_LARGE_MESSAGE_BYTES, actual_bytes: v.encoded_size() });
+        }
+        Ok(v)
     }
 }
 
 impl ValidatedSend {
+    /// Whether the message, encoded, may be stored whole in D1 (`MAX_MESSAGE_BYTES`): its
+    /// bodies and its attachments in base64 with room for headers. Larger messages keep their
+    /// attachments in the attachments bucket.
+    pub fn fits_inline(&self) -> bool {
+        self.encoded_size() <= MAX_MESSAGE_BYTES
+    }
+
+    /// About its size as sent: the bodies, the attachments in base64 with line breaks and part
+    /// headers, and room for the message's headers.
+    pub fn encoded_size(&self) -> usize {
+        let bodies = self.text.as_ref().map_or(0, String::len) + self.html.as_ref().map_or(0, String::len);
+        let attachments: usize = self.attachments.iter().map(|a| a.content.len().div_ceil(3) * 4 * 78 / 76 + 512).sum();
+        bodies + attachments + 16 * 1024
+    }
+
     /// Every envelope recipient (to, cc and bcc).
     pub fn all_recipients(&self) -> impl Iterator<Item = &Recipient> {
         self.to.iter().chain(&self.cc).chain(&self.bcc)
@@ -442,7 +516,7 @@ mod tests {
     #[test]
     fn decodes_attachments_and_checks_their_shape() {
         let v = with("attachments", json!([{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGk="}])).validate(NOW).unwrap();
-        assert_eq!(v.attachments[0].content, b"hi");
+        assert_eq!(&*v.attachments[0].content, b"hi");
         assert_eq!(field_of(with("attachments", json!([{"filename": "a.txt", "content_base64": "***"}]))), Some("attachments"));
         assert_eq!(field_of(with("attachments", json!([{"filename": "../a", "content_base64": "aGk="}]))), Some("attachments"));
         assert_eq!(field_of(with("attachments", json!([{"filename": "a", "content_type": "nope", "content_base64": "aGk="}]))), Some("attachments"));
@@ -450,9 +524,44 @@ mod tests {
 
     #[test]
     fn oversize_attachments_are_message_too_large() {
-        let big = "A".repeat(MAX_MESSAGE_BYTES / 3 * 4 + 8);
+        let big = "A".repeat(MAX_LARGE_MESSAGE_BYTES + 4);
         let e = with("attachments", json!([{"filename": "big.bin", "content_base64": big}])).validate(NOW).unwrap_err();
-        assert!(matches!(e, DomainError::MessageTooLarge { limit_bytes: MAX_MESSAGE_BYTES, .. }));
+        assert!(matches!(e, DomainError::MessageTooLarge { limit_bytes: MAX_LARGE_MESSAGE_BYTES, .. }));
+    }
+
+    #[test]
+    fn the_limit_is_the_size_as_sent() {
+        // 18.6 MB of attachment is 24.8 MB in base64, with its line breaks 25.2 MB: too large.
+        let e = with("attachments", json!([{"filename": "a.bin", "content_base64": "A".repeat(24_800_000)}])).validate(NOW).unwrap_err();
+        assert!(matches!(e, DomainError::MessageTooLarge { limit_bytes: MAX_LARGE_MESSAGE_BYTES, actual_bytes } if actual_bytes > MAX_LARGE_MESSAGE_BYTES), "{e:?}");
+        let ok = with("attachments", json!([{"filename": "a.bin", "content_base64": "A".repeat(24_000_000)}])).validate(NOW).unwrap();
+        assert!(ok.encoded_size() <= MAX_LARGE_MESSAGE_BYTES && !ok.fits_inline());
+    }
+
+    #[test]
+    fn a_message_past_the_d1_row_keeps_its_attachments_apart() {
+        let small = with("attachments", json!([{"filename": "a.bin", "content_base64": "A".repeat(800_000)}])).validate(NOW).unwrap();
+        assert!(small.fits_inline(), "600 kB of attachment stays in D1");
+        let large = with("attachments", json!([{"filename": "a.bin", "content_base64": "A".repeat(1_480_000)}])).validate(NOW).unwrap();
+        assert!(!large.fits_inline(), "1.11 MB, over 1.5 MB in base64 with its line breaks and headers, does not");
+        assert!(with("text", json!("x".repeat(1_400_000))).validate(NOW).unwrap().fits_inline());
+    }
+
+    #[test]
+    fn contents_given_apart_are_the_contents_validated() {
+        let body = json!({"from": "a@acme.multimail.test", "to": "b@example.com", "subject": "s", "text": "t",
+            "attachments": [{"filename": "a.txt", "content_base64": "aGk="}, {"filename": "b.txt", "content_base64": "aG8="}]});
+        let (light, contents) = split_contents(&body);
+        assert_eq!(contents, vec!["aGk=", "aG8="]);
+        assert_eq!(light["attachments"][1], json!({"filename": "b.txt", "content_base64": ""}));
+        assert_eq!(light["subject"], "s");
+        let v = req(light.clone()).validate_with(NOW, Some(&contents)).unwrap();
+        assert_eq!(v, req(body).validate(NOW).unwrap());
+        assert_eq!(field_of_with(req(light), &["***", "aG8="]), Some("attachments"));
+    }
+
+    fn field_of_with(r: SendEmailRequest, contents: &[&str]) -> Option<&'static str> {
+        r.validate_with(NOW, Some(contents)).unwrap_err().field()
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub use error::{ApiError, ApiResult};
 
 /// Bodies above this are refused with 413 before they are parsed.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// `send_email`'s body: a message of 25 MB as sent (`MAX_LARGE_MESSAGE_BYTES`) with its JSON.
+pub const MAX_SEND_BODY_BYTES: usize = 28 * 1024 * 1024;
 
 /// A successful answer: status, JSON body and any extra headers.
 #[derive(Debug, Clone)]
@@ -24,7 +26,15 @@ pub struct Reply {
     /// A non-JSON body (for example JSON Lines); `headers` then names its Content-Type.
     pub raw: Option<String>,
     /// A binary body (a downloaded attachment); `headers` names its Content-Type.
-    pub bytes: Option<Vec<u8>>,
+    pub bytes: Option<Binary>,
+}
+
+/// A binary body: bytes in hand, or a stream the runtime passes to the client without the
+/// worker reading it (an object in the attachments bucket).
+#[derive(Debug, Clone)]
+pub enum Binary {
+    Bytes(Vec<u8>),
+    Stream(worker::web_sys::ReadableStream),
 }
 
 impl Reply {
@@ -43,7 +53,7 @@ impl Reply {
         Reply { status, body: Value::Null, headers, raw: Some(body), bytes: None }
     }
     /// 200 with a binary body of `content_type`, and more headers.
-    pub fn bytes(body: Vec<u8>, content_type: &str, mut headers: Vec<(String, String)>) -> Self {
+    pub fn bytes(body: Binary, content_type: &str, mut headers: Vec<(String, String)>) -> Self {
         headers.push(("Content-Type".into(), content_type.into()));
         Reply { status: 200, body: Value::Null, headers, raw: None, bytes: Some(body) }
     }
@@ -64,6 +74,21 @@ pub fn json_response(status: u16, body: &[u8], request_id: &str, extra: &[(Strin
     Ok(Response::from_bytes(body.to_vec())?.with_status(status).with_headers(headers))
 }
 
+/// A binary answer: its bytes, or its stream handed to the runtime as it is.
+pub fn binary_response(status: u16, body: Binary, request_id: &str, extra: &[(String, String)]) -> worker::Result<Response> {
+    let headers = Headers::new();
+    headers.set("Request-Id", request_id)?;
+    headers.set("Cache-Control", "no-store")?;
+    for (k, v) in extra {
+        headers.set(k, v)?;
+    }
+    let body = match body {
+        Binary::Bytes(b) => worker::ResponseBody::Body(b),
+        Binary::Stream(s) => worker::ResponseBody::Stream(s),
+    };
+    Ok(Response::from_body(body)?.with_status(status).with_headers(headers))
+}
+
 pub fn error_response(err: &ApiError, request_id: &str, timing: Option<(String, String)>) -> worker::Result<Response> {
     let mut extra: Vec<(String, String)> = timing.into_iter().collect();
     if let Some(secs) = err.retry_after {
@@ -79,22 +104,27 @@ pub fn error_response(err: &ApiError, request_id: &str, timing: Option<(String, 
     json_response(err.status, err.body(request_id).to_string().as_bytes(), request_id, &extra)
 }
 
-/// Reads a JSON object body: `Content-Type: application/json`, at most `MAX_BODY_BYTES`.
-pub async fn read_json_object(req: &mut Request) -> ApiResult<Value> {
+/// The request's declared `Content-Length`.
+pub fn content_length(req: &Request) -> Option<usize> {
+    req.headers().get("Content-Length").ok().flatten().and_then(|l| l.parse::<usize>().ok())
+}
+
+/// Reads a JSON object body: `Content-Type: application/json`, at most `limit` bytes.
+pub async fn read_json_object(req: &mut Request, limit: usize) -> ApiResult<Value> {
     let ct = req.headers().get("Content-Type").ok().flatten().unwrap_or_default();
     let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if media != "application/json" {
         return Err(ApiError::new(415, "unsupported_media_type", "POST bodies must be JSON with `Content-Type: application/json`"));
     }
-    let too_large = || ApiError::new(413, "payload_too_large", format!("the request body is larger than {MAX_BODY_BYTES} bytes"));
-    let bytes = read_capped(req, MAX_BODY_BYTES, too_large, "invalid_json").await?;
+    let too_large = || ApiError::new(413, "payload_too_large", format!("the request body is larger than {limit} bytes"));
+    let bytes = read_capped(req, limit, too_large, "invalid_json").await?;
     parse_json_object(&bytes)
 }
 
 /// The body's bytes, refused with `too_large()` above `limit` (by its Content-Length before
 /// reading, and by what arrived). `unreadable`: the error code when it cannot be read.
 pub async fn read_capped(req: &mut Request, limit: usize, too_large: impl Fn() -> ApiError, unreadable: &'static str) -> ApiResult<Vec<u8>> {
-    if let Some(len) = req.headers().get("Content-Length").ok().flatten().and_then(|l| l.parse::<usize>().ok()) {
+    if let Some(len) = content_length(req) {
         if len > limit {
             return Err(too_large());
         }

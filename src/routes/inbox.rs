@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use worker::Request;
 
 use crate::app::access::{readable_message as readable, visible_mailbox};
+use crate::app::attachments::Wanted;
 use crate::app::{outbound, Ctx};
 use crate::domain::address::Recipient;
 use crate::domain::delivery::OutboundEmail;
@@ -162,42 +163,43 @@ fn attachment_list(id: &str, p: &ParsedEmail) -> Value {
         .collect::<Vec<_>>())
 }
 
-/// `GET /download_attachment?id=…&attachment=…`: the bytes of one attachment of an inbound
-/// message the key may read (held mail is not readable), typed by its content, as a download.
-/// `attachment` is its id (`att_N`) or its file name; `index` (its place) is also accepted.
+/// `GET /download_attachment?id=…&attachment=…`: the bytes of one attachment of an email the
+/// key may read (received mail, held mail excepted, or a sent message), typed by its content,
+/// as a download.
+/// `attachment` is its id (`att_N`) or its file name.
 pub async fn download_attachment(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
-    let q = http::query_params(req, &["id", "attachment", "index"])?;
+    let q = http::query_params(req, &["id", "attachment"])?;
     let id = q.get("id").ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
-    // The attachment by its id or file name (the contract), or by its place (`index`).
-    enum Which<'a> {
-        Named(&'a str),
-        At(usize),
-    }
-    let which = match (q.get("attachment"), q.get("index")) {
-        (Some(a), None) if !a.is_empty() && a.len() <= 255 => Which::Named(a),
-        (Some(_), None) => return Err(ApiError::invalid_field("attachment", "`attachment` is an attachment's id (att_0, att_1, …) or its file name, at most 255 bytes")),
-        (None, Some(i)) => Which::At(i.parse::<usize>().ok().filter(|i| *i < 1000).ok_or_else(|| ApiError::invalid_field("index", "`index` is a whole number from 0"))?),
-        (None, None) => return Err(ApiError::invalid_field("attachment", "`attachment` is required: the attachment's id (att_0, …) or file name, as read_email lists them")),
-        (Some(_), Some(_)) => return Err(ApiError::invalid_field("index", "give `attachment` or `index`, not both")),
+    let name = match q.get("attachment") {
+        Some(a) if !a.is_empty() && a.len() <= 255 => a.as_str(),
+        Some(_) => return Err(ApiError::invalid_field("attachment", "`attachment` is an attachment's id (att_0, att_1, …) or its file name, at most 255 bytes")),
+        None => return Err(ApiError::invalid_field("attachment", "`attachment` is required: the attachment's id (att_0, …) or file name, as read_email lists them")),
     };
     let m = readable(ctx, id).await?;
-    if m.msg.direction != Direction::Inbound {
-        return Err(ApiError::new(404, "attachment_not_found", "only received mail has attachments to download; a sent message's are in get_email").with_field("id"));
-    }
-    let parsed: ParsedEmail = messages::blob(&ctx.db, id, Blob::Parsed).await?.and_then(|j| serde_json::from_str(&j).ok()).ok_or_else(ApiError::internal)?;
-    let index = match which {
-        Which::At(index) => index,
-        Which::Named(name) => {
-            let names: Vec<Option<&str>> = parsed.attachments.iter().map(|a| a.filename.as_deref()).collect();
-            attachments::select(name, &names).map_err(|why| match why {
-                Unselected::Missing => ApiError::new(404, "attachment_not_found", format!("this message has no attachment with the id or file name `{name}`")).with_field("attachment"),
-                Unselected::Ambiguous(ids) => ApiError::new(409, "attachment_ambiguous", format!("{} attachments are named `{name}`; name one by its id", ids.len()))
-                    .with_field("attachment")
-                    .with_extra(json!({"ids": ids})),
-            })?
-        }
+    // Received mail's attachments, or a sent message's (those of a large one wait in the bucket).
+    let (parsed, sent): (Option<ParsedEmail>, Option<OutboundEmail>) = if m.msg.direction == Direction::Inbound {
+        (Some(messages::blob(&ctx.db, id, Blob::Parsed).await?.and_then(|j| serde_json::from_str(&j).ok()).ok_or_else(ApiError::internal)?), None)
+    } else {
+        (None, Some(messages::blob(&ctx.db, id, Blob::Outbound).await?.and_then(|j| serde_json::from_str(&j).ok()).ok_or_else(ApiError::internal)?))
     };
-    crate::app::attachments::download(ctx, &m, &parsed, index).await
+    let names: Vec<Option<&str>> = match (&parsed, &sent) {
+        (Some(p), _) => p.attachments.iter().map(|a| a.filename.as_deref()).collect(),
+        (_, Some(o)) => o.attachments.iter().map(|a| Some(a.filename.as_str())).collect(),
+        _ => vec![],
+    };
+    let index = attachments::select(name, &names).map_err(|why| match why {
+        Unselected::Missing => ApiError::new(404, "attachment_not_found", format!("this message has no attachment with the id or file name `{name}`")).with_field("attachment"),
+        Unselected::Ambiguous(ids) => ApiError::new(409, "attachment_ambiguous", format!("{} attachments are named `{name}`; name one by its id", ids.len()))
+            .with_field("attachment")
+            .with_extra(json!({"ids": ids})),
+    })?;
+    let wanted = match (&parsed, &sent) {
+        (Some(p), _) => Wanted::inbound(id, p, index),
+        (_, Some(o)) => Wanted::outbound(o, index),
+        _ => None,
+    }
+    .ok_or_else(|| ApiError::new(404, "attachment_not_found", format!("this message has {} attachments; ids run from att_0", names.len())).with_field("attachment"))?;
+    crate::app::attachments::download(ctx, wanted).await
 }
 
 pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
@@ -231,7 +233,26 @@ pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
             v["html"] = json!(o.html);
             v["reply_to"] = json!(o.reply_to.first());
             v["headers"] = json!(o.headers.iter().map(|(n, v)| json!({"name": n, "value": v})).collect::<Vec<_>>());
-            v["attachments"] = json!(o.attachments.iter().map(|a| json!({"filename": a.filename, "content_type": a.content_type, "size": a.content_base64.len() / 4 * 3, "content_base64": a.content_base64})).collect::<Vec<_>>());
+            // A large message's attachments are in the bucket: listed, not inlined.
+            v["attachments"] = json!(o
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    // Inline content is at most 1.5 MB: its hash and type are found here.
+                    let (sha256, detected) = match &a.stored {
+                        Some(s) => (s.sha256.clone(), s.detected_type.clone().unwrap_or_else(|| "application/octet-stream".into())),
+                        None => {
+                            let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &a.content_base64).unwrap_or_default();
+                            (attachments::sha256_hex(&bytes), attachments::sniff(&bytes, &a.content_type))
+                        }
+                    };
+                    json!({"id": attachments::attachment_id(i), "index": i, "filename": a.filename, "content_type": a.content_type, "size": a.size(),
+                    "stored": a.stored.is_some(), "sha256": sha256, "detected_type": detected,
+                    "content_base64": a.stored.is_none().then_some(&a.content_base64),
+                    "download": format!("/download_attachment?id={id}&attachment={}", attachments::attachment_id(i))})
+                })
+                .collect::<Vec<_>>());
         }
         v["sent_at"] = json!(m.msg.sent_at.map(to_rfc3339));
     }
@@ -384,7 +405,7 @@ pub async fn reply_email(ctx: &Ctx, body: &Value) -> ApiResult<Reply> {
         idempotency_key: input.idempotency_key,
     };
     let v = req.validate(ctx.now)?;
-    let mut reply = outbound::send_validated(ctx, &v, Some(&o.thread_id)).await?;
+    let mut reply = outbound::send_validated(ctx, v, Some(&o.thread_id)).await?;
     reply.body["in_reply_to"] = json!(o.id);
     Ok(reply)
 }

@@ -89,19 +89,26 @@ pub struct Route {
     pub prefetch: Option<app::Prefetcher>,
     /// A keyed `POST` is audited (`false` only for `/mcp`, whose tool calls are audited each).
     pub audited: bool,
+    /// The largest JSON body it reads. Bodies over `http::MAX_BODY_BYTES` are read only after
+    /// the key is authenticated.
+    pub max_body: usize,
 }
 
 const fn get(path: &'static str, access: Access) -> Route {
-    Route { method: "GET", path, access, body: Body::None, answer: Answer::Json, idempotent: false, account_wide: false, prefetch: None, audited: true }
+    Route { method: "GET", path, access, body: Body::None, answer: Answer::Json, idempotent: false, account_wide: false, prefetch: None, audited: true, max_body: http::MAX_BODY_BYTES }
 }
 
 /// A POST takes a JSON body; a keyed one is idempotent.
 const fn post(path: &'static str, access: Access) -> Route {
     let idempotent = matches!(access, Access::Key(_));
-    Route { method: "POST", path, access, body: Body::Json, answer: Answer::Json, idempotent, account_wide: false, prefetch: None, audited: true }
+    Route { method: "POST", path, access, body: Body::Json, answer: Answer::Json, idempotent, account_wide: false, prefetch: None, audited: true, max_body: http::MAX_BODY_BYTES }
 }
 
 impl Route {
+    /// Takes a JSON body of up to `http::MAX_SEND_BODY_BYTES` (a message with 25 MB of attachments).
+    const fn large_body(self) -> Route {
+        Route { max_body: http::MAX_SEND_BODY_BYTES, ..self }
+    }
     const fn raw(self) -> Route {
         Route { body: Body::Raw, ..self }
     }
@@ -152,7 +159,7 @@ pub const ROUTES: &[Route] = &[
     get("/list_mailboxes", Key(READ_OR_ADMIN)),
     post("/update_mailbox", Key(ADMIN)),
     post("/delete_mailbox", Key(ADMIN)),
-    post("/send_email", Key(SEND)).prefetch(app::outbound::prefetch_send),
+    post("/send_email", Key(SEND)).prefetch(app::outbound::prefetch_send).large_body(),
     post("/send_batch", Key(SEND)),
     post("/cancel_email", Key(SEND)),
     get("/get_email", Key(READ_SEND_OR_OVERSIGHT)),
@@ -259,7 +266,7 @@ struct Served {
     status: u16,
     body: String,
     /// A binary body (then `body` is empty).
-    bytes: Option<Vec<u8>>,
+    bytes: Option<http::Binary>,
     headers: Vec<(String, String)>,
     json: Option<Value>,
     /// The handler stored the call's audit entry with its own batch.
@@ -303,7 +310,10 @@ pub async fn handle(mut req: Request, env: Env, wctx: worker::Context) -> worker
     match result {
         Ok(mut s) => {
             s.headers.push(timing);
-            http::json_response(s.status, s.bytes.as_deref().unwrap_or(s.body.as_bytes()), &request_id, &s.headers)
+            match s.bytes {
+                Some(b) => http::binary_response(s.status, b, &request_id, &s.headers),
+                None => http::json_response(s.status, s.body.as_bytes(), &request_id, &s.headers),
+            }
         }
         Err(e) => {
             if e.status >= 500 {
@@ -340,7 +350,7 @@ pub struct Internal {
     pub status: u16,
     pub body: String,
     /// A binary answer (a downloaded attachment).
-    pub bytes: Option<Vec<u8>>,
+    pub bytes: Option<http::Binary>,
     pub headers: Vec<(String, String)>,
 }
 
@@ -444,8 +454,10 @@ async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, fac
     // A keyed JSON route reads its body first, so that the key's lookup can carry the
     // idempotency reservation and the route's reads; its errors are answered in their usual
     // place, after authentication.
+    // A body larger than most is read after the key is known, never for a stranger.
+    let small = http::content_length(req).is_none_or(|n| n <= http::MAX_BODY_BYTES);
     let mut early_input = match (route.access, route.body) {
-        (Key(_), Body::Json) => Some(http::read_json_object(req).await.map(Input::Json)),
+        (Key(_), Body::Json) if small => Some(http::read_json_object(req, http::MAX_BODY_BYTES).await.map(Input::Json)),
         _ => None,
     };
     let mut early = Early::default();
@@ -505,7 +517,7 @@ async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, fac
     let input = match (early_input.take(), route.body) {
         (Some(read), _) => read?,
         (None, Body::None | Body::Raw) => Input::None,
-        (None, Body::Json) => Input::Json(http::read_json_object(req).await?),
+        (None, Body::Json) => Input::Json(http::read_json_object(req, route.max_body).await?),
         (None, Body::Form) => Input::Form(http::read_form(req).await?),
     };
     if let Some(h) = principal.as_mut().filter(|p| p.human.is_some()) {
@@ -553,7 +565,7 @@ async fn serve(req: &mut Request, env: Env, db: store::Db, request_id: &str, fac
     // settled by the key's lookup already).
     let key = key.as_str().to_string();
     let p = ctx.principal();
-    let fingerprints = [idempotency::fingerprint_for(&auth::presented_key(req)?.0, route.method, route.path, input.json()), idempotency::fingerprint_for(&p.key_id, route.method, route.path, input.json())];
+    let fingerprints = idempotency::fingerprints_for([&auth::presented_key(req)?.0, &p.key_id], route.method, route.path, input.json());
     let owned = match early.idem.take() {
         Some(EarlyIdem { key: k, outcome: IdemOutcome::Reserved }) if k == key => true,
         Some(EarlyIdem { key: k, outcome: IdemOutcome::Existing(record) }) if k == key => match judge(&record, &fingerprints, platform::now_ms()) {

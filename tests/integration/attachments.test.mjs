@@ -53,6 +53,7 @@ test('the bytes decide the type; a download is served as a download, HTML never 
   const pdf = await fetch(`${w.base}${e.attachments[0].download}`, { headers: { Authorization: `Bearer ${a.live}` } });
   assert.equal(pdf.status, 200);
   assert.equal(pdf.headers.get('content-type'), 'application/pdf', 'served as what the bytes are, not as declared');
+  assert.equal(pdf.headers.get('x-attachment-size'), String(PDF.length));
   assert.equal(sha(Buffer.from(await pdf.arrayBuffer())), sha(PDF));
   const html = await download(a.live, m.id, 'page.pdf');
   assert.equal(html.headers.get('content-type'), 'application/octet-stream', 'HTML is never served as HTML');
@@ -63,7 +64,7 @@ test('the bytes decide the type; a download is served as a download, HTML never 
   assert.equal(Buffer.from(await html.arrayBuffer()).toString(), HTML.toString());
 });
 
-test('an attachment is named by its id or its file name (the contract), or its index; a shared file name is ambiguous', async () => {
+test('an attachment is named by its id or its file name (the contract); a shared file name is ambiguous', async () => {
   const one = Buffer.from('first copy\n'), two = Buffer.from('second copy\n'), pdf = PDF.subarray(0, 9000);
   const m = await receive(a.live, a.from, [
     { name: 'notes.txt', type: 'text/plain', bytes: one },
@@ -73,7 +74,7 @@ test('an attachment is named by its id or its file name (the contract), or its i
   const body = async (r) => { assert.equal(r.status, 200); return Buffer.from(await r.arrayBuffer()); };
   assert.equal(sha(await body(await download(a.live, m.id, 'contract.pdf'))), sha(pdf));
   assert.equal((await body(await download(a.live, m.id, 1))).toString(), two.toString());
-  assert.equal((await body(await fetch(`${w.base}/download_attachment?id=${m.id}&index=0`, { headers: { Authorization: `Bearer ${a.live}` } }))).toString(), one.toString());
+  assert.equal((await body(await download(a.live, m.id, 0))).toString(), one.toString());
   const clash = await w.call(`/download_attachment?id=${m.id}&attachment=notes.txt`, { key: a.live });
   assert.equal(clash.status, 409, clash.text);
   assert.equal(clash.body.error.code, 'attachment_ambiguous');
@@ -97,10 +98,7 @@ test('downloads are scoped like read_email: another account, the other mode and 
     [`id=${m.id}&attachment=other.pdf`, 404, 'attachment'],
     [`id=${m.id}&attachment=`, 400, 'attachment'],
     [`id=${m.id}&attachment=${'x'.repeat(256)}`, 400, 'attachment'],
-    [`id=${m.id}&index=1`, 404, 'attachment'],
-    [`id=${m.id}&index=-1`, 400, 'index'],
-    [`id=${m.id}&index=x`, 400, 'index'],
-    [`id=${m.id}&attachment=att_0&index=0`, 400, 'index'],
+    [`id=${m.id}&index=0`, 400, 'index'],
     [`id=${m.id}`, 400, 'attachment'],
     [`attachment=att_0`, 400, 'id'],
     [`id=${m.id}&attachment=att_0&size=1`, 400, 'size'],
@@ -110,7 +108,12 @@ test('downloads are scoped like read_email: another account, the other mode and 
     assert.equal(r.body.error.field, field, query);
   }
   const sent = await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'x@example.com', subject: 's', text: 't' } });
-  assert.equal((await download(a.live, sent.body.id, 0)).status, 404, 'a sent message has nothing to download here');
+  assert.equal((await download(a.live, sent.body.id, 0)).status, 404, 'a sent message without attachments has none to download');
+  const withFile = await w.call('/send_email', { key: a.live, body: { from: a.from, to: 'x@example.com', subject: 's', text: 't', attachments: [{ filename: 'mine.pdf', content_type: 'application/octet-stream', content_base64: PDF.subarray(0, 4000).toString('base64') }] } });
+  const mine = await download(a.live, withFile.body.id, 'mine.pdf');
+  assert.equal(mine.status, 200, 'a sent message\'s own attachment downloads too');
+  assert.deepEqual([mine.headers.get('content-type'), mine.headers.get('x-attachment-sha256')], ['application/pdf', sha(PDF.subarray(0, 4000))]);
+  assert.equal((await download(other.live, withFile.body.id, 'mine.pdf')).status, 404);
   const reader = await w.adminKey(a.account.id, { scopes: ['send'], name: 'sender only' });
   assert.equal((await download(reader, m.id, 0)).status, 403, 'needs read');
 });

@@ -118,7 +118,7 @@ pub async fn message(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
                         let pretty = serde_json::to_string_pretty(&claims).unwrap_or_default();
                         body.push_str(&format!("<h2>Identity it will carry</h2><p>The signed <code>MultiMail-Identity</code> header, if approved by you now:</p><pre>{}</pre>", esc(&pretty)));
                     }
-                    let atts = o.attachments.iter().map(|a| (a.filename.clone(), a.content_type.clone(), a.content_base64.len() / 4 * 3)).collect();
+                    let atts = o.attachments.iter().map(|a| (a.filename.clone(), a.content_type.clone(), a.size())).collect();
                     if deciding {
                         edit_form = Some(edit_and_approve_form(ctx, &r.id, &o));
                     }
