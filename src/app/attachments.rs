@@ -15,11 +15,13 @@ use worker::{Bucket, Env, HttpMetadata, ResponseBody};
 use std::sync::Arc;
 
 use crate::app::Ctx;
-use crate::domain::attachments::{content_disposition, r2_key, served_type, sha256_hex, sniff};
+use crate::domain::attachments::{content_disposition, r2_key, select, served_type, sha256_hex, sniff, Unselected};
+use crate::domain::message::Direction;
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::inbound::ParsedEmail;
 use crate::domain::keys;
 use crate::http::{ApiError, ApiResult, Binary, Reply};
+use crate::store::messages::{self, Blob, MessageWithMailbox};
 use crate::store::{self, attachments as store_att};
 
 /// The bucket, when this deployment has one (without it, attachments over the inline cap are
@@ -115,6 +117,35 @@ impl<'a> Wanted<'a> {
             inline: a.stored.is_none().then_some(a.content_base64.as_str()),
         })
     }
+}
+
+/// The attachment `name` (its id or file name) of a message the caller may see, as a download:
+/// received mail's, or a sent message's (a large one's wait in the bucket).
+pub async fn download_named(ctx: &Ctx, m: &MessageWithMailbox, name: &str) -> ApiResult<Reply> {
+    let id = m.msg.id.as_str();
+    let (parsed, sent): (Option<ParsedEmail>, Option<OutboundEmail>) = if m.msg.direction == Direction::Inbound {
+        (Some(messages::blob(&ctx.db, id, Blob::Parsed).await?.and_then(|j| serde_json::from_str(&j).ok()).ok_or_else(ApiError::internal)?), None)
+    } else {
+        (None, Some(messages::blob(&ctx.db, id, Blob::Outbound).await?.and_then(|j| serde_json::from_str(&j).ok()).ok_or_else(ApiError::internal)?))
+    };
+    let names: Vec<Option<&str>> = match (&parsed, &sent) {
+        (Some(p), _) => p.attachments.iter().map(|a| a.filename.as_deref()).collect(),
+        (_, Some(o)) => o.attachments.iter().map(|a| Some(a.filename.as_str())).collect(),
+        _ => vec![],
+    };
+    let index = select(name, &names).map_err(|why| match why {
+        Unselected::Missing => ApiError::new(404, "attachment_not_found", format!("this message has no attachment with the id or file name `{name}`")).with_field("attachment"),
+        Unselected::Ambiguous(ids) => ApiError::new(409, "attachment_ambiguous", format!("{} attachments are named `{name}`; name one by its id", ids.len()))
+            .with_field("attachment")
+            .with_extra(serde_json::json!({"ids": ids})),
+    })?;
+    let wanted = match (&parsed, &sent) {
+        (Some(p), _) => Wanted::inbound(id, p, index),
+        (_, Some(o)) => Wanted::outbound(o, index),
+        _ => None,
+    }
+    .ok_or_else(ApiError::internal)?;
+    download(ctx, wanted).await
 }
 
 /// An attachment as a download (`Content-Disposition: attachment`), typed by its bytes: streamed

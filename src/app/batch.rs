@@ -136,6 +136,8 @@ pub async fn send_batch(ctx: &Ctx, body: &Value, caller: &str) -> ApiResult<Repl
             Err(e) => Err(e.clone()),
         };
         outcome.push(match planned {
+            // The mailbox's disclosure footer can take a message past what D1 stores whole.
+            Ok(pl) if !pl.staged.in_bucket.is_empty() => Item::Refused(too_large_for_a_batch(v.encoded_size(), "with this mailbox's AI disclosure footer ")),
             Ok(pl) => Item::Planned(Box::new(pl), key.zip(fingerprint)),
             Err(e) => Item::Refused(e),
         });
@@ -241,12 +243,17 @@ fn parse_item(ctx: &Ctx, raw: &Value) -> ApiResult<(ValidatedSend, Option<String
         None => None,
     };
     let v = input.validate(ctx.now)?;
-    // A batch's messages are stored whole in D1; a larger one goes through `send_email`.
     if !v.fits_inline() {
-        return Err(ApiError::from(DomainError::MessageTooLarge { limit_bytes: MAX_MESSAGE_BYTES, actual_bytes: v.encoded_size() })
-            .with_extra(json!({"hint": "in a batch each message is at most 1.5 MB; send a larger one with send_email"})));
+        return Err(too_large_for_a_batch(v.encoded_size(), ""));
     }
     Ok((v, key))
+}
+
+/// A batch's messages are stored whole in D1; a larger one goes through `send_email`. `why`
+/// says what took it past the limit, when not its own size.
+fn too_large_for_a_batch(size: usize, why: &str) -> ApiError {
+    ApiError::from(DomainError::MessageTooLarge { limit_bytes: MAX_MESSAGE_BYTES, actual_bytes: size })
+        .with_extra(json!({"hint": format!("{why}in a batch each message is at most 1.5 MB; send a larger one with send_email")}))
 }
 
 fn item_answer(ctx: &Ctx, index: usize, item: &Item) -> Value {

@@ -37,6 +37,16 @@ pub enum Unselected {
     Ambiguous(Vec<String>),
 }
 
+/// The `attachment` parameter as given: an attachment's id or file name, 1 to 255 bytes.
+pub fn selector(given: Option<&str>) -> Result<&str, super::error::DomainError> {
+    use super::error::DomainError;
+    match given {
+        Some(a) if !a.is_empty() && a.len() <= 255 => Ok(a),
+        Some(_) => Err(DomainError::invalid("attachment", "`attachment` is an attachment's id (att_0, att_1, …) or its file name, at most 255 bytes")),
+        None => Err(DomainError::invalid("attachment", "`attachment` is required: the attachment's id (att_0, …) or file name, as read_email lists them")),
+    }
+}
+
 /// Which attachment `selector` names: its id (`att_N`), else its file name (exactly). A file
 /// name several attachments share names none of them: the caller must use an id.
 pub fn select(selector: &str, filenames: &[Option<&str>]) -> Result<usize, Unselected> {
@@ -121,6 +131,10 @@ mod tests {
         assert_eq!(select("att_01", &names), Err(Unselected::Missing), "one spelling per id");
         assert_eq!(select("A.PDF", &names), Err(Unselected::Missing), "file names match exactly");
         assert_eq!(attachment_id(3), "att_3");
+        assert_eq!(selector(Some("a.pdf")), Ok("a.pdf"));
+        for bad in [None, Some(""), Some(&*"x".repeat(256))] {
+            assert_eq!(selector(bad).unwrap_err().field(), Some("attachment"));
+        }
     }
 
     #[test]

@@ -7,11 +7,10 @@ use serde_json::{json, Value};
 use worker::Request;
 
 use crate::app::access::{readable_message as readable, visible_mailbox};
-use crate::app::attachments::Wanted;
 use crate::app::{outbound, Ctx};
 use crate::domain::address::Recipient;
 use crate::domain::delivery::OutboundEmail;
-use crate::domain::attachments::{self, Unselected};
+use crate::domain::attachments;
 use crate::domain::inbound::ParsedEmail;
 use crate::domain::message::Direction;
 use crate::domain::send::{AttachmentInput, OneOrMany, SendEmailRequest};
@@ -170,36 +169,9 @@ fn attachment_list(id: &str, p: &ParsedEmail) -> Value {
 pub async fn download_attachment(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     let q = http::query_params(req, &["id", "attachment"])?;
     let id = q.get("id").ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
-    let name = match q.get("attachment") {
-        Some(a) if !a.is_empty() && a.len() <= 255 => a.as_str(),
-        Some(_) => return Err(ApiError::invalid_field("attachment", "`attachment` is an attachment's id (att_0, att_1, …) or its file name, at most 255 bytes")),
-        None => return Err(ApiError::invalid_field("attachment", "`attachment` is required: the attachment's id (att_0, …) or file name, as read_email lists them")),
-    };
+    let name = attachments::selector(q.get("attachment").map(String::as_str))?;
     let m = readable(ctx, id).await?;
-    // Received mail's attachments, or a sent message's (those of a large one wait in the bucket).
-    let (parsed, sent): (Option<ParsedEmail>, Option<OutboundEmail>) = if m.msg.direction == Direction::Inbound {
-        (Some(messages::blob(&ctx.db, id, Blob::Parsed).await?.and_then(|j| serde_json::from_str(&j).ok()).ok_or_else(ApiError::internal)?), None)
-    } else {
-        (None, Some(messages::blob(&ctx.db, id, Blob::Outbound).await?.and_then(|j| serde_json::from_str(&j).ok()).ok_or_else(ApiError::internal)?))
-    };
-    let names: Vec<Option<&str>> = match (&parsed, &sent) {
-        (Some(p), _) => p.attachments.iter().map(|a| a.filename.as_deref()).collect(),
-        (_, Some(o)) => o.attachments.iter().map(|a| Some(a.filename.as_str())).collect(),
-        _ => vec![],
-    };
-    let index = attachments::select(name, &names).map_err(|why| match why {
-        Unselected::Missing => ApiError::new(404, "attachment_not_found", format!("this message has no attachment with the id or file name `{name}`")).with_field("attachment"),
-        Unselected::Ambiguous(ids) => ApiError::new(409, "attachment_ambiguous", format!("{} attachments are named `{name}`; name one by its id", ids.len()))
-            .with_field("attachment")
-            .with_extra(json!({"ids": ids})),
-    })?;
-    let wanted = match (&parsed, &sent) {
-        (Some(p), _) => Wanted::inbound(id, p, index),
-        (_, Some(o)) => Wanted::outbound(o, index),
-        _ => None,
-    }
-    .ok_or_else(|| ApiError::new(404, "attachment_not_found", format!("this message has {} attachments; ids run from att_0", names.len())).with_field("attachment"))?;
-    crate::app::attachments::download(ctx, wanted).await
+    crate::app::attachments::download_named(ctx, &m, name).await
 }
 
 pub async fn read_email(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {

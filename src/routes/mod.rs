@@ -207,6 +207,8 @@ pub const ROUTES: &[Route] = &[
     post("/console/sign_out", Console).form().html(),
     get("/console", Console).html(),
     get("/console/message", Console).html(),
+    // A download, not a page: its errors are JSON.
+    get("/console/attachment", Console),
     post("/console/decide", Console).form().html(),
     get("/console/mailboxes", Console).html(),
     post("/console/update_mailbox", Console).form().html(),
@@ -818,6 +820,7 @@ async fn dispatch(ctx: &Ctx, route: &Route, req: &mut Request, input: &Input) ->
         (_, "/console/sign_out") => console::sign_in::sign_out(ctx).await,
         (_, "/console") => console::queue::pending(ctx, req).await,
         (_, "/console/message") => console::queue::message(ctx, req).await,
+        (_, "/console/attachment") => console::queue::attachment(ctx, req).await,
         (_, "/console/decide") => console::queue::decide(ctx, input).await,
         (_, "/console/mailboxes") => console::settings::mailboxes(ctx, req).await,
         (_, "/console/update_mailbox") => console::settings::update_mailbox(ctx, input).await,

@@ -118,6 +118,38 @@ test('downloads are scoped like read_email: another account, the other mode and 
   assert.equal((await download(reader, m.id, 0)).status, 403, 'needs read');
 });
 
+async function ownerCookie(acct) {
+  const link = (await w.call('/admin/create_sign_in_link', { key: w.adminToken, body: { account: acct.account.id } })).body.url;
+  const signed = await fetch(`${w.base}/console/auth`, { method: 'POST', redirect: 'manual', body: new URLSearchParams({ token: new URL(link).searchParams.get('token') }) });
+  assert.equal(signed.status, 303);
+  return signed.headers.get('set-cookie').split(';')[0];
+}
+
+test('in the console a reviewer downloads a held message\'s attachments from its page, as downloads', async () => {
+  const gated = await w.sender('Console Attachment Co', { mode: 'gated_all' });
+  const held = await receive(gated.live, gated.from, [
+    { name: 'terms.pdf', type: 'application/pdf', bytes: PDF },
+    { name: 'look.html', type: 'text/html', bytes: HTML },
+  ]);
+  assert.equal(held.status, 'pending_approval');
+  const cookie = await ownerCookie(gated);
+  const page = await (await fetch(`${w.base}/console/message?id=${held.id}`, { headers: { Cookie: cookie } })).text();
+  const links = [...page.matchAll(/<a href="(\/console\/attachment\?[^"]+)" download>([^<]+)<\/a>/g)].map((m) => [m[1].replaceAll('&amp;', '&'), m[2]]);
+  assert.deepEqual(links.map((l) => l[1]), ['terms.pdf', 'look.html'], page.slice(0, 300));
+  const pdf = await fetch(`${w.base}${links[0][0]}`, { headers: { Cookie: cookie } });
+  assert.equal(pdf.status, 200);
+  assert.equal(pdf.headers.get('content-type'), 'application/pdf');
+  assert.match(pdf.headers.get('content-disposition'), /^attachment; filename="terms.pdf"/);
+  assert.equal(sha(Buffer.from(await pdf.arrayBuffer())), sha(PDF), 'the held message\'s bytes, to decide on');
+  const html = await fetch(`${w.base}${links[1][0]}`, { headers: { Cookie: cookie } });
+  assert.equal(html.headers.get('content-type'), 'application/octet-stream', 'never rendered as a page in the console\'s origin');
+  assert.match(html.headers.get('content-security-policy'), /sandbox/);
+  assert.equal((await fetch(`${w.base}${links[0][0]}`)).status, 401, 'no session');
+  const stranger = await ownerCookie(a);
+  assert.equal((await fetch(`${w.base}${links[0][0]}`, { headers: { Cookie: stranger } })).status, 404, 'another account\'s owner');
+  assert.equal((await fetch(`${w.base}/console/attachment?id=${held.id}&attachment=nope`, { headers: { Cookie: cookie } })).status, 404);
+});
+
 test('over MCP the bytes come as an embedded resource', async () => {
   const m = await receive(a.live, a.from, [{ name: 'small.pdf', type: 'application/octet-stream', bytes: PDF.subarray(0, 5000) }]);
   const client = new Client({ name: 'attachments-test', version: '1.0.0' });

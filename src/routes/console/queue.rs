@@ -13,7 +13,8 @@ use crate::domain::authority;
 use crate::domain::delivery::OutboundEmail;
 use crate::domain::inbound::ParsedEmail;
 use crate::domain::message::{Direction, MessageStatus};
-use crate::http::{ApiError, ApiResult, Reply};
+use crate::domain::attachments::attachment_id;
+use crate::http::{self, ApiError, ApiResult, Reply};
 use crate::routes::Input;
 use crate::store::messages::{self, Blob};
 use crate::store::{changes as store_changes, mode_changes as store_modes};
@@ -74,6 +75,16 @@ pub async fn pending(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
         body.push_str("</tbody></table></div>");
     }
     Ok(page(layout(ctx, "/console", "Pending", &body)))
+}
+
+/// `GET /console/attachment?id=…&attachment=…`: an attachment of a message the operator can
+/// see, held mail included (a reviewer opens what they decide on), as a download.
+pub async fn attachment(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
+    let q = http::query_params(req, &["id", "attachment", "mode"])?;
+    let id = q.get("id").ok_or_else(|| ApiError::invalid_field("id", "`id` is required"))?;
+    let name = crate::domain::attachments::selector(q.get("attachment").map(String::as_str))?;
+    let m = access::visible_message(ctx, id).await?;
+    crate::app::attachments::download_named(ctx, &m, name).await
 }
 
 pub async fn message(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
@@ -165,9 +176,14 @@ pub async fn message(ctx: &Ctx, req: &Request) -> ApiResult<Reply> {
     if attachments.is_empty() {
         body.push_str("<p>None.</p>");
     } else {
+        // Each opens as a download, never as a page (`app::attachments::download`).
+        let mode = if ctx.principal().livemode { "" } else { "&amp;mode=test" };
         body.push_str("<ul>");
-        for (name, ct, size) in &attachments {
-            body.push_str(&format!("<li>{} ({}, {size} bytes)</li>", esc(name), esc(ct)));
+        for (i, (name, ct, size)) in attachments.iter().enumerate() {
+            body.push_str(&format!(
+                "<li><a href=\"/console/attachment?id={id}&amp;attachment={att}{mode}\" download>{name}</a> ({ct}, {size} bytes)</li>",
+                id = esc(&r.id), att = attachment_id(i), name = esc(name), ct = esc(ct),
+            ));
         }
         body.push_str("</ul>");
     }
